@@ -1,0 +1,308 @@
+"""The `gatewayd` command line. Each command is a thin wrapper over a library call.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage, 78 configuration error (EX_CONFIG).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from gatewayd import __version__
+from gatewayd.config import DEFAULT_CONFIG_PATH, Settings, load_config
+from gatewayd.errors import ConfigError, GatewaydError
+from gatewayd.logs import setup_logging
+
+EX_CONFIG = 78
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def config_path(path: str | None) -> Path:
+    """`-c`, else $GATEWAYD_CONFIG, else the system default."""
+    return Path(path or os.environ.get("GATEWAYD_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    sys.exit(code)
+
+
+def load_or_exit(path: str | None) -> Settings:
+    try:
+        return load_config(config_path(path))
+    except ConfigError as exc:
+        err_console.print(f"[bold red]invalid configuration[/] {exc.source}", highlight=False)
+        for problem in exc.problems:
+            err_console.print(f"  {problem}", highlight=False, markup=False)
+        sys.exit(EX_CONFIG)
+
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "config",
+    metavar="PATH",
+    help="Config file (default: $GATEWAYD_CONFIG, else /etc/gatewayd/config.toml).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gatewayd")
+def main() -> None:
+    """gatewayd: poll Modbus devices, queue every reading in SQLite, forward it to an EnOS hub."""
+
+
+@main.command()
+@config_option
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+)
+def run(config: str | None, log_level: str) -> None:
+    """Run the daemon until SIGTERM or SIGINT.
+
+    Example: gatewayd run -c /etc/gatewayd/config.toml
+    """
+    settings = load_or_exit(config)
+    setup_logging(log_level)
+    from gatewayd.daemon import Daemon
+
+    try:
+        asyncio.run(_run_until_signal(Daemon(settings).run))
+    except GatewaydError as exc:
+        fail(str(exc))
+
+
+async def _run_until_signal(runner: Callable[[asyncio.Event], Any]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await runner(stop)
+
+
+@main.command()
+@config_option
+def check(config: str | None) -> None:
+    """Validate the config and show devices, points and the reads they coalesce into.
+
+    Exits 0 when valid, 78 with every problem named by its key path when not.
+    """
+    settings = load_or_exit(config)
+    from gatewayd.modbus.plan import plan_reads
+
+    gw = settings.gateway
+    console.print(
+        f"gateway {gw.product_key}/{gw.device_key} → {settings.mqtt.host}:"
+        f"{settings.mqtt.port}{' (TLS)' if settings.mqtt.tls else ''}",
+        highlight=False,
+    )
+    console.print(f"queue {settings.queue.path}", highlight=False)
+    for device in settings.devices:
+        m = device.modbus
+        where = m.serial_port if m.transport == "rtu" else f"{m.host}:{m.port}"
+        table = Table(
+            title=f"{device.name} ({device.product_key}/{device.device_key}) "
+            f"{m.transport} {where} unit {m.unit_id} every {device.interval_s:g}s"
+        )
+        for column in ("read", "table", "address", "count", "points"):
+            table.add_column(column)
+        for n, request in enumerate(plan_reads(device.points), 1):
+            names = ", ".join(f"{p.point.id}:{p.point.type}" for p in request.points)
+            table.add_row(str(n), request.table, str(request.address), str(request.count), names)
+        console.print(table)
+    console.print(
+        f"[green]ok[/]: {len(settings.devices)} devices, "
+        f"{sum(len(d.points) for d in settings.devices)} points"
+    )
+
+
+@main.command()
+@config_option
+@click.option("--device", "device_name", metavar="NAME", help="Poll only this device.")
+def poll(config: str | None, device_name: str | None) -> None:
+    """Poll each device once and print the decoded points (for commissioning).
+
+    Exits 1 if any device fails.
+    """
+    settings = load_or_exit(config)
+    devices = [d for d in settings.devices if device_name in (None, d.name)]
+    if not devices:
+        fail(f"no device named {device_name!r}" if device_name else "no devices configured")
+    failed = asyncio.run(_poll_once(devices))
+    if failed:
+        sys.exit(1)
+
+
+async def _poll_once(devices: list[Any]) -> int:
+    from gatewayd.errors import DeviceError
+    from gatewayd.modbus.poller import build_pollers
+
+    pollers, endpoints = build_pollers(devices, lambda sample: None)
+    failed = 0
+    try:
+        for poller in pollers:
+            try:
+                sample = await poller.read_sample()
+            except DeviceError as exc:
+                failed += 1
+                err_console.print(f"[red]{poller.device.name}[/]: {exc.reason}", highlight=False)
+                continue
+            table = Table(title=f"{poller.device.name} at {_fmt_ms(sample.ts_ms)}")
+            table.add_column("point")
+            table.add_column("value")
+            for point_id, value in sample.points.items():
+                table.add_row(point_id, json.dumps(value))
+            console.print(table)
+    finally:
+        for endpoint in endpoints.values():
+            endpoint.close()
+    return failed
+
+
+def _fmt_ms(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+@main.group()
+def queue() -> None:
+    """Inspect and manage the queue file (works while the daemon runs)."""
+
+
+def queue_path(config: str | None, db: str | None) -> Path:
+    if db:
+        return Path(db)
+    return Path(load_or_exit(config).queue.path)
+
+
+@queue.command()
+@config_option
+@click.option("--db", metavar="PATH", help="Queue file (instead of reading the config).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def stats(config: str | None, db: str | None, as_json: bool) -> None:
+    """Pending samples and points, oldest and newest sample, file size, counters.
+
+    Example: gatewayd queue stats --db /var/lib/gatewayd/queue.db
+    """
+    from gatewayd.queue import read_stats
+
+    try:
+        figures = read_stats(queue_path(config, db))
+    except GatewaydError as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(asdict(figures), sort_keys=True))
+        return
+    table = Table(title=f"queue {figures.path}", show_header=False)
+    rows = [
+        ("pending samples", f"{figures.pending_samples:,}"),
+        ("pending points", f"{figures.pending_points:,}"),
+        ("oldest sample", _fmt_ms(figures.oldest_ts_ms)),
+        ("newest sample", _fmt_ms(figures.newest_ts_ms)),
+        ("file size", f"{figures.file_bytes:,} B"),
+        ("rejected (dead letter)", f"{figures.rejected:,}"),
+    ]
+    rows += [(key.replace("_", " "), str(value)) for key, value in sorted(figures.state.items())]
+    for key, value in rows:
+        table.add_row(key, value)
+    console.print(table)
+
+
+@main.command()
+@click.option("--outage-s", default=10.0, show_default=True, help="How long the uplink is cut.")
+def demo(outage_s: float) -> None:
+    """A self-contained show: simulated meters, an embedded broker, the hub simulator, an outage.
+
+    Needs no config and no network; ends by itself in under a minute (Ctrl+C ends it early).
+    """
+    from gatewayd.sim.demo import run_demo
+
+    setup_logging("WARNING")
+    with contextlib.suppress(KeyboardInterrupt):
+        code = asyncio.run(run_demo(console, outage_s=outage_s))
+        sys.exit(code)
+
+
+@main.group()
+def sim() -> None:
+    """Run a simulator on its own, to try a config without hardware or cloud."""
+
+
+@sim.command("modbus")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5020, show_default=True)
+@click.option("--units", default="1", show_default=True, help="Comma-separated unit ids.")
+def sim_modbus(host: str, port: int, units: str) -> None:
+    """Serve simulated energy meters over Modbus TCP (points: see `gatewayd sim modbus --help`).
+
+    Holding 0-1 float32 Power, 2 uint16 Voltage (x0.1), 3 int16 Temperature (x0.1),
+    4-5 uint32 Energy, 6 uint16 Seq; input 0-1 float32 Frequency; coil 0 Breaker.
+    """
+    from gatewayd.sim.modbus import ModbusSimulator
+
+    unit_ids = [int(u) for u in units.split(",") if u.strip()]
+    setup_logging("INFO")
+
+    async def serve() -> None:
+        simulator = ModbusSimulator(unit_ids, host, port)
+        bound = await simulator.start()
+        err_console.print(f"modbus simulator on {host}:{bound} units {unit_ids}")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await simulator.stop()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve())
+
+
+@sim.command("hub")
+@click.option("--host", default="127.0.0.1", show_default=True, help="MQTT broker host.")
+@click.option("--port", default=1883, show_default=True, help="MQTT broker port.")
+@click.option("--reply-code", default=200, show_default=True, help="Answer this code.")
+def sim_hub(host: str, port: int, reply_code: int) -> None:
+    """Play the EnOS hub on a broker: answer batch requests and print what arrives."""
+    import threading
+
+    from gatewayd.sim.hub import HubSimulator
+
+    hub = HubSimulator(host, port)
+    hub.set_faults(reply_code=reply_code)
+    hub.start()
+    err_console.print(f"hub simulator on {host}:{port}; control topic gatewayd-sim/hub/control")
+    seen = 0
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+
+    def more(h: HubSimulator) -> bool:
+        return len(h.requests) > seen
+
+    try:
+        while not stopped.is_set():
+            hub.wait_for(more, timeout_s=1.0)
+            for request in hub.requests[seen:]:
+                click.echo(json.dumps(asdict(request)))
+            seen = len(hub.requests)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        hub.stop()

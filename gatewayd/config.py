@@ -1,0 +1,342 @@
+"""The configuration schema: one TOML file, every key overridable by `GATEWAYD_<SECTION>__<KEY>`.
+
+Validation is strict (`extra="forbid"`, literal choices, cross-field checks) because a gateway that
+starts with a silently patched config ships wrong data for months. Every problem is reported with
+its key path, e.g. `devices[2].points[5].type`, so the operator can fix the file in one pass.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from gatewayd.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/gatewayd/config.toml")
+
+#: The hub rejects payloads of 512 KiB or more (enos-protocol.md §2.5); keep a margin for the envelope.
+MAX_PAYLOAD_BYTES = 512 * 1024 - 1024
+
+DataType = Literal[
+    "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"
+]
+ByteOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
+Table = Literal["holding", "input", "coil", "discrete"]
+
+#: Registers each numeric type occupies (string: `length`; bool in a register table: one).
+REGISTER_WIDTH: dict[str, int] = {
+    "bool": 1,
+    "int16": 1,
+    "uint16": 1,
+    "int32": 2,
+    "uint32": 2,
+    "float32": 2,
+    "int64": 4,
+    "uint64": 4,
+    "float64": 4,
+}
+
+_config_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "gatewayd_config_path", default=None
+)
+
+
+class Section(BaseModel):
+    """A TOML section: unknown keys are errors, not ignored typos."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _read_secret(
+    value: SecretStr | None, path: Path | None, what: str, *, required: bool
+) -> SecretStr | None:
+    """Resolve `x_secret` / `x_secret_file` into one secret; the file wins nothing, both is an error."""
+    if value is not None and path is not None:
+        raise ValueError(f"set {what} or {what}_file, not both")
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"{what}_file {str(path)!r} cannot be read: {exc.strerror}") from None
+        if not text:
+            raise ValueError(f"{what}_file {str(path)!r} is empty")
+        return SecretStr(text)
+    if required and (value is None or not value.get_secret_value()):
+        raise ValueError(f"{what} (or {what}_file) is required")
+    return value
+
+
+class GatewayConfig(Section):
+    """The gateway's own identity on the hub."""
+
+    product_key: str = Field(min_length=1)
+    device_key: str = Field(min_length=1)
+    device_secret: SecretStr | None = None
+    device_secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _resolve_secret(self) -> GatewayConfig:
+        secret = _read_secret(
+            self.device_secret, self.device_secret_file, "device_secret", required=True
+        )
+        object.__setattr__(self, "device_secret", secret)
+        object.__setattr__(self, "device_secret_file", None)
+        return self
+
+    def secret(self) -> str:
+        assert self.device_secret is not None  # guaranteed by the validator
+        return self.device_secret.get_secret_value()
+
+
+class MqttConfig(Section):
+    """How to reach the hub's MQTT endpoint."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=11883, ge=1, le=65535)
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    keepalive_s: int = Field(default=60, ge=5, le=3600)
+    reconnect_min_s: float = Field(default=1.0, gt=0)
+    reconnect_max_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttConfig:
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (mutual TLS)")
+        return self
+
+
+class QueueConfig(Section):
+    """Where and how readings are kept until the hub confirms them."""
+
+    path: Path = Path("/var/lib/gatewayd/queue.db")
+    max_bytes: int = Field(default=1_073_741_824, ge=1_048_576)
+    max_age_s: int = Field(default=2_592_000, ge=60)
+    overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
+    synchronous: Literal["full", "normal"] = "full"
+    commit_interval_ms: int = Field(default=200, ge=1, le=60_000)
+
+
+class ForwardConfig(Section):
+    """How the queue is drained to the hub."""
+
+    batch_max_samples: int = Field(default=500, ge=1, le=100_000)
+    batch_max_bytes: int = Field(default=262_144, ge=1024, le=MAX_PAYLOAD_BYTES)
+    inflight: int = Field(default=4, ge=1, le=64)
+    reply_timeout_s: float = Field(default=15.0, gt=0)
+    live_max_age_s: float = Field(default=60.0, ge=0)
+    allow_offline_sub_device: bool = False
+    skip_invalid_measurepoints: bool = False
+    retry_min_s: float = Field(default=1.0, gt=0)
+    retry_max_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ForwardConfig:
+        if self.retry_min_s > self.retry_max_s:
+            raise ValueError("retry_min_s must not exceed retry_max_s")
+        return self
+
+
+class ModbusConfig(Section):
+    """One sub-device's Modbus endpoint; devices with the same endpoint share one connection."""
+
+    transport: Literal["tcp", "rtu", "rtu_over_tcp"] = "tcp"
+    host: str | None = None
+    port: int = Field(default=502, ge=1, le=65535)
+    serial_port: str | None = None
+    baudrate: int = Field(default=9600, ge=300, le=921_600)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+    unit_id: int = Field(default=1, ge=0, le=247)
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    retries: int = Field(default=1, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModbusConfig:
+        if self.transport in ("tcp", "rtu_over_tcp") and not self.host:
+            raise ValueError(f"host is required with transport = {self.transport!r}")
+        if self.transport == "rtu" and not self.serial_port:
+            raise ValueError("serial_port is required with transport = 'rtu'")
+        return self
+
+
+class PointConfig(Section):
+    """One measurement point: where it lives in the device and how its registers become a value."""
+
+    id: str = Field(min_length=1)
+    table: Table = "holding"
+    address: int = Field(ge=0, le=65535)
+    type: DataType = "uint16"
+    order: ByteOrder = "ABCD"
+    scale: float = 1.0
+    offset: float = 0.0
+    length: int = Field(default=0, ge=0, le=125)
+    bit: int | None = Field(default=None, ge=0, le=15)
+    quality: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> PointConfig:
+        if self.table in ("coil", "discrete") and self.type != "bool":
+            raise ValueError(f"table {self.table!r} holds bits: type must be 'bool'")
+        if self.type == "string" and self.length < 1:
+            raise ValueError("type 'string' needs length (registers) of at least 1")
+        if self.type != "string" and self.length:
+            raise ValueError("length is only for type 'string'")
+        if self.bit is not None and not (
+            self.type == "bool" and self.table in ("holding", "input")
+        ):
+            raise ValueError("bit is only for type 'bool' in a register table")
+        return self
+
+    @property
+    def register_count(self) -> int:
+        """How many registers (or bits, for coil/discrete) the point occupies."""
+        if self.type == "string":
+            return self.length
+        return REGISTER_WIDTH[self.type]
+
+
+class DeviceConfig(Section):
+    """One sub-device: its hub identity, its Modbus endpoint and its points."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    product_key: str = Field(min_length=1)
+    device_key: str = Field(min_length=1)
+    device_secret: SecretStr | None = None
+    device_secret_file: Path | None = None
+    interval_s: float = Field(default=1.0, ge=0.05, le=86_400)
+    modbus: ModbusConfig
+    points: list[PointConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> DeviceConfig:
+        secret = _read_secret(
+            self.device_secret, self.device_secret_file, "device_secret", required=False
+        )
+        object.__setattr__(self, "device_secret", secret)
+        object.__setattr__(self, "device_secret_file", None)
+        seen: set[str] = set()
+        for point in self.points:
+            if point.id in seen:
+                raise ValueError(f"point id {point.id!r} appears twice")
+            seen.add(point.id)
+        return self
+
+
+class Settings(BaseSettings):
+    """The whole configuration. Build it with `load_config`, not directly."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        env_prefix="GATEWAYD_",
+        env_nested_delimiter="__",
+        nested_model_default_partial_update=True,
+    )
+
+    gateway: GatewayConfig
+    mqtt: MqttConfig = MqttConfig()
+    queue: QueueConfig = QueueConfig()
+    forward: ForwardConfig = ForwardConfig()
+    devices: list[DeviceConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_devices(self) -> Settings:
+        names: set[str] = set()
+        keys: set[tuple[str, str]] = set()
+        for device in self.devices:
+            if device.name in names:
+                raise ValueError(f"device name {device.name!r} appears twice")
+            key = (device.product_key, device.device_key)
+            if key in keys:
+                raise ValueError(f"device {device.product_key}/{device.device_key} appears twice")
+            names.add(device.name)
+            keys.add(key)
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _config_path.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """Render a pydantic error location as the operator writes it: `devices[2].points[5].type`."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append(f"{key_path(tuple(error['loc']))}: {message}")
+    return problems
+
+
+def load_config(path: Path | str, **overrides: Any) -> Settings:
+    """Read, merge with the environment, and validate; raise ConfigError naming every bad key."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            tomllib.load(handle)  # syntax errors get reported here with line and column
+    except FileNotFoundError:
+        raise ConfigError([f"file not found: {path}"], str(path)) from None
+    except OSError as exc:
+        raise ConfigError([f"cannot read {path}: {exc.strerror}"], str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"TOML syntax: {exc}"], str(path)) from None
+    token = _config_path.set(path)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc), str(path)) from None
+    finally:
+        _config_path.reset(token)
+
+
+def build_config(data: dict[str, Any]) -> Settings:
+    """Validate a config given as a dict (the demo and tests); environment overrides still apply."""
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc)) from None

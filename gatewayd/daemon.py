@@ -1,0 +1,132 @@
+"""Wiring and lifecycle: the only module that knows every part.
+
+Start order: queue → MQTT session → forwarder → polling. Each start registers its teardown on an
+AsyncExitStack, so a failed start unwinds what was already opened, in reverse. A stop runs the
+same stack: polling stops first, the in-flight replies get `shutdown_timeout_s` to arrive, the
+session closes, and the queue commits its last group and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from gatewayd.config import Settings
+from gatewayd.enos.client import MqttSession
+from gatewayd.enos.protocol import (
+    METHOD_POST_BATCH,
+    METHOD_RESUME_BATCH,
+    measurepoint_topic,
+    reply_topic,
+)
+from gatewayd.forwarder import Forwarder
+from gatewayd.modbus.poller import DevicePoller, build_pollers
+from gatewayd.notify import Notifier
+from gatewayd.queue import SampleQueue
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_TIMEOUT_S = 10.0
+
+
+def reply_topics(settings: Settings) -> list[str]:
+    gw = settings.gateway
+    return [
+        reply_topic(measurepoint_topic(gw.product_key, gw.device_key, method))
+        for method in (METHOD_RESUME_BATCH, METHOD_POST_BATCH)
+    ]
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+class Daemon:
+    """The running gateway: build with a validated Settings, then `await run(stop_event)`."""
+
+    def __init__(self, settings: Settings, shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+        self.settings = settings
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.queue = SampleQueue(settings.queue)
+        self.session = MqttSession(settings.mqtt, settings.gateway, reply_topics(settings))
+        self.forwarder = Forwarder(self.queue, self.session, settings.forward, settings.gateway)
+        self.pollers: list[DevicePoller] = []
+        self.started = asyncio.Event()
+        self.notifier = Notifier()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set, then stop gracefully."""
+        async with AsyncExitStack() as stack:
+            await self.queue.open()
+            stack.push_async_callback(self.queue.close)
+            stack.push_async_callback(_cancel, self._spawn(self.queue.run_committer()))
+            await self.session.start()
+            stack.push_async_callback(self.session.stop)
+            forwarder = self._spawn(self.forwarder.run())
+            stack.push_async_callback(self._stop_forwarder, forwarder)
+            scheduler = self._start_polling()
+            stack.callback(self._stop_polling, scheduler)
+            log.info(
+                "started devices=%d queue=%s broker=%s:%d",
+                len(self.pollers),
+                self.settings.queue.path,
+                self.settings.mqtt.host,
+                self.settings.mqtt.port,
+            )
+            self.started.set()
+            self.notifier.ready(f"polling {len(self.pollers)} devices")
+            await stop.wait()
+            log.info("stopping")
+            self.notifier.stopping()
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("task_failed")
+                raise
+
+        return asyncio.create_task(guarded())
+
+    def _start_polling(self) -> AsyncIOScheduler:
+        self.pollers, _endpoints = build_pollers(self.settings.devices, self.queue.put)
+        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
+        for poller in self.pollers:
+            interval = poller.device.interval_s
+            scheduler.add_job(
+                poller.poll,
+                "interval",
+                seconds=interval,
+                id=poller.device.name,
+                max_instances=1,  # an overrunning poll skips the next one instead of piling up
+                coalesce=True,
+                misfire_grace_time=max(1, int(interval)),
+                next_run_time=datetime.now(UTC),
+            )
+        scheduler.start()
+        return scheduler
+
+    def _stop_polling(self, scheduler: AsyncIOScheduler) -> None:
+        scheduler.shutdown(wait=False)
+        for poller in self.pollers:
+            poller.endpoint.close()
+
+    async def _stop_forwarder(self, task: asyncio.Task[None]) -> None:
+        await _cancel(task)
+        left = await self.forwarder.wait_inflight(self.shutdown_timeout_s)
+        if left:
+            log.warning(
+                "stopped_with_unanswered requests=%d note='their samples stay queued'", left
+            )

@@ -1,0 +1,1 @@
+"""The EnOS uplink: pure protocol pieces, the MQTT session, and the gateway topology."""

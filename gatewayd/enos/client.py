@@ -1,0 +1,203 @@
+"""The MQTT session with the hub: signed login, reconnects, and request/reply with time limits.
+
+paho's network loop runs in its own thread. Its callbacks never touch shared state: they hand the
+event to the asyncio loop with `call_soon_threadsafe`, and all bookkeeping happens there.
+A request is answered by the message on its `_reply` topic carrying the same `id`; anything else
+on a reply topic (garbage, unknown or late ids) is logged and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gatewayd.config import GatewayConfig, MqttConfig
+from gatewayd.enos.protocol import Reply, device_credentials, parse_reply
+from gatewayd.errors import ReplyFormatError, ReplyTimeout, UplinkDown
+
+log = logging.getLogger(__name__)
+
+
+class MqttSession:
+    """One MQTT connection for the gateway, kept up for the life of the daemon."""
+
+    def __init__(
+        self, mqtt_cfg: MqttConfig, gateway: GatewayConfig, reply_topics: Sequence[str]
+    ) -> None:
+        self.cfg = mqtt_cfg
+        self.gateway = gateway
+        self.reply_topics = list(reply_topics)
+        self.connected = asyncio.Event()
+        #: The complement of `connected`, so that a waiter can await an outage too.
+        self.disconnected = asyncio.Event()
+        self.disconnected.set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: mqtt.Client | None = None
+        self._pending: dict[tuple[str, str], asyncio.Future[Reply]] = {}
+        self._subscribe_mid: int | None = None
+        # Ids must not repeat across restarts either: a late reply to a previous process's request
+        # must never confirm this one's rows. A random 40-bit start makes that collision unlikely.
+        self._ids = itertools.count(secrets.randbits(40))
+        self.dropped_replies = 0
+        self._was_connected = False
+
+    def next_id(self) -> str:
+        return str(next(self._ids))
+
+    @property
+    def inflight(self) -> int:
+        return len(self._pending)
+
+    async def start(self) -> None:
+        """Begin connecting in the background; `connected` is set once reply topics are subscribed."""
+        self._loop = asyncio.get_running_loop()
+        creds = device_credentials(
+            self.gateway.product_key,
+            self.gateway.device_key,
+            self.gateway.secret(),
+            int(time.time() * 1000),
+        )
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=creds.client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )
+        client.username_pw_set(creds.username, creds.password)
+        if self.cfg.tls:
+            client.tls_set(
+                ca_certs=str(self.cfg.ca_file) if self.cfg.ca_file else None,
+                certfile=str(self.cfg.cert_file) if self.cfg.cert_file else None,
+                keyfile=str(self.cfg.key_file) if self.cfg.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+        client.reconnect_delay_set(
+            min_delay=max(1, int(self.cfg.reconnect_min_s)),
+            max_delay=max(1, int(self.cfg.reconnect_max_s)),
+        )
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        client.loop_start()
+        self._client = client
+
+    async def stop(self) -> None:
+        """Disconnect and stop paho's thread; requests still waiting fail with UplinkDown."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        self._was_connected = False  # our own disconnect is not an outage worth a warning
+        client.disconnect()
+        await asyncio.to_thread(client.loop_stop)
+        self._connection_lost("session stopped")
+
+    async def request(self, topic: str, request_id: str, payload: bytes, timeout_s: float) -> Reply:
+        """Publish a request (QoS 1) and wait for its reply; raise UplinkDown or ReplyTimeout."""
+        if self._client is None or not self.connected.is_set():
+            raise UplinkDown("not connected")
+        key = (topic + "_reply", request_id)
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            info = self._client.publish(topic, payload, qos=1)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise UplinkDown(f"publish failed: {mqtt.error_string(info.rc)}")
+            async with asyncio.timeout(timeout_s):
+                return await future
+        except TimeoutError:
+            raise ReplyTimeout(request_id, timeout_s) from None
+        finally:
+            self._pending.pop(key, None)
+
+    # --- paho thread: hand over only -------------------------------------------------------
+
+    def _call(self, fn: Any, *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        properties: Any,
+    ) -> None:
+        if reason.is_failure:
+            self._call(self._connect_refused, str(reason))
+            return
+        result, mid = client.subscribe([(topic, 1) for topic in self.reply_topics])
+        if result == mqtt.MQTT_ERR_SUCCESS:
+            self._subscribe_mid = mid
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
+    ) -> None:
+        if mid == self._subscribe_mid:
+            failed = [str(r) for r in reasons if r.is_failure]
+            self._call(self._ready, failed)
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason: ReasonCode,
+        properties: Any,
+    ) -> None:
+        self._call(self._connection_lost, str(reason))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._call(self._deliver, message.topic, bytes(message.payload))
+
+    # --- event loop --------------------------------------------------------------------------
+
+    def _connect_refused(self, reason: str) -> None:
+        log.warning(
+            "uplink_refused host=%s port=%d reason=%r", self.cfg.host, self.cfg.port, reason
+        )
+
+    def _ready(self, failed: list[str]) -> None:
+        if failed:
+            log.error("uplink_subscribe_refused topics=%d reasons=%s", len(failed), failed)
+        log.info("uplink_connected host=%s port=%d", self.cfg.host, self.cfg.port)
+        self._was_connected = True
+        self.disconnected.clear()
+        self.connected.set()
+
+    def _connection_lost(self, reason: str) -> None:
+        if self._was_connected:
+            log.warning("uplink_lost reason=%r waiting_replies=%d", reason, len(self._pending))
+        self._was_connected = False
+        self.connected.clear()
+        self.disconnected.set()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(UplinkDown(f"connection lost: {reason}"))
+
+    def _deliver(self, topic: str, payload: bytes) -> None:
+        try:
+            reply = parse_reply(payload)
+        except ReplyFormatError as exc:
+            self.dropped_replies += 1
+            log.warning("reply_dropped topic=%s reason=%r bytes=%d", topic, str(exc), len(payload))
+            return
+        future = self._pending.get((topic, reply.id))
+        if future is None or future.done():
+            self.dropped_replies += 1
+            log.info("reply_unmatched topic=%s id=%s code=%d", topic, reply.id, reply.code)
+            return
+        future.set_result(reply)

@@ -1,0 +1,59 @@
+"""The exception tree.
+
+Callers decide what to do by type: transient errors (a Modbus timeout, an MQTT disconnect, a reply
+that never came) are retried with backoff; the others are reported. Only the CLI turns an exception
+into an exit code.
+"""
+
+from __future__ import annotations
+
+
+class GatewaydError(Exception):
+    """Base of every error gatewayd raises on purpose."""
+
+
+class ConfigError(GatewaydError):
+    """The configuration is unusable; `problems` names every bad key path with what is wrong."""
+
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        super().__init__(f"invalid configuration{where}: " + "; ".join(problems))
+
+
+class TransientError(GatewaydError):
+    """A failure that may go away by itself; retry it later."""
+
+
+class DeviceError(TransientError):
+    """A Modbus device could not be read (timeout, refused connection, exception response)."""
+
+    def __init__(self, device: str, reason: str) -> None:
+        self.device = device
+        self.reason = reason
+        super().__init__(f"device {device}: {reason}")
+
+
+class DecodeError(GatewaydError):
+    """Registers could not be turned into a value (wrong count, invalid text)."""
+
+
+class UplinkDown(TransientError):
+    """The MQTT session is not connected, or dropped while a request waited for its reply."""
+
+
+class ReplyTimeout(TransientError):
+    """No reply arrived for a request within its time limit."""
+
+    def __init__(self, request_id: str, timeout_s: float) -> None:
+        self.request_id = request_id
+        super().__init__(f"no reply to request {request_id} within {timeout_s:g}s")
+
+
+class ReplyFormatError(GatewaydError):
+    """A message on a reply topic is not a reply we can read; it is logged and dropped."""
+
+
+class QueueError(GatewaydError):
+    """The SQLite queue file cannot be opened or used."""

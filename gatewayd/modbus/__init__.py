@@ -1,0 +1,1 @@
+"""Modbus acquisition: pure decoding and request planning, and the I/O poller."""

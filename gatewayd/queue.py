@@ -1,0 +1,338 @@
+"""The durable queue between acquisition and uplink: one SQLite file in WAL mode.
+
+Every reading is committed here before anything is sent, and a row leaves `samples` only on a 200
+reply naming its request, eviction by the bounds, a move to `rejected`, or an operator's purge.
+
+One worker thread owns the write connection (SQLite connections are not shared across threads, and
+the event loop must never wait on an fsync). New samples are buffered on the event loop and
+committed in groups every `commit_interval_ms`, which bounds fsyncs on flash storage and bounds
+what a crash can lose to one open group. Readers such as the CLI open their own connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+from sqlite_utils.migrations import Migrations
+
+from gatewayd.config import QueueConfig
+from gatewayd.errors import QueueError
+from gatewayd.model import QueuedSample, Sample
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MIGRATIONS = Migrations("gatewayd")
+SCHEMA_VERSION = 1
+COUNTERS = ("polled", "queued", "sent", "evicted", "rejected", "retried")
+
+
+@MIGRATIONS(name="0001_initial")
+def _m0001_initial(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE samples (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: the forwarder's cursor relies on it
+            product_key TEXT NOT NULL,
+            device_key TEXT NOT NULL,
+            ts_ms INTEGER NOT NULL,
+            points TEXT NOT NULL,                  -- JSON object, exactly as sent
+            n_points INTEGER NOT NULL,
+            enqueued_ms INTEGER NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE rejected (
+            id INTEGER PRIMARY KEY,
+            product_key TEXT NOT NULL,
+            device_key TEXT NOT NULL,
+            ts_ms INTEGER NOT NULL,
+            points TEXT NOT NULL,
+            n_points INTEGER NOT NULL,
+            enqueued_ms INTEGER NOT NULL,
+            attempts INTEGER NOT NULL,
+            code INTEGER NOT NULL,
+            message TEXT NOT NULL,
+            rejected_ms INTEGER NOT NULL
+        );
+        CREATE TABLE state (key TEXT PRIMARY KEY, value);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value);
+        """
+    )
+    db.execute("INSERT INTO state (key, value) VALUES " + ",".join(f"('{c}', 0)" for c in COUNTERS))
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _create_private(path: Path) -> None:
+    """Create the file with mode 0600 before SQLite does: readings and keys are nobody else's."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def connect(path: Path, *, synchronous: str = "full", readonly: bool = False) -> sqlite3.Connection:
+    """Open a connection with the pragmas every gatewayd connection uses."""
+    if readonly:
+        if not path.exists():
+            raise QueueError(f"no queue file at {path}")
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    else:
+        _create_private(path)
+        conn = sqlite3.connect(path, timeout=5.0)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    if not readonly:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+        conn.execute("PRAGMA journal_size_limit = 67108864")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply pending numbered migrations; refuse a file written by a newer gatewayd."""
+    db = sqlite_utils.Database(conn)
+    known = {m.name for m in MIGRATIONS._migrations}
+    unknown = [m.name for m in MIGRATIONS.applied(db) if m.name not in known]
+    if unknown:
+        raise QueueError(
+            f"queue file has schema migrations this version does not know ({', '.join(unknown)}); "
+            "it was written by a newer gatewayd"
+        )
+    MIGRATIONS.apply(db)
+    with db.atomic():
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [SCHEMA_VERSION],
+        )
+
+
+class Store:
+    """Synchronous queue operations on one connection; used from exactly one thread."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+
+    def insert(self, samples: list[Sample]) -> None:
+        enqueued = now_ms()
+        rows = []
+        for s in samples:
+            points = json.dumps(s.points, separators=(",", ":"), allow_nan=False)
+            rows.append((s.product_key, s.device_key, s.ts_ms, points, len(s.points), enqueued))
+        with self.db.atomic():
+            self.conn.executemany(
+                "INSERT INTO samples (product_key, device_key, ts_ms, points, n_points, enqueued_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._bump("queued", len(rows))
+            self._bump("polled", len(rows))
+
+    def fetch_after(self, after_id: int, limit: int) -> list[QueuedSample]:
+        cursor = self.conn.execute(
+            "SELECT id, product_key, device_key, ts_ms, points FROM samples"
+            " WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        return [QueuedSample(*row) for row in cursor]
+
+    def ack(self, ids: list[int]) -> int:
+        """Delete the rows a 200 reply confirmed; returns how many were still there."""
+        with self.db.atomic():
+            cursor = self.conn.execute(
+                "DELETE FROM samples WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(ids),),
+            )
+            self._bump("sent", cursor.rowcount)
+            self._set_many({"last_reply_code": 200, "last_reply_ms": now_ms()})
+        return cursor.rowcount
+
+    def record_failure(self, ids: list[int], code: int | None) -> None:
+        """Count a failed attempt on rows that stay queued (no reply, or a non-200 code)."""
+        with self.db.atomic():
+            self.conn.execute(
+                "UPDATE samples SET attempts = attempts + 1"
+                " WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(ids),),
+            )
+            self._bump("retried", len(ids))
+            if code is not None:
+                self._set_many({"last_reply_code": code, "last_reply_ms": now_ms()})
+
+    def set_state(self, values: dict[str, Any]) -> None:
+        with self.db.atomic():
+            self._set_many(values)
+
+    def _bump(self, counter: str, n: int) -> None:
+        self.conn.execute("UPDATE state SET value = value + ? WHERE key = ?", (n, counter))
+
+    def _set_many(self, values: dict[str, Any]) -> None:
+        self.conn.executemany(
+            "INSERT INTO state (key, value) VALUES (?, ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            list(values.items()),
+        )
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What `gatewayd queue stats` shows; read from the file, so it works while the daemon runs."""
+
+    path: str
+    pending_samples: int
+    pending_points: int
+    oldest_ts_ms: int | None
+    newest_ts_ms: int | None
+    file_bytes: int
+    rejected: int
+    state: dict[str, Any]
+
+
+def file_bytes(path: Path) -> int:
+    """The queue's size on disk: the database plus its WAL and shared-memory files."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            total += os.stat(f"{path}{suffix}").st_size
+    return total
+
+
+def read_stats(path: Path) -> QueueStats:
+    """Open the file read-only and summarise it."""
+    conn = connect(path, readonly=True)
+    try:
+        db = sqlite_utils.Database(conn)
+        if "samples" not in db.table_names():
+            raise QueueError(f"{path} is not a gatewayd queue (no samples table)")
+        pending, points, oldest, newest = conn.execute(
+            "SELECT count(*), coalesce(sum(n_points), 0), min(ts_ms), max(ts_ms) FROM samples"
+        ).fetchone()
+        rejected = conn.execute("SELECT count(*) FROM rejected").fetchone()[0]
+        state = {row["key"]: row["value"] for row in db.query("SELECT key, value FROM state")}
+    except sqlite3.DatabaseError as exc:
+        raise QueueError(f"cannot read {path}: {exc}") from None
+    finally:
+        conn.close()
+    return QueueStats(
+        path=str(path),
+        pending_samples=pending,
+        pending_points=points,
+        oldest_ts_ms=oldest,
+        newest_ts_ms=newest,
+        file_bytes=file_bytes(path),
+        rejected=rejected,
+        state=state,
+    )
+
+
+class SampleQueue:
+    """The daemon's handle on the queue: async methods that run on the single writer thread."""
+
+    def __init__(self, cfg: QueueConfig) -> None:
+        self.cfg = cfg
+        self.path = Path(cfg.path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._store: Store | None = None
+        self._buffer: list[Sample] = []
+        #: Set whenever a group of new samples has been committed; the forwarder waits on it.
+        self.new_data = asyncio.Event()
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatewayd-db")
+        try:
+            self._store = await self._run(self._open_store)
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise
+
+    def _open_store(self) -> Store:
+        try:
+            conn = connect(self.path, synchronous=self.cfg.synchronous)
+            migrate(conn)
+        except sqlite3.DatabaseError as exc:
+            raise QueueError(f"cannot open queue {self.path}: {exc}") from None
+        return Store(conn)
+
+    async def close(self) -> None:
+        """Commit what is buffered, then close the connection and stop the writer thread."""
+        if self._executor is None:
+            return
+        try:
+            await self.flush()
+        finally:
+            store, self._store = self._store, None
+            if store is not None:
+                await self._run(store.conn.close)
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise QueueError("queue is not open")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise QueueError("queue is not open")
+        return self._store
+
+    def put(self, sample: Sample) -> None:
+        """Buffer a sample for the next group commit; never blocks the caller."""
+        self._buffer.append(sample)
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    async def flush(self) -> int:
+        """Commit the buffered samples as one transaction; returns how many were committed."""
+        if not self._buffer:
+            return 0
+        group, self._buffer = self._buffer, []
+        try:
+            await self._run(self.store.insert, group)
+        except BaseException:
+            self._buffer[:0] = group  # keep them for the next try, in order
+            raise
+        self.new_data.set()
+        return len(group)
+
+    async def run_committer(self) -> None:
+        """Group-commit loop; runs until cancelled (the final flush happens in close())."""
+        interval = self.cfg.commit_interval_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.flush()
+            except (QueueError, sqlite3.Error) as exc:
+                log.error("queue_commit_failed error=%r buffered=%d", str(exc), self.buffered)
+
+    async def fetch_after(self, after_id: int, limit: int) -> list[QueuedSample]:
+        return await self._run(self.store.fetch_after, after_id, limit)
+
+    async def ack(self, ids: list[int]) -> int:
+        return await self._run(self.store.ack, ids)
+
+    async def record_failure(self, ids: list[int], code: int | None) -> None:
+        await self._run(self.store.record_failure, ids, code)
+
+    async def set_state(self, **values: Any) -> None:
+        await self._run(self.store.set_state, values)

@@ -1,0 +1,128 @@
+"""The command line, through click's runner on real files and as real subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+from pathlib import Path
+
+import click
+from click.testing import CliRunner
+
+from gatewayd.cli import main
+from gatewayd.config import QueueConfig
+from gatewayd.model import Sample
+from gatewayd.queue import SampleQueue
+from tests.support.modbus import KNOWN_VALUES, KnownModbusServer
+
+ROOT = Path(__file__).parents[2]
+EXAMPLE = ROOT / "config.example.toml"
+
+
+def test_check_prints_the_read_plan_and_hides_secrets() -> None:
+    result = CliRunner().invoke(main, ["check", "-c", str(EXAMPLE)])
+    assert result.exit_code == 0, result.output
+    assert "meter-1" in result.output and "Power:float32" in result.output
+    assert "change-me" not in result.output
+    # Power(0-1), Voltage(2), Energy(4-5) cannot merge across the gap at 3 without max_gap.
+    assert re.search(r"holding\s+│\s+0\s+│\s+3", result.output)
+
+
+def test_check_names_every_bad_key_and_exits_78(tmp_path: Path) -> None:
+    bad = EXAMPLE.read_text().replace('type = "float32"', 'type = "float33"', 1)
+    bad = bad.replace("inflight = 4", "inflight = 0")
+    path = tmp_path / "bad.toml"
+    path.write_text(bad)
+    result = CliRunner().invoke(main, ["check", "-c", str(path)])
+    assert result.exit_code == 78
+    assert "devices[0].points[0].type" in result.output
+    assert "forward.inflight" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_config_path_comes_from_the_environment(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["check"], env={"GATEWAYD_CONFIG": str(tmp_path / "x.toml")})
+    assert result.exit_code == 78 and "file not found" in result.output
+
+
+async def test_queue_stats_as_json(tmp_path: Path) -> None:
+    queue = SampleQueue(QueueConfig(path=tmp_path / "q.db"))
+    await queue.open()
+    queue.put(Sample("pk", "dk", 1_700_000_000_000, {"a": 1, "b": 2}))
+    await queue.close()
+    result = CliRunner().invoke(main, ["queue", "stats", "--db", str(tmp_path / "q.db"), "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert figures["pending_samples"] == 1 and figures["pending_points"] == 2
+    assert figures["oldest_ts_ms"] == 1_700_000_000_000
+    human = CliRunner().invoke(main, ["queue", "stats", "--db", str(tmp_path / "q.db")])
+    assert "pending samples" in human.output and "2023-11-14" in human.output
+
+
+def test_queue_stats_of_a_missing_file_is_one_clear_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["queue", "stats", "--db", str(tmp_path / "none.db")])
+    assert result.exit_code == 1
+    assert "no queue file" in result.output and "Traceback" not in result.output
+
+
+async def test_poll_prints_decoded_values_from_a_real_device(
+    tmp_path: Path, known_modbus: KnownModbusServer
+) -> None:
+    from tests.support.modbus import KNOWN_POINTS
+
+    lines = ['[gateway]\nproduct_key="g"\ndevice_key="g"\ndevice_secret="s"']
+    for name, port in (("good", known_modbus.port), ("dead", 1)):
+        lines.append(
+            f'[[devices]]\nname="{name}"\nproduct_key="p"\ndevice_key="{name}"\n'
+            f'[devices.modbus]\nhost="127.0.0.1"\nport={port}\ntimeout_s=0.5\nretries=0'
+        )
+        for point in KNOWN_POINTS:
+            fields = "\n".join(f"{k} = {json.dumps(v)}" for k, v in point.items())
+            lines.append(f"[[devices.points]]\n{fields}")
+    config = tmp_path / "c.toml"
+    config.write_text("\n".join(lines))
+
+    async def gatewayd(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gatewayd",
+            *args,
+            "-c",
+            str(config),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        return proc.returncode or 0, out.decode()
+
+    code, out = await gatewayd("poll", "--device", "good")
+    assert code == 0, out
+    for point_id, value in KNOWN_VALUES.items():
+        assert re.search(rf"{point_id}\s+│\s+{re.escape(json.dumps(value))}", out), out
+    code, out = await gatewayd("poll")
+    assert code == 1 and "dead" in out
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and "gatewayd" in result.output
+
+
+def _commands(group: click.Group, prefix: str = "gatewayd") -> list[str]:
+    found = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found += _commands(command, f"{prefix} {name}")
+        else:
+            found.append(f"{prefix} {name}")
+    return found
+
+
+def test_every_command_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [c for c in _commands(main) if f"`{c}" not in readme]
+    assert not missing, f"commands missing from README.md: {missing}"

@@ -1,0 +1,1 @@
+"""Real peers for the tests: brokers, Modbus servers, and a daemon runner."""

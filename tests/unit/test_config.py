@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gatewayd.config import load_config
+from gatewayd.errors import ConfigError
+
+EXAMPLE = Path(__file__).parents[2] / "config.example.toml"
+
+MINIMAL = """
+[gateway]
+product_key = "gp"
+device_key = "gd"
+device_secret = "s"
+
+[[devices]]
+name = "m1"
+product_key = "sp"
+device_key = "sd"
+[devices.modbus]
+host = "127.0.0.1"
+[[devices.points]]
+id = "P"
+address = 0
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    return path
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    return info.value.problems
+
+
+def test_the_shipped_example_is_valid() -> None:
+    settings = load_config(EXAMPLE)
+    assert settings.devices[0].points[0].id == "Power"
+    assert settings.queue.synchronous == "full"
+
+
+def test_defaults_fill_in_what_is_not_set(tmp_path: Path) -> None:
+    settings = load_config(write(tmp_path, MINIMAL))
+    assert settings.mqtt.port == 11883
+    assert settings.forward.batch_max_samples == 500
+    assert settings.devices[0].points[0].type == "uint16"
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAYD_MQTT__PORT", "18883")
+    monkeypatch.setenv("GATEWAYD_QUEUE__PATH", "/tmp/elsewhere.db")
+    settings = load_config(write(tmp_path, MINIMAL))
+    assert settings.mqtt.port == 18883
+    assert str(settings.queue.path) == "/tmp/elsewhere.db"
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("address = 0", 'address = 0\ntype = "float33"'),
+            "devices[0].points[0].type: Input should be",
+        ),
+        (("address = 0", "address = 0\nwidth = 2"), "devices[0].points[0].width: unknown key"),
+        (("address = 0", "address = -1"), "devices[0].points[0].address: Input should be greater"),
+        (
+            ("address = 0", 'address = 0\ntype = "string"'),
+            "devices[0].points[0]: type 'string' needs length",
+        ),
+        (("address = 0", 'address = 0\ntable = "coil"\ntype = "int16"'), "table 'coil' holds bits"),
+        (('host = "127.0.0.1"', 'transport = "rtu"'), "devices[0].modbus: serial_port is required"),
+        (('device_secret = "s"', ""), "gateway: device_secret (or device_secret_file) is required"),
+        (("[gateway]", "[gateway]\nbogus = 1"), "gateway.bogus: unknown key"),
+    ],
+)
+def test_bad_configs_name_the_key(tmp_path: Path, change: tuple[str, str], expected: str) -> None:
+    found = problems(tmp_path, MINIMAL.replace(*change, 1))
+    assert any(expected in p for p in found), found
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = MINIMAL.replace("address = 0", 'address = -1\ntype = "x"').replace(
+        "[gateway]", "[gateway]\nzz = 1"
+    )
+    assert len(problems(tmp_path, text)) == 3
+
+
+def test_duplicate_point_ids_and_devices(tmp_path: Path) -> None:
+    text = MINIMAL + '[[devices.points]]\nid = "P"\naddress = 1\n'
+    assert any("point id 'P' appears twice" in p for p in problems(tmp_path, text))
+
+
+def test_secret_file_is_read_and_a_missing_one_is_named(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("from-file\n")
+    text = MINIMAL.replace('device_secret = "s"', f'device_secret_file = "{secret}"')
+    assert load_config(write(tmp_path, text)).gateway.secret() == "from-file"
+    missing = MINIMAL.replace('device_secret = "s"', 'device_secret_file = "/nonexistent/x"')
+    assert any("cannot be read" in p for p in problems(tmp_path, missing))
+
+
+def test_syntax_errors_and_missing_files(tmp_path: Path) -> None:
+    assert "TOML syntax" in problems(tmp_path, "[gateway\n")[0]
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "none.toml")
+
+
+def test_secrets_do_not_show_in_repr(tmp_path: Path) -> None:
+    settings = load_config(write(tmp_path, MINIMAL.replace('"s"', '"hunter2"')))
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())

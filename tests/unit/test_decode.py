@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import math
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gatewayd.config import PointConfig
+from gatewayd.errors import DecodeError
+from gatewayd.modbus.decode import decode_point, decode_registers, is_finite, scale_value
+
+FORMATS = {
+    "int16": "h",
+    "uint16": "H",
+    "int32": "i",
+    "uint32": "I",
+    "float32": "f",
+    "int64": "q",
+    "uint64": "Q",
+    "float64": "d",
+}
+
+
+def encode(value: float | int, dtype: str, order: str) -> list[int]:
+    """An encoder written independently of decode: permute big-endian bytes by the order's letters."""
+    raw = struct.pack(">" + FORMATS[dtype], value)
+    if len(raw) == 2:
+        perm = {"ABCD": "AB", "BADC": "BA"}[order]
+    else:
+        words = len(raw) // 2
+        # ABCD… letters name bytes big-endian; CDAB reverses words, BADC swaps within words.
+        pairs = [raw[i : i + 2] for i in range(0, len(raw), 2)]
+        if order in ("CDAB", "DCBA"):
+            pairs = pairs[::-1]
+        if order in ("BADC", "DCBA"):
+            pairs = [p[::-1] for p in pairs]
+        return [int.from_bytes(p, "big") for p in pairs][:words]
+    ordered = bytes(raw["AB".index(c)] for c in perm)
+    return [int.from_bytes(ordered, "big")]
+
+
+def values_for(dtype: str) -> st.SearchStrategy[float | int]:
+    if dtype.startswith("float"):
+        width = 32 if dtype == "float32" else 64
+        return st.floats(width=width, allow_nan=False, allow_infinity=False)
+    bits = {"16": 16, "32": 32, "64": 64}[dtype.removeprefix("u").removeprefix("int")]
+    if dtype.startswith("u"):
+        return st.integers(0, 2**bits - 1)
+    return st.integers(-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+CASES = [
+    (t, o)
+    for t in FORMATS
+    for o in ("ABCD", "CDAB", "BADC", "DCBA")
+    if not (t.endswith("16") and o in ("CDAB", "DCBA"))
+]
+
+
+@pytest.mark.parametrize(("dtype", "order"), CASES)
+@given(data=st.data())
+def test_every_type_and_order_round_trips(dtype: str, order: str, data: st.DataObject) -> None:
+    value = data.draw(values_for(dtype))
+    decoded = decode_registers(encode(value, dtype, order), dtype, order)  # type: ignore[arg-type]
+    assert decoded == value
+
+
+def test_known_layouts() -> None:
+    # 0x41480000 is 12.5 as float32; CDAB sends the low word first.
+    assert decode_registers([0x4148, 0x0000], "float32", "ABCD") == 12.5
+    assert decode_registers([0x0000, 0x4148], "float32", "CDAB") == 12.5
+    assert decode_registers([0x4841, 0x0000], "float32", "BADC") == 12.5
+    assert decode_registers([0x0000, 0x4841], "float32", "DCBA") == 12.5
+    assert decode_registers([0xFFFB], "int16") == -5
+    assert decode_registers([0x0001, 0x1170], "uint32") == 70000
+
+
+def test_strings_strip_padding_and_swap_bytes() -> None:
+    assert decode_registers([0x4142, 0x4300], "string") == "ABC"
+    assert decode_registers([0x4241, 0x0043], "string", "BADC") == "ABC"
+
+
+def test_wrong_register_count_is_an_error_not_a_value() -> None:
+    with pytest.raises(DecodeError):
+        decode_registers([1], "float32")
+
+
+def test_scale_and_offset() -> None:
+    assert scale_value(2301, 0.1, 0.0) == pytest.approx(230.1)
+    assert scale_value(-5, 0.5, 1.0) == -1.5
+    assert scale_value(7, 1.0, 0.0) == 7 and isinstance(scale_value(7, 1.0, 0.0), int)
+
+
+def test_bits_and_register_bits() -> None:
+    coil = PointConfig(id="c", table="coil", address=0, type="bool")
+    assert decode_point(coil, [True]) is True
+    flag = PointConfig(id="f", table="holding", address=0, type="bool", bit=3)
+    assert decode_point(flag, [0b1000]) is True
+    assert decode_point(flag, [0b0111]) is False
+
+
+def test_non_finite_values_are_flagged() -> None:
+    assert not is_finite(math.nan) and not is_finite(math.inf) and is_finite(1.5) and is_finite("x")

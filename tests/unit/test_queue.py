@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from gatewayd.config import QueueConfig
+from gatewayd.errors import QueueError
+from gatewayd.model import Sample
+from gatewayd.queue import SampleQueue, read_stats
+
+
+def sample(n: int, device: str = "d1") -> Sample:
+    return Sample("pk", device, 1_700_000_000_000 + n, {"P": float(n), "S": f"s{n}"})
+
+
+@pytest.fixture
+async def queue(tmp_path: Path):  # type: ignore[no-untyped-def]
+    q = SampleQueue(QueueConfig(path=tmp_path / "q.db"))
+    await q.open()
+    yield q
+    await q.close()
+
+
+async def test_samples_commit_in_groups_and_come_back_in_order(queue: SampleQueue) -> None:
+    for n in range(5):
+        queue.put(sample(n))
+    assert await queue.fetch_after(0, 10) == []  # nothing before the group commit
+    assert await queue.flush() == 5
+    assert queue.new_data.is_set()
+    rows = await queue.fetch_after(0, 3)
+    assert [r.ts_ms for r in rows] == [1_700_000_000_000 + n for n in range(3)]
+    assert rows[0].points_json == '{"P":0.0,"S":"s0"}'
+    (after, *_rest) = await queue.fetch_after(rows[-1].id, 10)
+    assert after.ts_ms == 1_700_000_000_003
+
+
+async def test_ack_deletes_exactly_those_rows_and_ids_are_never_reused(queue: SampleQueue) -> None:
+    for n in range(4):
+        queue.put(sample(n))
+    await queue.flush()
+    rows = await queue.fetch_after(0, 10)
+    assert await queue.ack([rows[0].id, rows[2].id]) == 2
+    left = await queue.fetch_after(0, 10)
+    assert [r.id for r in left] == [rows[1].id, rows[3].id]
+    await queue.ack([r.id for r in left])
+    queue.put(sample(9))
+    await queue.flush()
+    (new,) = await queue.fetch_after(0, 10)
+    assert new.id > rows[3].id  # AUTOINCREMENT: a cursor past old ids still sees new rows
+
+
+async def test_failures_count_attempts_and_keep_rows(queue: SampleQueue, tmp_path: Path) -> None:
+    queue.put(sample(1))
+    await queue.flush()
+    (row,) = await queue.fetch_after(0, 1)
+    await queue.record_failure([row.id], 1204)
+    await queue.record_failure([row.id], None)
+    stats = read_stats(tmp_path / "q.db")
+    assert stats.pending_samples == 1 and stats.state["retried"] == 2
+    assert stats.state["last_reply_code"] == 1204
+    with sqlite3.connect(tmp_path / "q.db") as conn:
+        assert conn.execute("SELECT attempts FROM samples").fetchone() == (2,)
+
+
+async def test_stats_read_a_live_queue(queue: SampleQueue, tmp_path: Path) -> None:
+    for n in range(3):
+        queue.put(sample(n, device=f"d{n}"))
+    await queue.flush()
+    stats = read_stats(tmp_path / "q.db")
+    assert (stats.pending_samples, stats.pending_points) == (3, 6)
+    assert (stats.oldest_ts_ms, stats.newest_ts_ms) == (1_700_000_000_000, 1_700_000_000_002)
+    assert stats.file_bytes > 0 and stats.state["queued"] == 3
+
+
+async def test_close_commits_the_open_group(tmp_path: Path) -> None:
+    q = SampleQueue(QueueConfig(path=tmp_path / "q.db"))
+    await q.open()
+    q.put(sample(1))
+    await q.close()
+    assert read_stats(tmp_path / "q.db").pending_samples == 1
+
+
+async def test_file_is_private_wal_and_versioned(queue: SampleQueue, tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (1,)
+
+
+async def test_reopening_keeps_rows_and_applies_nothing_twice(tmp_path: Path) -> None:
+    for _ in range(2):
+        q = SampleQueue(QueueConfig(path=tmp_path / "q.db"))
+        await q.open()
+        q.put(sample(1))
+        await q.close()
+    assert read_stats(tmp_path / "q.db").pending_samples == 2
+
+
+async def test_a_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    q = SampleQueue(QueueConfig(path=tmp_path / "q.db"))
+    await q.open()
+    await q.close()
+    with sqlite3.connect(tmp_path / "q.db") as conn:
+        conn.execute(
+            "INSERT INTO _sqlite_migrations (migration_set, name, applied_at)"
+            " VALUES ('gatewayd', '9999_future', 'x')"
+        )
+    q = SampleQueue(QueueConfig(path=tmp_path / "q.db"))
+    with pytest.raises(QueueError, match="newer gatewayd"):
+        await q.open()
+
+
+def test_stats_of_a_missing_or_foreign_file(tmp_path: Path) -> None:
+    with pytest.raises(QueueError, match="no queue file"):
+        read_stats(tmp_path / "none.db")
+    foreign = tmp_path / "foreign.db"
+    sqlite3.connect(foreign).execute("CREATE TABLE x (a)").connection.close()
+    with pytest.raises(QueueError, match="not a gatewayd queue"):
+        read_stats(foreign)

@@ -237,9 +237,12 @@ def demo(outage_s: float) -> None:
     from gatewayd.sim.demo import run_demo
 
     setup_logging("WARNING")
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         code = asyncio.run(run_demo(console, outage_s=outage_s))
-        sys.exit(code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted: everything was stopped and the temporary queue removed")
+        code = 130
+    sys.exit(code)
 
 
 @main.group()

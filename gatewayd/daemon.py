@@ -74,7 +74,7 @@ class Daemon:
             forwarder = self._spawn(self.forwarder.run())
             stack.push_async_callback(self._stop_forwarder, forwarder)
             scheduler = self._start_polling()
-            stack.callback(self._stop_polling, scheduler)
+            stack.push_async_callback(self._stop_polling, scheduler)
             log.info(
                 "started devices=%d queue=%s broker=%s:%d",
                 len(self.pollers),
@@ -118,8 +118,9 @@ class Daemon:
         scheduler.start()
         return scheduler
 
-    def _stop_polling(self, scheduler: AsyncIOScheduler) -> None:
-        scheduler.shutdown(wait=False)
+    async def _stop_polling(self, scheduler: AsyncIOScheduler) -> None:
+        scheduler.shutdown(wait=False)  # no new polls; the ones running finish below
+        await asyncio.gather(*(poller.finish() for poller in self.pollers))
         for poller in self.pollers:
             poller.endpoint.close()
 

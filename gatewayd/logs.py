@@ -40,5 +40,6 @@ def setup_logging(level: str = "INFO") -> None:
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
     # apscheduler warns on every skipped run of an overrunning poll; the poller counts those.
+    # Poll jobs never raise (the poller logs its own errors), so the executor has nothing to add.
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
-    logging.getLogger("apscheduler.executors").setLevel(logging.ERROR)
+    logging.getLogger("apscheduler.executors").setLevel(logging.CRITICAL)

@@ -129,6 +129,7 @@ class DevicePoller:
         self.polls = 0
         self.failures = 0
         self.dropped_values = 0
+        self._running: asyncio.Task[None] | None = None
 
     async def read_sample(self) -> Sample:
         """Read every request of the plan and decode it into one sample (raises DeviceError)."""
@@ -157,6 +158,13 @@ class DevicePoller:
 
     async def poll(self) -> None:
         """One scheduled poll; errors are logged on state change and never raised."""
+        self._running = asyncio.current_task()
+        try:
+            await self._poll()
+        finally:
+            self._running = None
+
+    async def _poll(self) -> None:
         self.polls += 1
         try:
             sample = await self.read_sample()
@@ -171,6 +179,18 @@ class DevicePoller:
             log.info("device_up device=%s", self.device.name)
         if sample.points:
             self.sink(sample)
+
+    @property
+    def worst_case_s(self) -> float:
+        """The longest one poll can take: every request timing out on every try."""
+        cfg = self.device.modbus
+        return len(self.plan) * cfg.timeout_s * (cfg.retries + 1)
+
+    async def finish(self) -> None:
+        """Let a poll in progress complete (bounded by worst_case_s), so its sample is kept."""
+        task = self._running
+        if task is not None and task is not asyncio.current_task():
+            await asyncio.wait({task}, timeout=self.worst_case_s + 1.0)
 
 
 def build_pollers(

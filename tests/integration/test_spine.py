@@ -124,3 +124,49 @@ async def test_anything_but_200_deletes_nothing(
         assert not first_ids & {r[0] for r in pending_rows(settings.queue.path)}
     if "reply_code" in fault:
         assert read_stats(settings.queue.path).state["last_reply_code"] == 200
+
+
+async def test_gatewayd_run_as_a_process_delivers_and_stops_on_sigterm(
+    tmp_path: Path, broker: Broker, hub: HubSimulator, known_modbus: KnownModbusServer
+) -> None:
+    import signal
+    import sys
+
+    points = "\n".join(
+        "[[devices.points]]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in p.items())
+        for p in KNOWN_POINTS
+    )
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[gateway]\nproduct_key = "gwPK"\ndevice_key = "gw001"\ndevice_secret = "Zq-7-secret"\n'
+        f"[mqtt]\nport = {broker.port}\n"
+        f'[queue]\npath = "{tmp_path / "q.db"}"\n'
+        '[[devices]]\nname = "dev1"\nproduct_key = "subPK"\ndevice_key = "dev1"\ninterval_s = 0.2\n'
+        f'[devices.modbus]\nhost = "127.0.0.1"\nport = {known_modbus.port}\n' + points
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gatewayd",
+        "run",
+        "-c",
+        str(config),
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await wait_hub(hub, lambda h: len(h.deliveries) >= 5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 15)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    log = err.decode()
+    assert proc.returncode == 0, log
+    assert "level=info logger=gatewayd.daemon started devices=1" in log
+    assert "stopping" in log and "Traceback" not in log and "level=error" not in log
+    assert "Zq-7-secret" not in log
+    stats = read_stats(tmp_path / "q.db")
+    # Everything read was committed; what the hub confirmed was deleted, the rest is queued.
+    assert stats.state["queued"] == stats.state["sent"] + stats.pending_samples
+    assert stats.state["sent"] >= 5

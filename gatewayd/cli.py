@@ -124,7 +124,7 @@ def check(config: str | None) -> None:
         )
         for column in ("read", "table", "address", "count", "points"):
             table.add_column(column)
-        for n, request in enumerate(plan_reads(device.points), 1):
+        for n, request in enumerate(plan_reads(device.points, m.max_gap), 1):
             names = ", ".join(f"{p.point.id}:{p.point.type}" for p in request.points)
             table.add_row(str(n), request.table, str(request.address), str(request.count), names)
         console.print(table)

@@ -8,6 +8,7 @@ its key path, e.g. `devices[2].points[5].type`, so the operator can fix the file
 from __future__ import annotations
 
 import contextvars
+import itertools
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +53,9 @@ REGISTER_WIDTH: dict[str, int] = {
     "uint64": 4,
     "float64": 4,
 }
+
+#: Default pause between requests on a serial line (see ModbusConfig.inter_request_ms).
+SERIAL_PAUSE_MS = 20
 
 _config_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "gatewayd_config_path", default=None
@@ -170,8 +174,15 @@ class ModbusConfig(Section):
     stopbits: Literal[1, 2] = 1
     bytesize: Literal[7, 8] = 8
     unit_id: int = Field(default=1, ge=0, le=247)
-    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    timeout_s: float = Field(default=0.5, gt=0, le=60)
     retries: int = Field(default=1, ge=0, le=10)
+    #: Silence on the line between two requests. Default: 0 for TCP; 20 ms where an RS-485
+    #: line is involved, because many slaves need turnaround time after answering.
+    inter_request_ms: int | None = Field(default=None, ge=0, le=10_000)
+    #: Unused registers (or bits) a read may span to merge two points into one request.
+    max_gap: int = Field(default=0, ge=0, le=100)
+    #: A failing device is retried after its interval, doubling up to this.
+    backoff_max_s: float = Field(default=60.0, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _check(self) -> ModbusConfig:
@@ -180,6 +191,19 @@ class ModbusConfig(Section):
         if self.transport == "rtu" and not self.serial_port:
             raise ValueError("serial_port is required with transport = 'rtu'")
         return self
+
+    @property
+    def pause_s(self) -> float:
+        """The pause between requests on this device's line, in seconds."""
+        if self.inter_request_ms is not None:
+            return self.inter_request_ms / 1000
+        return 0.0 if self.transport == "tcp" else SERIAL_PAUSE_MS / 1000
+
+    def line_settings(self) -> tuple[object, ...]:
+        """What devices sharing one connection must agree on."""
+        if self.transport == "rtu":
+            return (self.baudrate, self.parity, self.stopbits, self.bytesize, self.pause_s)
+        return (self.pause_s,)
 
 
 class PointConfig(Section):
@@ -208,6 +232,12 @@ class PointConfig(Section):
             self.type == "bool" and self.table in ("holding", "input")
         ):
             raise ValueError("bit is only for type 'bool' in a register table")
+        one_register = self.register_count == 1 and self.table in ("holding", "input")
+        if one_register and self.order in ("CDAB", "DCBA"):
+            raise ValueError(
+                f"order {self.order!r} swaps words, but a {self.type} is one register: "
+                "use 'ABCD' or 'BADC'"
+            )
         return self
 
     @property
@@ -242,7 +272,28 @@ class DeviceConfig(Section):
             if point.id in seen:
                 raise ValueError(f"point id {point.id!r} appears twice")
             seen.add(point.id)
+        _check_overlaps(self.points)
+        worst = self.modbus.timeout_s * (self.modbus.retries + 1)
+        if self.interval_s < worst:
+            raise ValueError(
+                f"interval_s {self.interval_s:g} is shorter than one failing read "
+                f"(modbus.timeout_s {self.modbus.timeout_s:g} x (retries {self.modbus.retries} + 1)"
+                f" = {worst:g}s)"
+            )
         return self
+
+
+def _check_overlaps(points: list[PointConfig]) -> None:
+    """Two points may share registers only if one of them is a single bit of a register."""
+    spans = sorted(
+        (p.table, p.address, p.address + p.register_count, p) for p in points if p.bit is None
+    )
+    for (table_a, _, end_a, a), (table_b, start_b, _, b) in itertools.pairwise(spans):
+        if table_a == table_b and start_b < end_a:
+            raise ValueError(
+                f"points {a.id!r} and {b.id!r} overlap in the {table_a} table "
+                f"(registers {a.address}-{end_a - 1} and {b.address}-)"
+            )
 
 
 class Settings(BaseSettings):
@@ -274,6 +325,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"device {device.product_key}/{device.device_key} appears twice")
             names.add(device.name)
             keys.add(key)
+        _check_shared_lines(self.devices)
         return self
 
     @classmethod
@@ -290,6 +342,24 @@ class Settings(BaseSettings):
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+
+def _check_shared_lines(devices: list[DeviceConfig]) -> None:
+    """Devices on one serial port or TCP endpoint share a connection, so its settings must agree."""
+    first: dict[tuple[str, ...], DeviceConfig] = {}
+    for device in devices:
+        m = device.modbus
+        key = (
+            ("rtu", str(m.serial_port))
+            if m.transport == "rtu"
+            else (m.transport, str(m.host), str(m.port))
+        )
+        other = first.setdefault(key, device)
+        if other is not device and other.modbus.line_settings() != m.line_settings():
+            raise ValueError(
+                f"devices {other.name!r} and {device.name!r} share {':'.join(key)} but their "
+                "line settings differ (baudrate, parity, stopbits, bytesize, inter_request_ms)"
+            )
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:

@@ -35,6 +35,15 @@ class DeviceError(TransientError):
         super().__init__(f"device {device}: {reason}")
 
 
+class ExceptionResponse(GatewaydError):
+    """The device answered a read with a Modbus exception: it is alive, but refuses that range."""
+
+    def __init__(self, device: str, code: int, what: str) -> None:
+        self.device = device
+        self.code = code
+        super().__init__(f"device {device}: exception response {code} for {what}")
+
+
 class DecodeError(GatewaydError):
     """Registers could not be turned into a value (wrong count, invalid text)."""
 

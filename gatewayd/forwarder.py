@@ -91,7 +91,12 @@ class Forwarder:
             if self._rewind:
                 await self._restart_from_oldest()
                 continue
-            rows = await self._next_rows()
+            try:
+                rows = await self._next_rows()
+            except QueueError as exc:
+                log.error("forward_queue_error error=%r", str(exc))
+                self._mark_failed()
+                continue
             if not rows:
                 continue
             batch, elements = pack_batch(rows, self.cfg.batch_max_bytes)
@@ -173,7 +178,10 @@ class Forwarder:
 
     async def _failed(self, ids: list[int], code: int | None) -> None:
         self._mark_failed()
-        await self.queue.record_failure(ids, code)
+        try:
+            await self.queue.record_failure(ids, code)
+        except QueueError as exc:  # the rows stay queued either way; only the count is lost
+            log.error("forward_count_failed error=%r", str(exc))
 
     def _mark_failed(self) -> None:
         self._failures += 1

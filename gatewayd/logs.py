@@ -39,6 +39,8 @@ def setup_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # pymodbus warns on every failed connect; the poller logs a device going down once.
+    logging.getLogger("pymodbus").setLevel(logging.ERROR)
     # apscheduler warns on every skipped run of an overrunning poll; the poller counts those.
     # Poll jobs never raise (the poller logs its own errors), so the executor has nothing to add.
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)

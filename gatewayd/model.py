@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 #: A measurement point value as it goes on the wire: a scalar, or {"value": v, "quality": q}.
 PointValue = bool | int | float | str | dict[str, Any]
+
+
+class Quality(IntEnum):
+    """The `quality` reported for points configured with `quality = true` (the hub takes 0..9).
+
+    These are gatewayd's own codes; a bad quality goes with `"value": null`.
+    """
+
+    GOOD = 0
+    NOT_FINITE = 1  # the device sent NaN or infinity
+    UNDECODABLE = 2  # the registers do not form a value of the configured type
+    DEVICE_EXCEPTION = 3  # the device answered the read with a Modbus exception
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,12 @@
 """Reading devices: one connection per Modbus endpoint, one read plan per device.
 
 Devices behind the same endpoint (unit ids on one TCP gateway or one serial line) share its
-connection and take turns on it; devices on different endpoints never wait for each other. A
-device error is logged with the device name when the device starts failing and when it recovers,
-never on every poll, and never escapes its job.
+connection and take turns on it, with `inter_request_ms` of silence between requests; devices on
+different endpoints never wait for each other. A device that times out or refuses the connection
+is a failing device: its polls are skipped for a backoff that doubles up to `backoff_max_s`
+(a circuit breaker), so a dead slave does not eat the line's time. A device that answers with
+a Modbus exception is alive: only the points of that read are missing (or reported with a bad
+quality). Failures are logged when a device starts failing and when it recovers, never per poll.
 """
 
 from __future__ import annotations
@@ -17,15 +20,16 @@ from pymodbus import FramerType, ModbusException
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.pdu import ModbusPDU
 
-from gatewayd.config import DeviceConfig, ModbusConfig
-from gatewayd.errors import DecodeError, DeviceError
+from gatewayd.config import DeviceConfig, ModbusConfig, PointConfig
+from gatewayd.errors import DecodeError, DeviceError, ExceptionResponse
 from gatewayd.modbus.decode import decode_point, is_finite
 from gatewayd.modbus.plan import ReadRequest, plan_reads
-from gatewayd.model import PointValue, Sample
+from gatewayd.model import PointValue, Quality, Sample
 
 log = logging.getLogger(__name__)
 
 EndpointKey = tuple[str, ...]
+Words = Sequence[int] | Sequence[bool]
 
 
 def endpoint_key(cfg: ModbusConfig) -> EndpointKey:
@@ -35,83 +39,97 @@ def endpoint_key(cfg: ModbusConfig) -> EndpointKey:
     return (cfg.transport, str(cfg.host), str(cfg.port))
 
 
+def make_client(cfg: ModbusConfig) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+    """A pymodbus client for the endpoint; it reconnects on demand at the next poll, not by itself."""
+    if cfg.transport == "rtu":
+        return AsyncModbusSerialClient(
+            str(cfg.serial_port),
+            framer=FramerType.RTU,
+            baudrate=cfg.baudrate,
+            bytesize=cfg.bytesize,
+            parity=cfg.parity,
+            stopbits=cfg.stopbits,
+            timeout=cfg.timeout_s,
+            retries=cfg.retries,
+            reconnect_delay=0,
+        )
+    framer = FramerType.RTU if cfg.transport == "rtu_over_tcp" else FramerType.SOCKET
+    return AsyncModbusTcpClient(
+        str(cfg.host),
+        port=cfg.port,
+        framer=framer,
+        timeout=cfg.timeout_s,
+        retries=cfg.retries,
+        reconnect_delay=0,
+    )
+
+
 class Endpoint:
-    """One Modbus connection; requests on it are serialised."""
+    """One Modbus connection; requests on it are serialised, with a pause between them."""
 
     def __init__(self, cfg: ModbusConfig) -> None:
         self.cfg = cfg
         self.key = endpoint_key(cfg)
         self.lock = asyncio.Lock()
-        self.client: AsyncModbusTcpClient | AsyncModbusSerialClient
-        # reconnect_delay=0: we reconnect on demand at the next poll, not in the background.
-        if cfg.transport == "rtu":
-            self.client = AsyncModbusSerialClient(
-                str(cfg.serial_port),
-                framer=FramerType.RTU,
-                baudrate=cfg.baudrate,
-                bytesize=cfg.bytesize,
-                parity=cfg.parity,
-                stopbits=cfg.stopbits,
-                timeout=cfg.timeout_s,
-                retries=cfg.retries,
-                reconnect_delay=0,
-            )
-        else:
-            framer = FramerType.RTU if cfg.transport == "rtu_over_tcp" else FramerType.SOCKET
-            self.client = AsyncModbusTcpClient(
-                str(cfg.host),
-                port=cfg.port,
-                framer=framer,
-                timeout=cfg.timeout_s,
-                retries=cfg.retries,
-                reconnect_delay=0,
-            )
+        self.client = make_client(cfg)
+        self._quiet_until = 0.0
+        self.requests = 0
 
     def __str__(self) -> str:
         return ":".join(self.key)
 
-    async def read(self, request: ReadRequest, unit_id: int) -> Sequence[int] | Sequence[bool]:
-        """Read one request; raise DeviceError with the reason on any failure."""
+    async def read(self, request: ReadRequest, unit_id: int, device: str) -> Words:
+        """Read one request; DeviceError on transport failure, ExceptionResponse on refusal."""
         async with self.lock:
+            pause = self._quiet_until - time.monotonic()
+            if pause > 0:
+                await asyncio.sleep(pause)
             try:
-                if not self.client.connected and not await self.client.connect():
-                    raise DeviceError(str(self), "cannot connect")
-                response = await self._call(request, unit_id)
-            except ModbusException as exc:
-                self.client.close()
-                raise DeviceError(str(self), f"{type(exc).__name__}: {exc}") from None
+                response = await self._exchange(request, unit_id, device)
+            finally:
+                self._quiet_until = time.monotonic() + self.cfg.pause_s
+        what = f"{request.table} {request.address}+{request.count}"
         if response.isError():
-            code = getattr(response, "exception_code", "?")
-            raise DeviceError(
-                str(self),
-                f"exception response {code} for {request.table} {request.address}+{request.count}",
-            )
+            raise ExceptionResponse(device, int(getattr(response, "exception_code", 0)), what)
         if request.table in ("coil", "discrete"):
             bits = list(response.bits)[: request.count]
             if len(bits) < request.count:
-                raise DeviceError(str(self), f"short response: {len(bits)} of {request.count} bits")
+                raise DeviceError(device, f"short response for {what}: {len(bits)} bits")
             return bits
         registers = list(response.registers)
         if len(registers) != request.count:
-            raise DeviceError(str(self), f"short response: {len(registers)} of {request.count}")
+            raise DeviceError(device, f"short response for {what}: {len(registers)} registers")
         return registers
 
-    async def _call(self, request: ReadRequest, unit_id: int) -> ModbusPDU:
-        readers = {
-            "holding": self.client.read_holding_registers,
-            "input": self.client.read_input_registers,
-            "coil": self.client.read_coils,
-            "discrete": self.client.read_discrete_inputs,
-        }
-        reader = readers[request.table]
-        return await reader(request.address, count=request.count, device_id=unit_id)
+    async def _exchange(self, request: ReadRequest, unit_id: int, device: str) -> ModbusPDU:
+        self.requests += 1
+        try:
+            if not self.client.connected and not await self.client.connect():
+                raise DeviceError(device, f"cannot connect to {self}")
+            readers = {
+                "holding": self.client.read_holding_registers,
+                "input": self.client.read_input_registers,
+                "coil": self.client.read_coils,
+                "discrete": self.client.read_discrete_inputs,
+            }
+            reader = readers[request.table]
+            return await reader(request.address, count=request.count, device_id=unit_id)
+        except ModbusException as exc:
+            # After a timeout the line may still deliver the late answer: start clean.
+            self.client.close()
+            raise DeviceError(device, f"{type(exc).__name__}: {exc}".strip()) from None
 
     def close(self) -> None:
         self.client.close()
 
 
+def bad(point: PointConfig, quality: Quality) -> PointValue | None:
+    """The value reported for a point that could not be read: none, or null with a bad quality."""
+    return {"value": None, "quality": int(quality)} if point.quality else None
+
+
 class DevicePoller:
-    """Polls one sub-device and hands each sample to `sink`."""
+    """Polls one sub-device on its schedule and hands each sample to `sink`."""
 
     def __init__(
         self,
@@ -124,37 +142,62 @@ class DevicePoller:
         self.endpoint = endpoint
         self.sink = sink
         self.clock_ms = clock_ms
-        self.plan = plan_reads(device.points)
-        self.failing = False
+        self.plan = plan_reads(device.points, device.modbus.max_gap)
         self.polls = 0
         self.failures = 0
-        self.dropped_values = 0
+        self.skipped = 0
+        self.bad_values = 0
+        self.consecutive_failures = 0
+        self.retry_at = 0.0
+        self.down_since = 0.0
         self._running: asyncio.Task[None] | None = None
 
+    @property
+    def failing(self) -> bool:
+        return self.consecutive_failures > 0
+
     async def read_sample(self) -> Sample:
-        """Read every request of the plan and decode it into one sample (raises DeviceError)."""
+        """Read every request of the plan into one sample; DeviceError if the device is unreachable."""
         points: dict[str, PointValue] = {}
         for request in self.plan:
-            words = await self.endpoint.read(request, self.device.modbus.unit_id)
+            try:
+                words = await self.endpoint.read(
+                    request, self.device.modbus.unit_id, self.device.name
+                )
+            except ExceptionResponse as exc:
+                self.bad_values += len(request.points)
+                log.debug("read_refused device=%s code=%d", self.device.name, exc.code)
+                for placed in request.points:
+                    self._put(points, placed.point, bad(placed.point, Quality.DEVICE_EXCEPTION))
+                continue
             for placed in request.points:
                 point = placed.point
                 chunk = words[placed.offset : placed.offset + point.register_count]
-                try:
-                    value = decode_point(point, chunk)
-                except DecodeError as exc:
-                    self.dropped_values += 1
-                    log.warning(
-                        "point_undecodable device=%s point=%s error=%r",
-                        self.device.name,
-                        point.id,
-                        str(exc),
-                    )
-                    continue
-                if not is_finite(value):
-                    self.dropped_values += 1
-                    continue
-                points[point.id] = {"value": value, "quality": 0} if point.quality else value
+                self._put(points, point, self._decode(point, chunk))
+        # Stamped when the read completed (wall clock; the clock's trust is the daemon's concern).
         return Sample(self.device.product_key, self.device.device_key, self.clock_ms(), points)
+
+    def _decode(self, point: PointConfig, chunk: Words) -> PointValue | None:
+        try:
+            value = decode_point(point, chunk)
+        except DecodeError as exc:
+            self.bad_values += 1
+            log.debug(
+                "point_undecodable device=%s point=%s error=%r",
+                self.device.name,
+                point.id,
+                str(exc),
+            )
+            return bad(point, Quality.UNDECODABLE)
+        if not is_finite(value):
+            self.bad_values += 1
+            return bad(point, Quality.NOT_FINITE)
+        return {"value": value, "quality": int(Quality.GOOD)} if point.quality else value
+
+    @staticmethod
+    def _put(points: dict[str, PointValue], point: PointConfig, value: PointValue | None) -> None:
+        if value is not None:
+            points[point.id] = value
 
     async def poll(self) -> None:
         """One scheduled poll; errors are logged on state change and never raised."""
@@ -165,26 +208,51 @@ class DevicePoller:
             self._running = None
 
     async def _poll(self) -> None:
+        now = time.monotonic()
+        if now < self.retry_at:
+            self.skipped += 1
+            return
         self.polls += 1
         try:
             sample = await self.read_sample()
         except DeviceError as exc:
-            self.failures += 1
-            if not self.failing:
-                self.failing = True
-                log.warning("device_down device=%s reason=%r", self.device.name, exc.reason)
+            self._failed(exc, now)
             return
         if self.failing:
-            self.failing = False
-            log.info("device_up device=%s", self.device.name)
+            log.info(
+                "device_up device=%s after_failures=%d down_s=%.1f",
+                self.device.name,
+                self.consecutive_failures,
+                time.monotonic() - self.down_since,
+            )
+            self.consecutive_failures = 0
+            self.retry_at = 0.0
         if sample.points:
             self.sink(sample)
 
+    def _failed(self, exc: DeviceError, started: float) -> None:
+        self.failures += 1
+        self.consecutive_failures += 1
+        delay = min(
+            self.device.modbus.backoff_max_s,
+            self.device.interval_s * 2 ** (self.consecutive_failures - 1),
+        )
+        self.retry_at = started + delay
+        if self.consecutive_failures == 1:
+            self.down_since = started
+            log.warning(
+                "device_down device=%s endpoint=%s reason=%r retry_in_s=%.1f",
+                self.device.name,
+                self.endpoint,
+                exc.reason,
+                delay,
+            )
+
     @property
     def worst_case_s(self) -> float:
-        """The longest one poll can take: every request timing out on every try."""
+        """The longest one poll can take: a request timing out on every try."""
         cfg = self.device.modbus
-        return len(self.plan) * cfg.timeout_s * (cfg.retries + 1)
+        return cfg.timeout_s * (cfg.retries + 1) + cfg.pause_s * len(self.plan)
 
     async def finish(self) -> None:
         """Let a poll in progress complete (bounded by worst_case_s), so its sample is kept."""

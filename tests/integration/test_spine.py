@@ -142,7 +142,8 @@ async def test_gatewayd_run_as_a_process_delivers_and_stops_on_sigterm(
         f"[mqtt]\nport = {broker.port}\n"
         f'[queue]\npath = "{tmp_path / "q.db"}"\n'
         '[[devices]]\nname = "dev1"\nproduct_key = "subPK"\ndevice_key = "dev1"\ninterval_s = 0.2\n'
-        f'[devices.modbus]\nhost = "127.0.0.1"\nport = {known_modbus.port}\n' + points
+        f'[devices.modbus]\nhost = "127.0.0.1"\nport = {known_modbus.port}\ntimeout_s = 0.2\nretries = 0\n'
+        + points
     )
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -46,7 +46,7 @@ def modbus_device(
             "host": "127.0.0.1",
             "port": port,
             "unit_id": unit_id,
-            "timeout_s": 0.5,
+            "timeout_s": min(0.5, interval_s),
             "retries": 0,
         },
         "points": points,

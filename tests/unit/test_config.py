@@ -68,6 +68,22 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
             "devices[0].points[0].type: Input should be",
         ),
         (("address = 0", "address = 0\nwidth = 2"), "devices[0].points[0].width: unknown key"),
+        (
+            ("address = 0", 'address = 0\norder = "CDAB"'),
+            "devices[0].points[0]: order 'CDAB' swaps words",
+        ),
+        (
+            (
+                "address = 0",
+                'address = 0\ntype = "float32"\n[[devices.points]]\nid = "Q"\naddress = 1',
+            ),
+            "devices[0]: points 'P' and 'Q' overlap in the holding table",
+        ),
+        (
+            ("[devices.modbus]", "interval_s = 0.5\n[devices.modbus]\ntimeout_s = 0.3"),
+            "devices[0]: interval_s 0.5 is shorter than one failing read",
+        ),
+        (("[devices.modbus]", "[devices.modbus]\nmax_gap = 200"), "devices[0].modbus.max_gap"),
         (("address = 0", "address = -1"), "devices[0].points[0].address: Input should be greater"),
         (
             ("address = 0", 'address = 0\ntype = "string"'),
@@ -114,3 +130,27 @@ def test_syntax_errors_and_missing_files(tmp_path: Path) -> None:
 def test_secrets_do_not_show_in_repr(tmp_path: Path) -> None:
     settings = load_config(write(tmp_path, MINIMAL.replace('"s"', '"hunter2"')))
     assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+
+
+def test_a_bit_may_share_its_register(tmp_path: Path) -> None:
+    text = MINIMAL + '[[devices.points]]\nid = "B"\naddress = 0\ntype = "bool"\nbit = 4\n'
+    assert len(load_config(write(tmp_path, text)).devices[0].points) == 2
+
+
+def test_devices_on_one_line_must_agree_on_its_settings(tmp_path: Path) -> None:
+    device = MINIMAL[MINIMAL.index("[[devices]]") :]
+    serial = device.replace('host = "127.0.0.1"', 'transport = "rtu"\nserial_port = "/dev/ttyS1"')
+    second = serial.replace('name = "m1"', 'name = "m2"').replace(
+        'device_key = "sd"', 'device_key = "s2"'
+    )
+    second = second.replace(
+        'serial_port = "/dev/ttyS1"', 'serial_port = "/dev/ttyS1"\nbaudrate = 19200'
+    )
+    found = problems(tmp_path, MINIMAL[: MINIMAL.index("[[devices]]")] + serial + second)
+    assert any("share rtu:/dev/ttyS1 but their line settings differ" in p for p in found), found
+
+
+def test_serial_lines_get_a_pause_by_default(tmp_path: Path) -> None:
+    serial = MINIMAL.replace('host = "127.0.0.1"', 'transport = "rtu"\nserial_port = "/dev/ttyS1"')
+    assert load_config(write(tmp_path, serial)).devices[0].modbus.pause_s == 0.02
+    assert load_config(write(tmp_path, MINIMAL)).devices[0].modbus.pause_s == 0.0

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import math
-import struct
 
 import pytest
 from hypothesis import given
@@ -10,35 +9,7 @@ from hypothesis import strategies as st
 from gatewayd.config import PointConfig
 from gatewayd.errors import DecodeError
 from gatewayd.modbus.decode import decode_point, decode_registers, is_finite, scale_value
-
-FORMATS = {
-    "int16": "h",
-    "uint16": "H",
-    "int32": "i",
-    "uint32": "I",
-    "float32": "f",
-    "int64": "q",
-    "uint64": "Q",
-    "float64": "d",
-}
-
-
-def encode(value: float | int, dtype: str, order: str) -> list[int]:
-    """An encoder written independently of decode: permute big-endian bytes by the order's letters."""
-    raw = struct.pack(">" + FORMATS[dtype], value)
-    if len(raw) == 2:
-        perm = {"ABCD": "AB", "BADC": "BA"}[order]
-    else:
-        words = len(raw) // 2
-        # ABCD… letters name bytes big-endian; CDAB reverses words, BADC swaps within words.
-        pairs = [raw[i : i + 2] for i in range(0, len(raw), 2)]
-        if order in ("CDAB", "DCBA"):
-            pairs = pairs[::-1]
-        if order in ("BADC", "DCBA"):
-            pairs = [p[::-1] for p in pairs]
-        return [int.from_bytes(p, "big") for p in pairs][:words]
-    ordered = bytes(raw["AB".index(c)] for c in perm)
-    return [int.from_bytes(ordered, "big")]
+from tests.support.encoding import FORMATS, encode
 
 
 def values_for(dtype: str) -> st.SearchStrategy[float | int]:

@@ -281,14 +281,24 @@ def sim_modbus(host: str, port: int, units: str) -> None:
 @sim.command("hub")
 @click.option("--host", default="127.0.0.1", show_default=True, help="MQTT broker host.")
 @click.option("--port", default=1883, show_default=True, help="MQTT broker port.")
-@click.option("--reply-code", default=200, show_default=True, help="Answer this code.")
-def sim_hub(host: str, port: int, reply_code: int) -> None:
-    """Play the EnOS hub on a broker: answer batch requests and print what arrives."""
+@click.option("--reply-code", default=200, show_default=True, help="Answer data requests so.")
+@config_option
+def sim_hub(host: str, port: int, reply_code: int, config: str | None) -> None:
+    """Play the EnOS hub on a broker: topology, logins and data requests; print each request.
+
+    With -c, the config's sub-devices are registered with their secrets and must log in
+    (1212 otherwise), as on the real hub. Without it, data for any sub-device is accepted.
+    """
     import threading
 
     from gatewayd.sim.hub import HubSimulator
 
-    hub = HubSimulator(host, port)
+    settings = load_or_exit(config) if config else None
+    hub = HubSimulator(host, port, require_login=settings is not None)
+    for device in settings.devices if settings else []:
+        if device.device_secret is not None:
+            secret = device.device_secret.get_secret_value()
+            hub.register(device.product_key, device.device_key, secret)
     hub.set_faults(reply_code=reply_code)
     hub.start()
     err_console.print(f"hub simulator on {host}:{port}; control topic gatewayd-sim/hub/control")

@@ -118,6 +118,7 @@ class MqttConfig(Section):
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
+    tls_check_hostname: bool = True
     keepalive_s: int = Field(default=60, ge=5, le=3600)
     reconnect_min_s: float = Field(default=1.0, gt=0)
     reconnect_max_s: float = Field(default=60.0, gt=0)

@@ -26,6 +26,7 @@ from gatewayd.enos.protocol import (
     measurepoint_topic,
     reply_topic,
 )
+from gatewayd.enos.topology import Topology, topology_topics
 from gatewayd.forwarder import Forwarder
 from gatewayd.modbus.poller import DevicePoller, build_pollers
 from gatewayd.notify import Notifier
@@ -36,12 +37,14 @@ log = logging.getLogger(__name__)
 SHUTDOWN_TIMEOUT_S = 10.0
 
 
-def reply_topics(settings: Settings) -> list[str]:
+def session_topics(settings: Settings) -> list[str]:
+    """Every topic the session subscribes to: our replies and the hub's commands."""
     gw = settings.gateway
-    return [
+    data = [
         reply_topic(measurepoint_topic(gw.product_key, gw.device_key, method))
         for method in (METHOD_RESUME_BATCH, METHOD_POST_BATCH)
     ]
+    return data + topology_topics(gw)
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
@@ -57,8 +60,11 @@ class Daemon:
         self.settings = settings
         self.shutdown_timeout_s = shutdown_timeout_s
         self.queue = SampleQueue(settings.queue)
-        self.session = MqttSession(settings.mqtt, settings.gateway, reply_topics(settings))
-        self.forwarder = Forwarder(self.queue, self.session, settings.forward, settings.gateway)
+        self.session = MqttSession(settings.mqtt, settings.gateway, session_topics(settings))
+        self.topology = Topology(self.session, settings.gateway, settings.devices, settings.forward)
+        self.forwarder = Forwarder(
+            self.queue, self.session, self.topology, settings.forward, settings.gateway
+        )
         self.pollers: list[DevicePoller] = []
         self.started = asyncio.Event()
         self.notifier = Notifier()
@@ -71,6 +77,7 @@ class Daemon:
             stack.push_async_callback(_cancel, self._spawn(self.queue.run_committer()))
             await self.session.start()
             stack.push_async_callback(self.session.stop)
+            stack.push_async_callback(_cancel, self._spawn(self.topology.run()))
             forwarder = self._spawn(self.forwarder.run())
             stack.push_async_callback(self._stop_forwarder, forwarder)
             scheduler = self._start_polling()

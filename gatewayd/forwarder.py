@@ -1,10 +1,22 @@
 """The drain loop: queue rows to batch requests, and the replies back to deletions.
 
-Rows are read oldest first behind a cursor (row ids only grow), packed into batches bounded by
-sample count and bytes, and sent with up to `forward.inflight` requests awaiting replies. A 200
-reply deletes exactly that request's rows. Anything else (another code, no reply in time, the
-connection dropping) deletes nothing: the loop lets the other in-flight requests finish, waits a
-capped, jittered, exponentially growing delay, and starts again from the oldest row still queued.
+Live before backfill: samples younger than `live_max_age_s` go as `thing.measurepoint.post.batch`
+(the hub runs alerts on them), older ones as `thing.measurepoint.resume.batch`. Each round first
+looks at the newest rows (a cheap scan from the end of the table) and sends the young ones; the
+backlog drains oldest first behind a cursor (row ids only grow) in the remaining capacity. Up to
+`forward.inflight` requests await replies at once; batches are bounded by samples and bytes.
+
+What a reply does:
+- 200: the request's rows are deleted, exactly those.
+- 1008/1204/1206/1220 (the content is refused): the batch is split in halves until the samples
+  that cause it are alone; those go to the `rejected` table with the code and message, and the
+  rest is delivered. One bad sample never holds the queue hostage.
+- 1212 (a sub-device is not online through this gateway): the topology is repaired (get, add,
+  login) and the batch re-sent; if that still fails, splitting finds the devices that cause it,
+  which are parked: their samples stay queued while every other device's flow.
+- anything else, no reply in time, or a dropped connection: nothing is deleted; the loop lets the
+  other in-flight requests finish, waits a capped, jittered, growing delay, and starts again from
+  the oldest row still queued.
 """
 
 from __future__ import annotations
@@ -13,17 +25,23 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 
 from gatewayd.config import ForwardConfig, GatewayConfig
 from gatewayd.enos.client import MqttSession
 from gatewayd.enos.protocol import (
     BATCH_ENVELOPE_BYTES,
+    CODE_NO_SUB_DEVICE_PERMISSION,
+    CONTENT_CODES,
+    METHOD_POST_BATCH,
     METHOD_RESUME_BATCH,
+    Reply,
     batch_element,
     batch_request,
     measurepoint_topic,
 )
+from gatewayd.enos.topology import Topology
 from gatewayd.errors import QueueError, ReplyTimeout, UplinkDown
 from gatewayd.model import QueuedSample
 from gatewayd.queue import SampleQueue
@@ -61,24 +79,34 @@ class Forwarder:
         self,
         queue: SampleQueue,
         session: MqttSession,
+        topology: Topology,
         forward: ForwardConfig,
         gateway: GatewayConfig,
         *,
         rand: Callable[[], float] = random.random,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.queue = queue
         self.session = session
+        self.topology = topology
         self.cfg = forward
-        self.topic = measurepoint_topic(
-            gateway.product_key, gateway.device_key, METHOD_RESUME_BATCH
-        )
+        self.topics = {
+            method: measurepoint_topic(gateway.product_key, gateway.device_key, method)
+            for method in (METHOD_POST_BATCH, METHOD_RESUME_BATCH)
+        }
         self._rand = rand
-        self._cursor = 0
+        self._clock_ms = clock_ms
+        self._cursor = 0  # the backlog: every row at or below it was looked at
+        self._live_cursor = 0  # the newest row the live pass has seen
+        self._inflight_ids: set[int] = set()
         self._window = asyncio.Semaphore(forward.inflight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._failures = 0
         self._rewind = False
+        self._generation = topology.generation
         self.delivered = 0
+        self.rejected = 0
+        self.requests = 0
 
     @property
     def inflight(self) -> int:
@@ -87,37 +115,68 @@ class Forwarder:
     async def run(self) -> None:
         """Forward until cancelled."""
         while True:
-            await self.session.connected.wait()
+            await self.topology.ready.wait()
             if self._rewind:
                 await self._restart_from_oldest()
                 continue
+            if self.topology.generation != self._generation:
+                self._generation = self.topology.generation
+                self._cursor = self._live_cursor = 0  # parked rows may be sendable now
+            await self._window.acquire()
             try:
-                rows = await self._next_rows()
+                batch = await self._next_batch()
             except QueueError as exc:
+                self._window.release()
                 log.error("forward_queue_error error=%r", str(exc))
                 self._mark_failed()
                 continue
-            if not rows:
-                continue
-            batch, elements = pack_batch(rows, self.cfg.batch_max_bytes)
-            await self._window.acquire()
-            if self._rewind or not self.session.connected.is_set():
+            if batch is None:
                 self._window.release()
                 continue
-            self._cursor = batch[-1].id
-            task = asyncio.create_task(self._send(batch, elements))
+            rows, elements, method = batch
+            self._inflight_ids.update(row.id for row in rows)
+            task = asyncio.create_task(self._send(rows, elements, method))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _next_rows(self) -> list[QueuedSample]:
+    def _eligible(self, row: QueuedSample) -> bool:
+        return row.id not in self._inflight_ids and self.topology.sendable(
+            (row.product_key, row.device_key)
+        )
+
+    async def _next_batch(self) -> tuple[list[QueuedSample], list[str], str] | None:
+        """The next request to send: young rows first, else the oldest rows; None when idle."""
+        limit = self.cfg.batch_max_samples
+        young_after = self._clock_ms() - int(self.cfg.live_max_age_s * 1000)
+        if self.cfg.live_max_age_s > 0:
+            newest = await self.queue.fetch_newest(self._live_cursor, limit)
+            if newest:
+                self._live_cursor = max(self._live_cursor, newest[0].id)
+                live = [r for r in reversed(newest) if r.ts_ms >= young_after and self._eligible(r)]
+                if live:
+                    rows, elements = pack_batch(live, self.cfg.batch_max_bytes)
+                    return rows, elements, METHOD_POST_BATCH
         # Clear before reading: a commit that lands after the read sets the event again.
         self.queue.new_data.clear()
-        rows = await self.queue.fetch_after(self._cursor, self.cfg.batch_max_samples)
-        if not rows:
+        fetched = await self.queue.fetch_after(self._cursor, limit)
+        if not fetched:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(IDLE_RECHECK_S):
                     await self.queue.new_data.wait()
-        return rows
+            return None
+        candidates = [r for r in fetched if self._eligible(r)]
+        if not candidates:
+            self._cursor = fetched[-1].id
+            return None
+        young = candidates[0].ts_ms >= young_after
+        same_kind = []
+        for row in candidates:
+            if (row.ts_ms >= young_after) != young:
+                break
+            same_kind.append(row)
+        rows, elements = pack_batch(same_kind, self.cfg.batch_max_bytes)
+        self._cursor = rows[-1].id
+        return rows, elements, METHOD_POST_BATCH if young else METHOD_RESUME_BATCH
 
     async def _restart_from_oldest(self) -> None:
         await self.wait_inflight()
@@ -126,7 +185,7 @@ class Forwarder:
         )
         log.info("forward_retry_in delay_s=%.2f consecutive_failures=%d", delay, self._failures)
         await asyncio.sleep(delay)
-        self._cursor = 0
+        self._cursor = self._live_cursor = 0
         self._rewind = False
 
     async def wait_inflight(self, timeout_s: float | None = None) -> int:
@@ -137,44 +196,93 @@ class Forwarder:
         _done, still = await asyncio.wait(pending, timeout=timeout_s)
         return len(still)
 
-    async def _send(self, batch: list[QueuedSample], elements: list[str]) -> None:
-        ids = [row.id for row in batch]
+    async def _send(self, rows: list[QueuedSample], elements: list[str], method: str) -> None:
+        try:
+            await self._deliver(rows, method, elements, repaired=False)
+        except (UplinkDown, ReplyTimeout) as exc:
+            log.warning("batch_unconfirmed reason=%r samples=%d", str(exc), len(rows))
+            await self._failed([row.id for row in rows], None)
+        except QueueError as exc:
+            log.error("batch_queue_error error=%r", str(exc))
+            self._mark_failed()
+        finally:
+            self._inflight_ids.difference_update(row.id for row in rows)
+            self._window.release()
+
+    async def _request(
+        self, rows: list[QueuedSample], method: str, elements: list[str] | None
+    ) -> Reply:
+        if elements is None:
+            elements = [batch_element(row) for row in rows]
         request_id = self.session.next_id()
         payload = batch_request(
             request_id,
-            METHOD_RESUME_BATCH,
+            method,
             elements,
             allow_offline_sub_device=self.cfg.allow_offline_sub_device,
             skip_invalid_measurepoints=self.cfg.skip_invalid_measurepoints,
         )
-        try:
-            reply = await self.session.request(
-                self.topic, request_id, payload, self.cfg.reply_timeout_s
-            )
-            if reply.ok:
-                await self.queue.ack(ids)
-                self.delivered += len(ids)
-                self._failures = 0
-                log.debug("batch_delivered id=%s samples=%d", request_id, len(ids))
-                return
+        self.requests += 1
+        reply = await self.session.request(
+            self.topics[method], request_id, payload, self.cfg.reply_timeout_s
+        )
+        if not reply.ok:
             log.warning(
-                "batch_refused id=%s code=%d message=%r samples=%d",
+                "batch_refused id=%s method=%s code=%d message=%r samples=%d",
                 request_id,
+                method,
                 reply.code,
                 reply.message,
-                len(ids),
+                len(rows),
             )
+        return reply
+
+    async def _deliver(
+        self, rows: list[QueuedSample], method: str, elements: list[str] | None, repaired: bool
+    ) -> None:
+        reply = await self._request(rows, method, elements)
+        ids = [row.id for row in rows]
+        if reply.ok:
+            await self.queue.ack(ids)
+            self.delivered += len(ids)
+            self._failures = 0
+        elif reply.code in CONTENT_CODES:
+            if len(rows) == 1:
+                await self.queue.reject(ids, reply.code, reply.message)
+                self.rejected += 1
+                log.warning(
+                    "sample_rejected id=%d device=%s/%s ts_ms=%d code=%d message=%r",
+                    rows[0].id,
+                    rows[0].product_key,
+                    rows[0].device_key,
+                    rows[0].ts_ms,
+                    reply.code,
+                    reply.message,
+                )
+            else:
+                await self._split(rows, method, repaired)
+        elif reply.code == CODE_NO_SUB_DEVICE_PERMISSION:
+            await self._no_permission(rows, method, repaired)
+        else:
             await self._failed(ids, reply.code)
-        except (UplinkDown, ReplyTimeout) as exc:
-            log.warning(
-                "batch_unconfirmed id=%s reason=%r samples=%d", request_id, str(exc), len(ids)
-            )
-            await self._failed(ids, None)
-        except QueueError as exc:
-            log.error("batch_queue_error id=%s error=%r", request_id, str(exc))
-            self._mark_failed()
-        finally:
-            self._window.release()
+
+    async def _split(self, rows: list[QueuedSample], method: str, repaired: bool) -> None:
+        half = len(rows) // 2
+        await self._deliver(rows[:half], method, None, repaired)
+        await self._deliver(rows[half:], method, None, repaired)
+
+    async def _no_permission(self, rows: list[QueuedSample], method: str, repaired: bool) -> None:
+        if not repaired:
+            await self.topology.repair()
+            still = [r for r in rows if self.topology.sendable((r.product_key, r.device_key))]
+            if still:
+                await self._deliver(still, method, None, repaired=True)
+            return
+        devices = {(r.product_key, r.device_key) for r in rows}
+        if len(devices) == 1:
+            self.topology.park(devices.pop(), "1212 after topology repair")
+            return
+        await self._split(rows, method, repaired)
 
     async def _failed(self, ids: list[int], code: int | None) -> None:
         self._mark_failed()

@@ -151,6 +151,33 @@ class Store:
         )
         return [QueuedSample(*row) for row in cursor]
 
+    def fetch_newest(self, after_id: int, limit: int) -> list[QueuedSample]:
+        """The newest rows past `after_id`, newest first (a cheap scan from the end)."""
+        cursor = self.conn.execute(
+            "SELECT id, product_key, device_key, ts_ms, points FROM samples"
+            " WHERE id > ? ORDER BY id DESC LIMIT ?",
+            (after_id, limit),
+        )
+        return [QueuedSample(*row) for row in cursor]
+
+    def reject(self, ids: list[int], code: int, message: str) -> int:
+        """Move rows the hub refused for their content into the dead-letter table."""
+        with self.db.atomic():
+            moved = self.conn.execute(
+                "INSERT OR REPLACE INTO rejected (id, product_key, device_key, ts_ms, points,"
+                " n_points, enqueued_ms, attempts, code, message, rejected_ms)"
+                " SELECT id, product_key, device_key, ts_ms, points, n_points, enqueued_ms,"
+                " attempts + 1, ?, ?, ? FROM samples WHERE id IN (SELECT value FROM json_each(?))",
+                (code, message, now_ms(), json.dumps(ids)),
+            ).rowcount
+            self.conn.execute(
+                "DELETE FROM samples WHERE id IN (SELECT value FROM json_each(?))",
+                (json.dumps(ids),),
+            )
+            self._bump("rejected", moved)
+            self._set_many({"last_reply_code": code, "last_reply_ms": now_ms()})
+        return moved
+
     def ack(self, ids: list[int]) -> int:
         """Delete the rows a 200 reply confirmed; returns how many were still there."""
         with self.db.atomic():
@@ -328,8 +355,14 @@ class SampleQueue:
     async def fetch_after(self, after_id: int, limit: int) -> list[QueuedSample]:
         return await self._run(self.store.fetch_after, after_id, limit)
 
+    async def fetch_newest(self, after_id: int, limit: int) -> list[QueuedSample]:
+        return await self._run(self.store.fetch_newest, after_id, limit)
+
     async def ack(self, ids: list[int]) -> int:
         return await self._run(self.store.ack, ids)
+
+    async def reject(self, ids: list[int], code: int, message: str) -> int:
+        return await self._run(self.store.reject, ids, code, message)
 
     async def record_failure(self, ids: list[int], code: int | None) -> None:
         await self._run(self.store.record_failure, ids, code)

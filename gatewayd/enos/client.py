@@ -14,7 +14,7 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -22,7 +22,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gatewayd.config import GatewayConfig, MqttConfig
-from gatewayd.enos.protocol import Reply, device_credentials, parse_reply
+from gatewayd.enos.protocol import (
+    Command,
+    Reply,
+    command_reply,
+    device_credentials,
+    parse_command,
+    parse_reply,
+)
 from gatewayd.errors import ReplyFormatError, ReplyTimeout, UplinkDown
 
 log = logging.getLogger(__name__)
@@ -31,12 +38,15 @@ log = logging.getLogger(__name__)
 class MqttSession:
     """One MQTT connection for the gateway, kept up for the life of the daemon."""
 
-    def __init__(
-        self, mqtt_cfg: MqttConfig, gateway: GatewayConfig, reply_topics: Sequence[str]
-    ) -> None:
+    def __init__(self, mqtt_cfg: MqttConfig, gateway: GatewayConfig, topics: Sequence[str]) -> None:
+        """`topics`: the reply topics of every request we make, and the command topics we obey."""
         self.cfg = mqtt_cfg
         self.gateway = gateway
-        self.reply_topics = list(reply_topics)
+        self.topics = list(topics)
+        #: Answers a downstream command with a reply code; set by whoever owns the commands.
+        self.command_handler: Callable[[str, Command], int] | None = None
+        self.connect_failures = 0
+        self.last_connect_error = ""
         self.connected = asyncio.Event()
         #: The complement of `connected`, so that a waiter can await an outage too.
         self.disconnected = asyncio.Event()
@@ -75,12 +85,7 @@ class MqttSession:
         )
         client.username_pw_set(creds.username, creds.password)
         if self.cfg.tls:
-            client.tls_set(
-                ca_certs=str(self.cfg.ca_file) if self.cfg.ca_file else None,
-                certfile=str(self.cfg.cert_file) if self.cfg.cert_file else None,
-                keyfile=str(self.cfg.key_file) if self.cfg.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
+            client.tls_set_context(self._tls_context())
         client.reconnect_delay_set(
             min_delay=max(1, int(self.cfg.reconnect_min_s)),
             max_delay=max(1, int(self.cfg.reconnect_max_s)),
@@ -89,9 +94,20 @@ class MqttSession:
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_connect_fail = self._on_connect_fail
         client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
         client.loop_start()
         self._client = client
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Verify the hub against `ca_file` (else the system store) and its name, always."""
+        cafile = str(self.cfg.ca_file) if self.cfg.ca_file else None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
+        context.check_hostname = self.cfg.tls_check_hostname
+        context.verify_mode = ssl.CERT_REQUIRED
+        if self.cfg.cert_file and self.cfg.key_file:
+            context.load_cert_chain(str(self.cfg.cert_file), str(self.cfg.key_file))
+        return context
 
     async def stop(self) -> None:
         """Disconnect and stop paho's thread; requests still waiting fail with UplinkDown."""
@@ -139,7 +155,7 @@ class MqttSession:
         if reason.is_failure:
             self._call(self._connect_refused, str(reason))
             return
-        result, mid = client.subscribe([(topic, 1) for topic in self.reply_topics])
+        result, mid = client.subscribe([(topic, 1) for topic in self.topics])
         if result == mqtt.MQTT_ERR_SUCCESS:
             self._subscribe_mid = mid
 
@@ -163,7 +179,20 @@ class MqttSession:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._call(self._deliver, message.topic, bytes(message.payload))
 
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        self._call(self._connect_failed)
+
     # --- event loop --------------------------------------------------------------------------
+
+    def _connect_failed(self) -> None:
+        self.connect_failures += 1
+        if self.connect_failures == 1 or self.connect_failures % 100 == 0:
+            log.warning(
+                "uplink_connect_failed host=%s port=%d attempts=%d",
+                self.cfg.host,
+                self.cfg.port,
+                self.connect_failures,
+            )
 
     def _connect_refused(self, reason: str) -> None:
         log.warning(
@@ -189,6 +218,9 @@ class MqttSession:
                 future.set_exception(UplinkDown(f"connection lost: {reason}"))
 
     def _deliver(self, topic: str, payload: bytes) -> None:
+        if not topic.endswith("_reply"):
+            self._obey(topic, payload)
+            return
         try:
             reply = parse_reply(payload)
         except ReplyFormatError as exc:
@@ -201,3 +233,13 @@ class MqttSession:
             log.info("reply_unmatched topic=%s id=%s code=%d", topic, reply.id, reply.code)
             return
         future.set_result(reply)
+
+    def _obey(self, topic: str, payload: bytes) -> None:
+        try:
+            command = parse_command(payload)
+        except ReplyFormatError as exc:
+            log.warning("command_dropped topic=%s reason=%r", topic, str(exc))
+            return
+        code = self.command_handler(topic, command) if self.command_handler else 1101
+        if self._client is not None:
+            self._client.publish(topic + "_reply", command_reply(command.id, code), qos=1)

@@ -18,8 +18,20 @@ PROTOCOL_VERSION = "1.1"
 
 METHOD_POST_BATCH = "thing.measurepoint.post.batch"
 METHOD_RESUME_BATCH = "thing.measurepoint.resume.batch"
+METHOD_TOPO_GET = "thing.topo.get"
+METHOD_TOPO_ADD = "thing.topo.add"
+METHOD_LOGIN_BATCH = "combine.login.batch"
+METHOD_DISABLE = "combine.disable"
+METHOD_ENABLE = "combine.enable"
+METHOD_DELETE = "combine.delete"
 
 CODE_OK = 200
+#: §5.1: a sub-device is offline or not connected through this gateway.
+CODE_NO_SUB_DEVICE_PERMISSION = 1212
+#: §5.1: codes that blame the content of a request; the samples that cause them are isolated.
+CONTENT_CODES = frozenset({1008, 1204, 1206, 1220})
+#: §4.6: Java's default shared clientId for combine.login.batch.
+LOGIN_BATCH_CLIENT_ID = "login.batch"
 
 
 def sign(fields: dict[str, str], secret: str) -> str:
@@ -64,6 +76,131 @@ def measurepoint_topic(product_key: str, device_key: str, method: str) -> str:
         METHOD_RESUME_BATCH: "resume/batch",
     }[method]
     return f"/sys/{product_key}/{device_key}/thing/measurepoint/{suffix}"
+
+
+def topo_topic(product_key: str, device_key: str, method: str) -> str:
+    """§4.1: topology requests go under the gateway's keys."""
+    operation = {METHOD_TOPO_GET: "get", METHOD_TOPO_ADD: "add"}[method]
+    return f"/sys/{product_key}/{device_key}/thing/topo/{operation}"
+
+
+def session_topic(product_key: str, device_key: str, method: str) -> str:
+    """§4.1: sub-device session topics: login up, enable/disable/delete down."""
+    operation = {
+        METHOD_LOGIN_BATCH: "login/batch",
+        METHOD_DISABLE: "disable",
+        METHOD_ENABLE: "enable",
+        METHOD_DELETE: "delete",
+    }[method]
+    return f"/ext/session/{product_key}/{device_key}/combine/{operation}"
+
+
+def request(request_id: str, method: str, params: Any) -> bytes:
+    """§1.1: the common request envelope."""
+    body = {"id": request_id, "version": PROTOCOL_VERSION, "method": method, "params": params}
+    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class SubDevice:
+    """A sub-device as the topology and login requests need it."""
+
+    product_key: str
+    device_key: str
+    secret: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.product_key, self.device_key)
+
+
+def _sub_sign(device: SubDevice, client_id: str, timestamp: str) -> str:
+    """§4.2: the §3.3 algorithm over the sub-device's fields and secret."""
+    fields = {
+        "clientId": client_id,
+        "deviceKey": device.device_key,
+        "productKey": device.product_key,
+        "timestamp": timestamp,
+    }
+    return sign(fields, device.secret)
+
+
+def topo_add_params(devices: list[SubDevice], timestamp_ms: int) -> list[dict[str, str]]:
+    """§4.3: one signed entry per sub-device; clientId as the Java SDK builds it."""
+    ts = str(timestamp_ms)
+    out = []
+    for device in devices:
+        client_id = f"{device.product_key}.{device.device_key}.{ts}"
+        out.append(
+            {
+                "productKey": device.product_key,
+                "deviceKey": device.device_key,
+                "clientId": client_id,
+                "timestamp": ts,
+                "signMethod": "sha256",
+                "sign": _sub_sign(device, client_id, ts),
+            }
+        )
+    return out
+
+
+def login_batch_params(devices: list[SubDevice], timestamp_ms: int) -> dict[str, Any]:
+    """§4.6: a shared clientId and timestamp, one sign per sub-device."""
+    ts = str(timestamp_ms)
+    return {
+        "clientId": LOGIN_BATCH_CLIENT_ID,
+        "timestamp": ts,
+        "signMethod": "sha256",
+        "subDevices": [
+            {
+                "productKey": d.product_key,
+                "deviceKey": d.device_key,
+                "sign": _sub_sign(d, LOGIN_BATCH_CLIENT_ID, ts),
+            }
+            for d in devices
+        ],
+    }
+
+
+def device_keys(items: Any) -> set[tuple[str, str]]:
+    """The (productKey, deviceKey) pairs in a list of objects; anything malformed is skipped."""
+    keys: set[tuple[str, str]] = set()
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict):
+                pk, dk = item.get("productKey"), item.get("deviceKey")
+                if isinstance(pk, str) and isinstance(dk, str):
+                    keys.add((pk, dk))
+    return keys
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A downstream command from the hub (§1.4, §4.8)."""
+
+    id: str
+    method: str
+    params: Any
+
+
+def parse_command(payload: bytes) -> Command:
+    """Read `{id, method, params}` sent by the hub; ReplyFormatError if it is not one."""
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReplyFormatError(f"command is not JSON: {exc}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("method"), str):
+        raise ReplyFormatError("command has no method")
+    request_id = body.get("id")
+    if isinstance(request_id, bool) or not isinstance(request_id, str | int):
+        raise ReplyFormatError("command has no usable id")
+    return Command(str(request_id), body["method"], body.get("params"))
+
+
+def command_reply(request_id: str, code: int = CODE_OK, message: str = "") -> bytes:
+    """§1.4: answer a command on its `_reply` topic."""
+    body = {"id": request_id, "code": code, "data": {}, "message": message}
+    return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
 
 def reply_topic(request_topic: str) -> str:

@@ -1,12 +1,22 @@
-"""An EnOS hub simulator: answers measurement-point batch requests like the hub, and records them.
+"""An EnOS hub simulator: plays the hub's side of the gateway protocol on an MQTT broker.
 
-It is an ordinary MQTT client on the same broker as the gateway: it subscribes to the gateways'
-request topics and publishes on the `_reply` topics. It checks what the real hub checks for these
-messages (JSON, method vs topic, element shape) and can be told to misbehave: answer another code,
-drop replies, or answer garbage. What it answered 200 for is what the hub "stored".
+It is an ordinary MQTT client on the gateway's broker. It keeps what the hub keeps: a registry
+of sub-devices and their secrets, a topology and a login state per gateway, and optional thing
+models (the point ids a product defines). It answers as enos-protocol.md says the hub answers:
 
-Control from another process: publish JSON such as `{"reply_code": 1212}` or `{"drop": true}` on
-`gatewayd-sim/hub/control`.
+- `thing.topo.get/add` (signs checked; 1255 for unknown devices or bad signs),
+- `combine.login.batch` (740 not in topology, 742 bad sign, 723 disabled; partial failures),
+- measurement-point batches: 1206 for a malformed element, 1212 for a sub-device that is not
+  logged in through this gateway (unless `allowOfflineSubDevice`; a device outside the topology
+  is refused either way), 1204 for a point outside the model (unless `skipInvalidMeasurepoints`,
+  which drops just those points); the whole request fails with the first error.
+
+With `require_login=False` (open mode) it accepts data for any sub-device, for trying a config.
+It can be told to misbehave (`Faults`): force a code, drop replies, delay them, answer garbage.
+What it answered 200 for is what the hub stored (`deliveries`).
+
+Control from another process: publish JSON such as `{"reply_code": 1212}`, `{"drop": true}`
+or `{"kick": ["pk", "dk"]}` on `gatewayd-sim/hub/control`.
 """
 
 from __future__ import annotations
@@ -15,19 +25,29 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gatewayd.enos.protocol import (
+    LOGIN_BATCH_CLIENT_ID,
+    METHOD_DISABLE,
+    METHOD_ENABLE,
+    request,
+    session_topic,
+    sign,
+)
+
 log = logging.getLogger(__name__)
 
 CONTROL_TOPIC = "gatewayd-sim/hub/control"
-REQUEST_FILTER = "/sys/+/+/thing/measurepoint/#"
-_TOPIC_METHODS = {
-    "post/batch": "thing.measurepoint.post.batch",
-    "resume/batch": "thing.measurepoint.resume.batch",
+Key = tuple[str, str]
+
+_MEASUREPOINT_METHODS = {
+    "measurepoint/post/batch": "thing.measurepoint.post.batch",
+    "measurepoint/resume/batch": "thing.measurepoint.resume.batch",
 }
 
 
@@ -51,49 +71,49 @@ class RequestLog:
     method: str
     samples: int
     code: int | None
+    flags: tuple[bool, bool] = (False, False)
 
 
 @dataclass
 class Faults:
     """What the simulator should do with the next requests."""
 
-    reply_code: int = 200
+    reply_code: int = 200  # anything but 200 replaces the answer to data requests
     drop: bool = False
     garbage: bool = False
+    delay_s: float = 0.0
+    #: Refuse any batch with an element carrying this point id, with this code (e.g. 1206).
+    point_codes: dict[str, int] = field(default_factory=dict)
 
 
-def check_batch(topic: str, body: Any) -> tuple[int, str]:
-    """What the hub would answer for a batch request: (code, message)."""
-    if not isinstance(body, dict) or "id" not in body:
-        return 1220, "Payload format error"
-    suffix = topic.split("/thing/measurepoint/", 1)[-1]
-    if body.get("method") != _TOPIC_METHODS.get(suffix):
-        return 1260, "Methods not consistent"
-    params = body.get("params")
-    if not isinstance(params, list) or not params:
-        return 1206, "Measurepoint post data format error"
-    for element in params:
-        if not (
-            isinstance(element, dict)
-            and isinstance(element.get("measurepoints"), dict)
-            and isinstance(element.get("time"), int)
-            and not isinstance(element.get("time"), bool)
-        ):
-            return 1206, "Measurepoint post data format error"
-    return 200, ""
+@dataclass
+class GatewayState:
+    topology: set[Key] = field(default_factory=set)
+    online: set[Key] = field(default_factory=set)
 
 
 class HubSimulator:
-    """Connect with `start()`; read `deliveries` and `requests`; set `faults` to misbehave."""
+    """Connect with `start()`; register devices; read `deliveries` and `requests`."""
 
-    def __init__(self, host: str, port: int, client_id: str = "gatewayd-hub-sim") -> None:
+    def __init__(
+        self, host: str, port: int, client_id: str = "gatewayd-hub-sim", require_login: bool = True
+    ) -> None:
         self.host = host
         self.port = port
+        self.require_login = require_login
         self.faults = Faults()
+        self.registry: dict[Key, str] = {}
+        self.models: dict[str, set[str]] = {}
+        self.disabled: set[Key] = set()
+        #: Sub-devices whose logins fail (742) although they are in the topology.
+        self.deny_login: set[Key] = set()
+        self.gateways: dict[Key, GatewayState] = {}
         self.deliveries: list[Delivery] = []
         self.requests: list[RequestLog] = []
+        self.command_replies: list[dict[str, Any]] = []
         self._cond = threading.Condition()
         self._ready = threading.Event()
+        self._timers: list[threading.Timer] = []
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311
         )
@@ -101,6 +121,8 @@ class HubSimulator:
         self._client.on_connect = self._on_connect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
+
+    # --- set-up and control -------------------------------------------------------------------
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Connect and subscribe; returns once requests can be received."""
@@ -111,18 +133,46 @@ class HubSimulator:
             raise TimeoutError(f"hub simulator could not subscribe at {self.host}:{self.port}")
 
     def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
         self._client.disconnect()
         self._client.loop_stop()
 
+    def register(self, product_key: str, device_key: str, secret: str) -> None:
+        """Make a sub-device known to the hub (as creating it in the console would)."""
+        with self._cond:
+            self.registry[(product_key, device_key)] = secret
+
+    def set_model(self, product_key: str, point_ids: set[str]) -> None:
+        """Define the points a product's thing model has; others are refused with 1204."""
+        with self._cond:
+            self.models[product_key] = set(point_ids)
+
     def set_faults(self, **changes: Any) -> None:
         with self._cond:
-            for key, value in changes.items():
-                if not hasattr(self.faults, key):
-                    raise AttributeError(f"no fault named {key!r}")
-                setattr(self.faults, key, value)
+            self.faults = replace(self.faults, **changes)
+
+    def kick(self, product_key: str, device_key: str) -> None:
+        """End a sub-device's session, as when it drops offline in the field."""
+        with self._cond:
+            for state in self.gateways.values():
+                state.online.discard((product_key, device_key))
+
+    def send_command(self, gateway: Key, method: str, devices: list[Key], request_id: str) -> None:
+        """Push combine.disable / enable / delete to a gateway (§4.8)."""
+        with self._cond:
+            for key in devices:
+                if method == METHOD_DISABLE:
+                    self.disabled.add(key)
+                    self.kick(*key)
+                elif method == METHOD_ENABLE:
+                    self.disabled.discard(key)
+        params = [{"productKey": pk, "deviceKey": dk} for pk, dk in devices]
+        topic = session_topic(gateway[0], gateway[1], method)
+        self._client.publish(topic, request(request_id, method, params), qos=1)
 
     def wait_for(self, predicate: Callable[[HubSimulator], bool], timeout_s: float) -> bool:
-        """Block until predicate(self) holds (checked after every request), or time out."""
+        """Block until predicate(self) holds (checked after every message), or time out."""
         with self._cond:
             return self._cond.wait_for(lambda: predicate(self), timeout=timeout_s)
 
@@ -130,12 +180,18 @@ class HubSimulator:
         with self._cond:
             return len(self.deliveries)
 
+    def online(self, gateway: Key) -> set[Key]:
+        with self._cond:
+            return set(self.gateways.get(gateway, GatewayState()).online)
+
     # --- paho thread ---------------------------------------------------------------------------
 
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any
     ) -> None:
-        client.subscribe([(REQUEST_FILTER, 1), (CONTROL_TOPIC, 1)])
+        client.subscribe(
+            [("/sys/+/+/thing/#", 1), ("/ext/session/+/+/combine/#", 1), (CONTROL_TOPIC, 1)]
+        )
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any
@@ -143,51 +199,204 @@ class HubSimulator:
         self._ready.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic == CONTROL_TOPIC:
-            self._control(bytes(message.payload))
-        elif not message.topic.endswith("_reply"):
-            self._handle_request(message.topic, bytes(message.payload))
-
-    def _control(self, payload: bytes) -> None:
-        try:
-            self.set_faults(**json.loads(payload))
-        except (ValueError, TypeError, AttributeError) as exc:
-            log.warning("hub_sim_bad_control error=%r", str(exc))
-
-    def _handle_request(self, topic: str, payload: bytes) -> None:
+        topic, payload = message.topic, bytes(message.payload)
+        if topic == CONTROL_TOPIC:
+            self._control(payload)
+            return
         try:
             body: Any = json.loads(payload)
         except ValueError:
             body = None
-        code, message = check_batch(topic, body)
-        request_id = str(body.get("id")) if isinstance(body, dict) else ""
-        params = body.get("params") if isinstance(body, dict) else None
-        n = len(params) if isinstance(params, list) else 0
+        if topic.endswith("_reply"):
+            if "/combine/" in topic and isinstance(body, dict):
+                with self._cond:
+                    self.command_replies.append({"topic": topic, **body})
+                    self._cond.notify_all()
+            return
+        parts = topic.split("/")
+        if parts[1:2] == ["sys"] and len(parts) > 5:  # /sys/{pk}/{dk}/thing/<operation>
+            self._answer(topic, (parts[2], parts[3]), "/".join(parts[5:]), body)
+        elif (
+            parts[1:3] == ["ext", "session"] and len(parts) > 6
+        ):  # /ext/session/{pk}/{dk}/combine/<op>
+            self._answer(topic, (parts[3], parts[4]), "/".join(parts[6:]), body)
+
+    def _control(self, payload: bytes) -> None:
+        try:
+            command = json.loads(payload)
+            kick = command.pop("kick", None)
+            if kick:
+                self.kick(*kick)
+            if command:
+                self.set_faults(**command)
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("hub_sim_bad_control error=%r", str(exc))
+
+    def _answer(self, topic: str, gateway: Key, operation: str, body: Any) -> None:
+        request_id = str(body.get("id")) if isinstance(body, dict) and "id" in body else ""
         with self._cond:
-            faults = Faults(**vars(self.faults))
-            if code == 200 and faults.reply_code != 200:
-                code, message = faults.reply_code, "simulated failure"
-            answered: int | None = None if faults.drop or faults.garbage else code
-            if answered == 200 and isinstance(params, list):
-                method = str(body["method"])
-                for element in params:
-                    self.deliveries.append(
-                        Delivery(
-                            method,
-                            element.get("productKey", ""),
-                            element.get("deviceKey", ""),
-                            element["time"],
-                            element["measurepoints"],
-                        )
-                    )
-            self.requests.append(
-                RequestLog(topic, request_id, str(body and body.get("method")), n, answered)
-            )
+            state = self.gateways.setdefault(gateway, GatewayState())
+            faults = replace(self.faults)
+            is_data = operation in _MEASUREPOINT_METHODS
+            data: Any
+            if not isinstance(body, dict) or not request_id:
+                code, message, data = 1220, "Payload format error", {}
+            elif is_data:
+                code, message, data = self._data(topic, operation, body, state, faults)
+            elif operation == "topo/get":
+                code, message = 200, ""
+                data = [{"productKey": pk, "deviceKey": dk} for pk, dk in sorted(state.topology)]
+            elif operation == "topo/add":
+                code, message, data = self._topo_add(body, state)
+            elif operation == "login/batch":
+                code, message, data = self._login_batch(body, state)
+            else:
+                return  # not a request this simulator plays
             self._cond.notify_all()
-        if faults.drop or not request_id:
+        if not request_id or (faults.drop and is_data):
             return
-        if faults.garbage:
-            self._client.publish(topic + "_reply", b"\x00garbage{", qos=1)
-            return
-        reply = {"id": request_id, "code": code, "data": {}, "message": message}
-        self._client.publish(topic + "_reply", json.dumps(reply), qos=1)
+        if faults.garbage and is_data:
+            reply = b"\x00garbage{"
+        else:
+            body_out = {"id": request_id, "code": code, "data": data, "message": message}
+            reply = json.dumps(body_out).encode()
+        if faults.delay_s > 0 and is_data:
+            timer = threading.Timer(
+                faults.delay_s, self._client.publish, (topic + "_reply", reply, 1)
+            )
+            self._timers.append(timer)
+            timer.start()
+        else:
+            self._client.publish(topic + "_reply", reply, qos=1)
+
+    def _data(
+        self, topic: str, operation: str, body: dict[str, Any], state: GatewayState, faults: Faults
+    ) -> tuple[int, str, Any]:
+        method = body.get("method")
+        params = body.get("params")
+        flags = (
+            body.get("allowOfflineSubDevice") is True,
+            body.get("skipInvalidMeasurepoints") is True,
+        )
+        n = len(params) if isinstance(params, list) else 0
+        code, message, accepted = self._check_batch(operation, method, params, flags, state)
+        if code == 200 and faults.point_codes:
+            for element in params:
+                hits = [
+                    faults.point_codes[p]
+                    for p in element["measurepoints"]
+                    if p in faults.point_codes
+                ]
+                if hits:
+                    code, message, accepted = hits[0], "simulated refusal of a point", []
+                    break
+        if code == 200 and faults.reply_code != 200:
+            code, message = faults.reply_code, "simulated failure"
+        answered = None if faults.drop or faults.garbage else code
+        if answered == 200:
+            self.deliveries.extend(accepted)
+        self.requests.append(
+            RequestLog(topic, str(body.get("id")), str(method), n, answered, flags)
+        )
+        return code, message, {}
+
+    def _check_batch(
+        self,
+        operation: str,
+        method: Any,
+        params: Any,
+        flags: tuple[bool, bool],
+        state: GatewayState,
+    ) -> tuple[int, str, list[Delivery]]:
+        if method != _MEASUREPOINT_METHODS[operation]:
+            return 1260, "Methods not consistent", []
+        if not isinstance(params, list) or not params:
+            return 1206, "Measurepoint post data format error", []
+        allow_offline, skip_invalid = flags
+        accepted: list[Delivery] = []
+        for element in params:
+            if not _well_formed(element):
+                return 1206, "Measurepoint post data format error", []
+            key = (element["productKey"], element["deviceKey"])
+            if self.require_login and not (
+                key in state.online
+                or (allow_offline and key in state.topology and key not in self.disabled)
+            ):
+                return 1212, f"No sub-device permission: {key[0]}/{key[1]}", []
+            points = dict(element["measurepoints"])
+            model = self.models.get(key[0])
+            if model is not None and not set(points) <= model:
+                if not skip_invalid:
+                    unknown = sorted(set(points) - model)
+                    return 1204, f"Model validate failed: {unknown}", []
+                points = {k: v for k, v in points.items() if k in model}
+            accepted.append(Delivery(str(method), key[0], key[1], element["time"], points))
+        return 200, "", accepted
+
+    def _signed(self, key: Key, client_id: str, timestamp: str, signature: Any) -> bool:
+        if not self.require_login and key not in self.registry:
+            return True  # open mode: any sub-device is welcome
+        secret = self.registry.get(key)
+        if secret is None or not isinstance(signature, str):
+            return False
+        fields = {
+            "clientId": client_id,
+            "deviceKey": key[1],
+            "productKey": key[0],
+            "timestamp": timestamp,
+        }
+        return sign(fields, secret).upper() == signature.upper()
+
+    def _topo_add(self, body: dict[str, Any], state: GatewayState) -> tuple[int, str, Any]:
+        failures = []
+        for entry in body.get("params") or []:
+            key = (str(entry.get("productKey")), str(entry.get("deviceKey")))
+            if self._signed(
+                key, str(entry.get("clientId")), str(entry.get("timestamp")), entry.get("sign")
+            ):
+                state.topology.add(key)
+            else:
+                failures.append(f"{key[0]}/{key[1]}")
+        if failures:
+            return 1255, f"add topo failure, {failures}", {}
+        return 200, "", {}
+
+    def _login_batch(self, body: dict[str, Any], state: GatewayState) -> tuple[int, str, Any]:
+        params = body.get("params") or {}
+        client_id = str(params.get("clientId", LOGIN_BATCH_CLIENT_ID))
+        timestamp = str(params.get("timestamp"))
+        logged, failed, reasons = [], [], []
+        for entry in params.get("subDevices") or []:
+            key = (str(entry.get("productKey")), str(entry.get("deviceKey")))
+            item = {"productKey": key[0], "deviceKey": key[1]}
+            if key not in self.registry and self.require_login:
+                reason = 705
+            elif key not in state.topology:
+                reason = 740
+            elif key in self.deny_login or not self._signed(
+                key, client_id, timestamp, entry.get("sign")
+            ):
+                reason = 742
+            elif key in self.disabled:
+                reason = 723
+            else:
+                state.online.add(key)
+                logged.append({**item, "assetId": f"asset-{key[1]}"})
+                continue
+            failed.append(item)
+            reasons.append(f"{key[0]}/{key[1]}: {reason}")
+        data = {"loginedSubDevices": logged, "failedSubDevices": failed}
+        if failed:
+            return 723, "; ".join(reasons), data
+        return 200, "", data
+
+
+def _well_formed(element: Any) -> bool:
+    return (
+        isinstance(element, dict)
+        and isinstance(element.get("productKey"), str)
+        and isinstance(element.get("deviceKey"), str)
+        and isinstance(element.get("measurepoints"), dict)
+        and isinstance(element.get("time"), int)
+        and not isinstance(element.get("time"), bool)
+    )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gatewayd.sim.broker import free_port
+from gatewayd.sim.hub import HubSimulator
 from gatewayd.sim.modbus import ModbusSimulator, meter_points
 from tests.support.brokers import Broker
 from tests.support.daemon import gateway_config, modbus_device, running
@@ -41,7 +42,11 @@ async def blackhole() -> AsyncIterator[int]:
 
 @pytest.mark.timeout(60)
 async def test_healthy_devices_keep_their_rhythm_next_to_dead_ones(
-    tmp_path: Path, broker: Broker, blackhole: int, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    broker: Broker,
+    hub: HubSimulator,
+    blackhole: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="gatewayd.modbus.poller")
     meters = ModbusSimulator(unit_ids=(1, 2))
@@ -55,7 +60,7 @@ async def test_healthy_devices_keep_their_rhythm_next_to_dead_ones(
     ]
     settings = gateway_config(tmp_path, broker.port, devices)
     try:
-        async with running(settings) as daemon:
+        async with running(settings, hub) as daemon:
             started = time.monotonic()
             await asyncio.sleep(WINDOW_S)  # the window itself is what is measured
             elapsed = time.monotonic() - started

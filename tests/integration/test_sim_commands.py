@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.publish as publish
 import pytest
@@ -18,51 +18,57 @@ from gatewayd.sim.modbus import meter_points
 from tests.support.brokers import Broker, wait_for_port
 from tests.support.daemon import gateway_config, modbus_device, running
 
+Process = asyncio.subprocess.Process
+
 
 @pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[str]]]:
-    started: list[subprocess.Popen[str]] = []
-    yield started
+async def spawn() -> AsyncIterator[Callable[..., Coroutine[Any, Any, Process]]]:
+    started: list[Process] = []
+
+    async def start(*args: str) -> Process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gatewayd",
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        started.append(proc)
+        return proc
+
+    yield start
     for proc in started:
-        if proc.poll() is None:
+        if proc.returncode is None:
             proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe:
-                pipe.close()
+            try:
+                async with asyncio.timeout(10):
+                    await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
 
 
-def gatewayd(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "gatewayd", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+async def line(stream: asyncio.StreamReader | None, timeout_s: float = 15.0) -> str:
+    assert stream is not None
+    async with asyncio.timeout(timeout_s):
+        return (await stream.readline()).decode()
 
 
 async def test_simulators_as_processes_serve_a_real_daemon(
-    tmp_path: Path, broker: Broker, procs: list[subprocess.Popen[str]]
+    tmp_path: Path, broker: Broker, spawn: Callable[..., Coroutine[Any, Any, Process]]
 ) -> None:
     modbus_port = free_port()
-    procs.append(gatewayd("sim", "modbus", "--port", str(modbus_port), "--units", "1,2"))
-    hub = gatewayd("sim", "hub", "--port", str(broker.port), "--reply-code", "500")
-    procs.append(hub)
+    await spawn("sim", "modbus", "--port", str(modbus_port), "--units", "1,2")
+    hub = await spawn("sim", "hub", "--port", str(broker.port), "--reply-code", "500")
     await asyncio.to_thread(wait_for_port, modbus_port)
-    assert hub.stderr is not None and "hub simulator on" in await asyncio.to_thread(
-        hub.stderr.readline
-    )
+    assert "hub simulator on" in await line(hub.stderr)
 
     devices = [modbus_device(f"m{u}", modbus_port, u, meter_points(), 0.2) for u in (1, 2)]
     settings = gateway_config(tmp_path, broker.port, devices, forward={"reply_timeout_s": 1})
-    assert hub.stdout is not None
     async with running(settings) as daemon:
-        first = json.loads(await asyncio.to_thread(hub.stdout.readline))
-        assert first["code"] == 500 and first["method"] == "thing.measurepoint.resume.batch"
+        first = json.loads(await line(hub.stdout))
+        assert first["code"] == 500 and first["method"] == "thing.measurepoint.post.batch"
         # Switch the hub to 200 from outside, as an operator would.
         await asyncio.to_thread(
             publish.single,
@@ -72,11 +78,8 @@ async def test_simulators_as_processes_serve_a_real_daemon(
             hostname="127.0.0.1",
             port=broker.port,
         )
-        while True:
-            line = json.loads(await asyncio.to_thread(hub.stdout.readline))
-            if line["code"] == 200:
-                break
+        while (request := json.loads(await line(hub.stdout)))["code"] != 200:
+            pass
         await daemon.forwarder.wait_inflight(5)
-        assert daemon.forwarder.delivered >= line["samples"] > 0
-        # The meters' sequence register counts reads: the two units were polled independently.
+        assert daemon.forwarder.delivered >= request["samples"] > 0
         assert {p.device.name: p.polls > 0 for p in daemon.pollers} == {"m1": True, "m2": True}

@@ -10,6 +10,7 @@ from typing import Any
 
 from gatewayd.config import Settings, build_config
 from gatewayd.daemon import Daemon
+from gatewayd.sim.hub import HubSimulator
 
 
 def gateway_config(
@@ -40,6 +41,7 @@ def modbus_device(
         "name": name,
         "product_key": "subPK",
         "device_key": name,
+        "device_secret": f"secret-of-{name}",
         "interval_s": interval_s,
         "modbus": {
             "transport": "tcp",
@@ -53,8 +55,20 @@ def modbus_device(
     }
 
 
+def register(hub: HubSimulator, settings: Settings) -> None:
+    """Create the config's sub-devices on the hub, as an operator does in the console."""
+    for device in settings.devices:
+        assert device.device_secret is not None
+        hub.register(device.product_key, device.device_key, device.device_secret.get_secret_value())
+
+
 @contextlib.asynccontextmanager
-async def running(settings: Settings, timeout_s: float = 10.0) -> AsyncIterator[Daemon]:
+async def running(
+    settings: Settings, hub: HubSimulator | None = None, timeout_s: float = 10.0
+) -> AsyncIterator[Daemon]:
+    """Run the daemon (registering its sub-devices with `hub` first) until the block ends."""
+    if hub is not None:
+        register(hub, settings)
     daemon = Daemon(settings, shutdown_timeout_s=2.0)
     stop = asyncio.Event()
     task = asyncio.create_task(daemon.run(stop))

@@ -1,0 +1,276 @@
+"""The gateway ↔ sub-device relation on the hub, and which sub-devices we may send data for.
+
+At every (re)connect: `thing.topo.get`, `thing.topo.add` (signed) for configured sub-devices that
+are missing, then `combine.login.batch` for all of them (enos-protocol.md §4.9). A sub-device
+that cannot log in is *parked*: its samples stay queued and are not sent (unless
+`allow_offline_sub_device`), its login is retried with a growing delay, and every other device's
+data keeps flowing. The hub may disable, enable or delete sub-devices at any time (§4.8); a
+disabled or deleted device's samples stay queued, untouched, until it is enabled again.
+
+Devices configured without a secret cannot be logged in by us; they are sent as they are, and
+parked only if the hub answers 1212 for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from gatewayd.config import DeviceConfig, ForwardConfig, GatewayConfig
+from gatewayd.enos.client import MqttSession
+from gatewayd.enos.protocol import (
+    METHOD_DELETE,
+    METHOD_DISABLE,
+    METHOD_ENABLE,
+    METHOD_LOGIN_BATCH,
+    METHOD_TOPO_ADD,
+    METHOD_TOPO_GET,
+    Command,
+    Reply,
+    SubDevice,
+    device_keys,
+    login_batch_params,
+    request,
+    session_topic,
+    topo_add_params,
+    topo_topic,
+)
+from gatewayd.errors import ReplyTimeout, UplinkDown
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+#: How often a connected gateway re-checks parked sub-devices at the longest.
+RECHECK_S = 60.0
+
+
+def topology_topics(gateway: GatewayConfig) -> list[str]:
+    """Reply topics of our topology requests and the command topics we obey."""
+    pk, dk = gateway.product_key, gateway.device_key
+    return [
+        topo_topic(pk, dk, METHOD_TOPO_GET) + "_reply",
+        topo_topic(pk, dk, METHOD_TOPO_ADD) + "_reply",
+        session_topic(pk, dk, METHOD_LOGIN_BATCH) + "_reply",
+        session_topic(pk, dk, METHOD_DISABLE),
+        session_topic(pk, dk, METHOD_ENABLE),
+        session_topic(pk, dk, METHOD_DELETE),
+    ]
+
+
+class Topology:
+    """Keeps the hub's view of our sub-devices right, and answers `sendable(key)`."""
+
+    def __init__(
+        self,
+        session: MqttSession,
+        gateway: GatewayConfig,
+        devices: Sequence[DeviceConfig],
+        forward: ForwardConfig,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.session = session
+        self.gateway = gateway
+        self.cfg = forward
+        self.clock = clock
+        self.managed: dict[Key, SubDevice] = {}
+        for device in devices:
+            if device.device_secret is not None:
+                key = (device.product_key, device.device_key)
+                self.managed[key] = SubDevice(*key, device.device_secret.get_secret_value())
+        self.online: set[Key] = set()
+        self.disabled: set[Key] = set()
+        self.parked: dict[Key, float] = {}  # key -> when to try again (monotonic)
+        self._park_counts: dict[Key, int] = {}
+        self.park_events = 0
+        #: Set whenever a device is parked (for whoever needs to react, and for tests).
+        self.parked_signal = asyncio.Event()
+        #: Set once the topology was synchronised on the current connection.
+        self.ready = asyncio.Event()
+        #: Grows whenever a device becomes sendable again, so the forwarder re-reads its rows.
+        self.generation = 0
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        session.command_handler = self.on_command
+
+    # --- what may be sent -----------------------------------------------------------------------
+
+    def sendable(self, key: Key) -> bool:
+        if key in self.disabled:
+            return False
+        return key not in self.parked or self.cfg.allow_offline_sub_device
+
+    def park(self, key: Key, reason: str) -> None:
+        """Hold a device's samples back and try it again later, with a growing delay."""
+        self.park_events += 1
+        self.parked_signal.set()
+        count = self._park_counts.get(key, 0) + 1
+        self._park_counts[key] = count
+        delay = min(self.cfg.retry_max_s * 5, self.cfg.retry_min_s * 5 * 2 ** (count - 1))
+        first = key not in self.parked
+        self.parked[key] = self.clock() + delay
+        self.online.discard(key)
+        if first:
+            log.warning(
+                "sub_device_parked device=%s/%s reason=%r retry_in_s=%.0f note='samples stay queued'",
+                key[0],
+                key[1],
+                reason,
+                delay,
+            )
+        self._wake.set()
+
+    def _unpark(self, key: Key) -> None:
+        if self.parked.pop(key, None) is not None:
+            log.info("sub_device_unparked device=%s/%s", key[0], key[1])
+            self.generation += 1
+        self._park_counts.pop(key, None)
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Synchronise after every connect, re-try parked devices while connected; until cancelled."""
+        while True:
+            await self.session.connected.wait()
+            await self.sync()
+            self.ready.set()
+            while self.session.connected.is_set():
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._until_next_retry()):
+                        waiters = {
+                            asyncio.ensure_future(self.session.disconnected.wait()),
+                            asyncio.ensure_future(self._wake.wait()),
+                        }
+                        try:
+                            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                        finally:
+                            for waiter in waiters:
+                                waiter.cancel()
+                if self.session.connected.is_set():
+                    await self.retry_parked()
+            self.ready.clear()
+            self.online.clear()  # the hub ends sub-device sessions with the gateway's (§4.9)
+
+    def _until_next_retry(self) -> float:
+        if not self.parked:
+            return RECHECK_S
+        return max(0.0, min(min(self.parked.values()) - self.clock(), RECHECK_S))
+
+    async def retry_parked(self) -> None:
+        now = self.clock()
+        due = [key for key, at in self.parked.items() if at <= now]
+        if not due:
+            return
+        managed = [self.managed[k] for k in due if k in self.managed and k not in self.disabled]
+        for key in due:
+            if key not in self.managed:
+                self._unpark(key)  # nothing we can do but try its data again
+        if managed:
+            async with self._lock:
+                try:
+                    await self._login(managed)
+                except (UplinkDown, ReplyTimeout) as exc:
+                    log.info("sub_device_relogin_unanswered reason=%r", str(exc))
+
+    async def repair(self) -> None:
+        """After a 1212: check the topology and log in again (concurrent calls share one run)."""
+        if self._lock.locked():
+            async with self._lock:
+                return
+        await self.sync()
+
+    async def sync(self) -> bool:
+        """topo.get, topo.add for what is missing, login.batch for all; False if it could not run."""
+        async with self._lock:
+            wanted = [d for k, d in self.managed.items() if k not in self.disabled]
+            try:
+                present = await self._topology()
+                missing = [d for d in wanted if d.key not in present]
+                if missing:
+                    await self._add(missing)
+                if wanted:
+                    await self._login(wanted)
+            except (UplinkDown, ReplyTimeout) as exc:
+                log.warning("topology_sync_failed reason=%r", str(exc))
+                return False
+            return True
+
+    async def _request(self, topic: str, method: str, params: object) -> Reply:
+        request_id = self.session.next_id()
+        payload = request(request_id, method, params)
+        return await self.session.request(topic, request_id, payload, self.cfg.reply_timeout_s)
+
+    async def _topology(self) -> set[Key]:
+        gw = self.gateway
+        reply = await self._request(
+            topo_topic(gw.product_key, gw.device_key, METHOD_TOPO_GET), METHOD_TOPO_GET, {}
+        )
+        if not reply.ok:
+            log.warning("topology_get_refused code=%d message=%r", reply.code, reply.message)
+            return set()
+        return device_keys(reply.data)
+
+    async def _add(self, devices: list[SubDevice]) -> None:
+        gw = self.gateway
+        params = topo_add_params(devices, int(time.time() * 1000))
+        reply = await self._request(
+            topo_topic(gw.product_key, gw.device_key, METHOD_TOPO_ADD), METHOD_TOPO_ADD, params
+        )
+        names = ",".join(f"{d.product_key}/{d.device_key}" for d in devices)
+        if reply.ok:
+            log.info("topology_added devices=%s", names)
+        else:
+            log.warning(
+                "topology_add_refused code=%d message=%r devices=%s",
+                reply.code,
+                reply.message,
+                names,
+            )
+
+    async def _login(self, devices: list[SubDevice]) -> None:
+        gw = self.gateway
+        params = login_batch_params(devices, int(time.time() * 1000))
+        reply = await self._request(
+            session_topic(gw.product_key, gw.device_key, METHOD_LOGIN_BATCH),
+            METHOD_LOGIN_BATCH,
+            params,
+        )
+        wanted = {d.key for d in devices}
+        if reply.ok:
+            logged = wanted
+        else:
+            data = reply.data if isinstance(reply.data, dict) else {}
+            logged = device_keys(data.get("loginedSubDevices")) & wanted
+        for key in logged:
+            self.online.add(key)
+            self._unpark(key)
+        for key in wanted - logged:
+            self.park(key, f"login refused: {reply.code} {reply.message}".strip())
+        log.info("sub_devices_logged_in ok=%d failed=%d", len(logged), len(wanted - logged))
+
+    # --- commands from the hub -----------------------------------------------------------------
+
+    def on_command(self, topic: str, command: Command) -> int:
+        keys = device_keys(command.params)
+        names = ",".join(f"{pk}/{dk}" for pk, dk in sorted(keys))
+        if command.method in (METHOD_DISABLE, METHOD_DELETE):
+            self.disabled |= keys
+            self.online -= keys
+            log.warning(
+                "sub_devices_%s devices=%s note='samples stay queued'",
+                "disabled" if command.method == METHOD_DISABLE else "deleted",
+                names,
+            )
+            return 200
+        if command.method == METHOD_ENABLE:
+            self.disabled -= keys
+            now = self.clock()
+            for key in keys:
+                self.parked[key] = now  # log it in at once
+            self._wake.set()
+            log.info("sub_devices_enabled devices=%s", names)
+            return 200
+        return 1101  # §1.4: no handler for this command

@@ -280,7 +280,7 @@ class HubSimulator:
         )
         n = len(params) if isinstance(params, list) else 0
         code, message, accepted = self._check_batch(operation, method, params, flags, state)
-        if code == 200 and faults.point_codes:
+        if code == 200 and faults.point_codes and isinstance(params, list):
             for element in params:
                 hits = [
                     faults.point_codes[p]

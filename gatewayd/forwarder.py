@@ -107,6 +107,8 @@ class Forwarder:
         self.delivered = 0
         self.rejected = 0
         self.requests = 0
+        #: Set whenever samples leave the queue (delivered or dead-lettered).
+        self.progress = asyncio.Event()
 
     @property
     def inflight(self) -> int:
@@ -246,10 +248,12 @@ class Forwarder:
             await self.queue.ack(ids)
             self.delivered += len(ids)
             self._failures = 0
+            self.progress.set()
         elif reply.code in CONTENT_CODES:
             if len(rows) == 1:
                 await self.queue.reject(ids, reply.code, reply.message)
                 self.rejected += 1
+                self.progress.set()
                 log.warning(
                     "sample_rejected id=%d device=%s/%s ts_ms=%d code=%d message=%r",
                     rows[0].id,

@@ -46,6 +46,8 @@ class MqttSession:
         #: Answers a downstream command with a reply code; set by whoever owns the commands.
         self.command_handler: Callable[[str, Command], int] | None = None
         self.connect_failures = 0
+        #: Set when a connection attempt fails (refused, TLS handshake, unreachable).
+        self.connect_failed = asyncio.Event()
         self.last_connect_error = ""
         self.connected = asyncio.Event()
         #: The complement of `connected`, so that a waiter can await an outage too.
@@ -186,6 +188,7 @@ class MqttSession:
 
     def _connect_failed(self) -> None:
         self.connect_failures += 1
+        self.connect_failed.set()
         if self.connect_failures == 1 or self.connect_failures % 100 == 0:
             log.warning(
                 "uplink_connect_failed host=%s port=%d attempts=%d",
@@ -210,6 +213,10 @@ class MqttSession:
     def _connection_lost(self, reason: str) -> None:
         if self._was_connected:
             log.warning("uplink_lost reason=%r waiting_replies=%d", reason, len(self._pending))
+        elif self._client is not None:
+            # Ended before it was ready (e.g. a client certificate refused after the TLS 1.3
+            # handshake): that is a failed attempt, not an outage.
+            self._connect_failed()
         self._was_connected = False
         self.connected.clear()
         self.disconnected.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -37,14 +38,17 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
 class MosquittoBroker:
     """A private mosquitto on a free loopback port (the system one on 1883 is left alone)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra: str = "") -> None:
+        """`extra`: more listener options, e.g. TLS files."""
         self.port = free_port()
         self.conf = workdir / "mosquitto.conf"
+        # As root, mosquitto drops to its own user, which cannot read pytest's private tmp dirs.
+        user = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            f"{user}listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence false\n"
-            "log_dest none\n"
+            "log_dest none\n" + extra
         )
         self._proc: subprocess.Popen[bytes] | None = None
 

@@ -28,6 +28,7 @@ import random
 import time
 from collections.abc import Callable
 
+from gatewayd.backoff import backoff_delay
 from gatewayd.config import ForwardConfig, GatewayConfig
 from gatewayd.enos.client import MqttSession
 from gatewayd.enos.protocol import (
@@ -49,12 +50,6 @@ from gatewayd.queue import SampleQueue
 log = logging.getLogger(__name__)
 
 IDLE_RECHECK_S = 1.0
-
-
-def backoff_delay(failures: int, low: float, high: float, rand: Callable[[], float]) -> float:
-    """Capped exponential backoff with full jitter: uniform in [0, min(high, low * 2^(n-1))]."""
-    ceiling = min(high, low * (2 ** max(0, failures - 1)))
-    return ceiling * rand()
 
 
 def pack_batch(rows: list[QueuedSample], max_bytes: int) -> tuple[list[QueuedSample], list[str]]:

@@ -1,7 +1,9 @@
 """The MQTT session with the hub: signed login, reconnects, and request/reply with time limits.
 
-paho's network loop runs in its own thread. Its callbacks never touch shared state: they hand the
-event to the asyncio loop with `call_soon_threadsafe`, and all bookkeeping happens there.
+paho's network loop runs in a thread of ours: it connects, runs `loop()` until the connection
+ends, then waits a capped, fully jittered, growing delay before the next attempt (paho's own
+reconnect delay has no jitter). paho's callbacks never touch shared state: they hand the event
+to the asyncio loop with `call_soon_threadsafe`, and all bookkeeping happens there.
 A request is answered by the message on its `_reply` topic carrying the same `id`; anything else
 on a reply topic (garbage, unknown or late ids) is logged and dropped.
 """
@@ -11,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import secrets
 import ssl
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from gatewayd.backoff import backoff_delay
 from gatewayd.config import GatewayConfig, MqttConfig
 from gatewayd.enos.protocol import (
     Command,
@@ -62,6 +67,9 @@ class MqttSession:
         self._ids = itertools.count(secrets.randbits(40))
         self.dropped_replies = 0
         self._was_connected = False
+        self._stopping = threading.Event()
+        self._network: threading.Thread | None = None
+        self._healthy = False  # the current connection got as far as subscribing
 
     def next_id(self) -> str:
         return str(next(self._ids))
@@ -88,18 +96,43 @@ class MqttSession:
         client.username_pw_set(creds.username, creds.password)
         if self.cfg.tls:
             client.tls_set_context(self._tls_context())
-        client.reconnect_delay_set(
-            min_delay=max(1, int(self.cfg.reconnect_min_s)),
-            max_delay=max(1, int(self.cfg.reconnect_max_s)),
-        )
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        client.on_connect_fail = self._on_connect_fail
-        client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
-        client.loop_start()
         self._client = client
+        self._stopping.clear()
+        self._network = threading.Thread(
+            target=self._network_loop, args=(client,), name="gatewayd-mqtt", daemon=True
+        )
+        self._network.start()
+
+    def _network_loop(self, client: mqtt.Client) -> None:
+        """Connect, serve, and after a failure wait a jittered backoff; until stop()."""
+        failures = 0
+        while not self._stopping.is_set():
+            self._healthy = False
+            try:
+                client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                self._call(self._connect_failed, f"{type(exc).__name__}: {exc}")
+            else:
+                self._serve(client)
+            failures = 1 if self._healthy else failures + 1
+            delay = backoff_delay(
+                failures, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, random.random
+            )
+            self._stopping.wait(delay)
+
+    def _serve(self, client: mqtt.Client) -> None:
+        """Run paho's loop until the connection ends; on stop(), say DISCONNECT first."""
+        goodbye_rounds = 3
+        while client.loop(timeout=1.0) == mqtt.MQTT_ERR_SUCCESS:
+            if self._stopping.is_set():
+                if goodbye_rounds == 0:
+                    break
+                goodbye_rounds -= 1
+                client.disconnect()  # the next loop() sends it and paho closes the socket
 
     def _tls_context(self) -> ssl.SSLContext:
         """Verify the hub against `ca_file` (else the system store) and its name, always."""
@@ -117,8 +150,11 @@ class MqttSession:
         if client is None:
             return
         self._was_connected = False  # our own disconnect is not an outage worth a warning
-        client.disconnect()
-        await asyncio.to_thread(client.loop_stop)
+        self._stopping.set()
+        client.disconnect()  # thread-safe; wakes the network thread's loop() at once
+        if self._network is not None:
+            await asyncio.to_thread(self._network.join)
+            self._network = None
         self._connection_lost("session stopped")
 
     async def request(self, topic: str, request_id: str, payload: bytes, timeout_s: float) -> Reply:
@@ -165,6 +201,7 @@ class MqttSession:
         self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
     ) -> None:
         if mid == self._subscribe_mid:
+            self._healthy = True
             failed = [str(r) for r in reasons if r.is_failure]
             self._call(self._ready, failed)
 
@@ -181,20 +218,19 @@ class MqttSession:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._call(self._deliver, message.topic, bytes(message.payload))
 
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        self._call(self._connect_failed)
-
     # --- event loop --------------------------------------------------------------------------
 
-    def _connect_failed(self) -> None:
+    def _connect_failed(self, reason: str = "") -> None:
         self.connect_failures += 1
+        self.last_connect_error = reason
         self.connect_failed.set()
         if self.connect_failures == 1 or self.connect_failures % 100 == 0:
             log.warning(
-                "uplink_connect_failed host=%s port=%d attempts=%d",
+                "uplink_connect_failed host=%s port=%d attempts=%d reason=%r",
                 self.cfg.host,
                 self.cfg.port,
                 self.connect_failures,
+                reason,
             )
 
     def _connect_refused(self, reason: str) -> None:
@@ -216,7 +252,7 @@ class MqttSession:
         elif self._client is not None:
             # Ended before it was ready (e.g. a client certificate refused after the TLS 1.3
             # handshake): that is a failed attempt, not an outage.
-            self._connect_failed()
+            self._connect_failed(reason)
         self._was_connected = False
         self.connected.clear()
         self.disconnected.set()

@@ -141,6 +141,9 @@ class QueueConfig(Section):
     overflow: Literal["drop_oldest", "drop_newest"] = "drop_oldest"
     synchronous: Literal["full", "normal"] = "full"
     commit_interval_ms: int = Field(default=200, ge=1, le=60_000)
+    #: While the disk refuses writes (full, read-only), keep at most this many new samples in
+    #: memory, the newest; older ones are dropped and counted.
+    memory_buffer_samples: int = Field(default=10_000, ge=100, le=10_000_000)
 
 
 class ForwardConfig(Section):

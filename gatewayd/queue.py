@@ -85,7 +85,9 @@ def _create_private(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
-def connect(path: Path, *, synchronous: str = "full", readonly: bool = False) -> sqlite3.Connection:
+def connect(
+    path: Path, *, synchronous: str = "full", readonly: bool = False, max_bytes: int = 0
+) -> sqlite3.Connection:
     """Open a connection with the pragmas every gatewayd connection uses."""
     if readonly:
         if not path.exists():
@@ -96,9 +98,14 @@ def connect(path: Path, *, synchronous: str = "full", readonly: bool = False) ->
         conn = sqlite3.connect(path, timeout=5.0)
     conn.execute("PRAGMA busy_timeout = 5000")
     if not readonly:
+        # Freed pages are reused, and can be handed back with `queue vacuum` (set before any table).
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-        conn.execute("PRAGMA journal_size_limit = 67108864")
+        # Keep the WAL small next to the bound, so the file plus WAL stays within it.
+        wal_limit = min(64 << 20, max(max_bytes // 16, 256 << 10)) if max_bytes else 64 << 20
+        conn.execute(f"PRAGMA journal_size_limit = {wal_limit}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {max(16, wal_limit // 4096 // 2)}")
     return conn
 
 
@@ -121,27 +128,164 @@ def migrate(conn: sqlite3.Connection) -> None:
         )
 
 
+def quick_check(conn: sqlite3.Connection) -> str | None:
+    """None if the file is sound, else what SQLite found wrong (a quick, not a full, check)."""
+    try:
+        result = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    return None if result == "ok" else str(result)
+
+
+def move_aside(path: Path) -> Path:
+    """Keep a corrupt file (and its WAL) under a name with the time, so nothing is thrown away."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.rename(Path(f"{target}{suffix}"))
+    return target
+
+
+def open_store(
+    path: Path, synchronous: str, max_bytes: int, cfg: QueueConfig | None = None
+) -> Store:
+    """Open (or create) the queue; a corrupt file is moved aside and a fresh queue started."""
+    conn = None
+    try:
+        conn = connect(path, synchronous=synchronous, max_bytes=max_bytes)
+        problem = quick_check(conn)
+    except sqlite3.DatabaseError as exc:
+        problem = str(exc)
+    if problem is not None:
+        if conn is not None:
+            conn.close()
+        kept = move_aside(path)
+        log.critical(
+            "queue_corrupt path=%s problem=%r kept_as=%s action='started a fresh queue'",
+            path,
+            problem,
+            kept,
+        )
+        conn = connect(path, synchronous=synchronous, max_bytes=max_bytes)
+    assert conn is not None
+    try:
+        migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise QueueError(f"cannot prepare queue {path}: {exc}") from None
+    except QueueError:
+        conn.close()
+        raise
+    return Store(conn, cfg)
+
+
+@dataclass
+class Bounds:
+    """Where a queue file must stay, and what to drop when it would not."""
+
+    max_bytes: int
+    max_age_s: int
+    overflow: str
+
+    @property
+    def data_budget(self) -> int:
+        """Bytes the database pages may use, leaving room for the WAL (see connect())."""
+        wal_limit = min(64 << 20, max(self.max_bytes // 16, 256 << 10))
+        return self.max_bytes - wal_limit
+
+
 class Store:
     """Synchronous queue operations on one connection; used from exactly one thread."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, cfg: QueueConfig | None = None) -> None:
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
+        self.bounds = Bounds(cfg.max_bytes, cfg.max_age_s, cfg.overflow) if cfg else None
+        self.evicting = False  # inside an episode of eviction (logged once per episode)
+        self.episode_evicted = 0
 
-    def insert(self, samples: list[Sample]) -> None:
-        enqueued = now_ms()
+    def used_bytes(self) -> int:
+        """Bytes of the database in use (pages not on the free list)."""
+        pages, free, size = (
+            self.conn.execute(f"PRAGMA {name}").fetchone()[0]
+            for name in ("page_count", "freelist_count", "page_size")
+        )
+        return int((pages - free) * size)
+
+    def insert(self, samples: list[Sample], clock_ms: int | None = None) -> int:
+        """Commit a group; returns how many samples the bounds evicted (or refused)."""
+        enqueued = clock_ms if clock_ms is not None else now_ms()
+        with self.db.atomic():
+            evicted = 0
+            bounds = self.bounds
+            if (
+                bounds
+                and bounds.overflow == "drop_newest"
+                and self.used_bytes() >= bounds.data_budget
+            ):
+                evicted = len(samples)
+                samples = []
+            self._insert_rows(samples, enqueued)
+            if bounds:
+                evicted += self._evict_old(enqueued - bounds.max_age_s * 1000)
+                if bounds.overflow == "drop_oldest":
+                    evicted += self._evict_to_budget(bounds.data_budget, max(64, len(samples)))
+                self._bump("evicted", evicted)
+        self._episode(evicted)
+        return evicted
+
+    def _evict_old(self, cutoff_ms: int) -> int:
+        """Evict samples older than the age bound, looking only at the head of the queue."""
+        cursor = self.conn.execute(
+            "DELETE FROM samples WHERE id IN (SELECT id FROM samples ORDER BY id LIMIT 1000)"
+            " AND ts_ms < ?",
+            (cutoff_ms,),
+        )
+        return cursor.rowcount
+
+    def _evict_to_budget(self, budget: int, chunk: int) -> int:
+        evicted = 0
+        while self.used_bytes() > budget:
+            cursor = self.conn.execute(
+                "DELETE FROM samples WHERE id IN (SELECT id FROM samples ORDER BY id LIMIT ?)",
+                (chunk,),
+            )
+            if cursor.rowcount == 0:
+                break
+            evicted += cursor.rowcount
+        return evicted
+
+    def _episode(self, evicted: int) -> None:
+        if evicted and not self.evicting:
+            self.evicting = True
+            assert self.bounds is not None
+            log.warning(
+                "queue_full_evicting policy=%s max_bytes=%d max_age_s=%d",
+                self.bounds.overflow,
+                self.bounds.max_bytes,
+                self.bounds.max_age_s,
+            )
+        self.episode_evicted += evicted
+        if not evicted and self.evicting:
+            self.evicting = False
+            log.info("queue_within_bounds evicted_in_episode=%d", self.episode_evicted)
+            self.episode_evicted = 0
+
+    def _insert_rows(self, samples: list[Sample], enqueued: int) -> None:
         rows = []
         for s in samples:
             points = json.dumps(s.points, separators=(",", ":"), allow_nan=False)
             rows.append((s.product_key, s.device_key, s.ts_ms, points, len(s.points), enqueued))
-        with self.db.atomic():
-            self.conn.executemany(
-                "INSERT INTO samples (product_key, device_key, ts_ms, points, n_points, enqueued_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            self._bump("queued", len(rows))
-            self._bump("polled", len(rows))
+        self.conn.executemany(
+            "INSERT INTO samples (product_key, device_key, ts_ms, points, n_points, enqueued_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        self._bump("queued", len(rows))
+        self._bump("polled", len(rows))
 
     def fetch_after(self, after_id: int, limit: int) -> list[QueuedSample]:
         cursor = self.conn.execute(
@@ -278,6 +422,8 @@ class SampleQueue:
         self._buffer: list[Sample] = []
         #: Set whenever a group of new samples has been committed; the forwarder waits on it.
         self.new_data = asyncio.Event()
+        self.write_failing = False
+        self.dropped_in_memory = 0  # samples lost because the disk refused writes for too long
 
     async def open(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatewayd-db")
@@ -289,12 +435,7 @@ class SampleQueue:
             raise
 
     def _open_store(self) -> Store:
-        try:
-            conn = connect(self.path, synchronous=self.cfg.synchronous)
-            migrate(conn)
-        except sqlite3.DatabaseError as exc:
-            raise QueueError(f"cannot open queue {self.path}: {exc}") from None
-        return Store(conn)
+        return open_store(self.path, self.cfg.synchronous, self.cfg.max_bytes, self.cfg)
 
     async def close(self) -> None:
         """Commit what is buffered, then close the connection and stop the writer thread."""
@@ -313,7 +454,10 @@ class SampleQueue:
         if self._executor is None:
             raise QueueError("queue is not open")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise QueueError(f"queue {self.path}: {exc}") from exc
 
     @property
     def store(self) -> Store:
@@ -330,27 +474,47 @@ class SampleQueue:
         return len(self._buffer)
 
     async def flush(self) -> int:
-        """Commit the buffered samples as one transaction; returns how many were committed."""
+        """Commit the buffered samples as one transaction; returns how many were committed.
+
+        If the disk refuses the write (full, read-only), the samples stay buffered, the newest
+        `memory_buffer_samples` of them, and the next flush tries again.
+        """
         if not self._buffer:
             return 0
         group, self._buffer = self._buffer, []
         try:
             await self._run(self.store.insert, group)
-        except BaseException:
+        except QueueError as exc:
             self._buffer[:0] = group  # keep them for the next try, in order
+            self._write_failed(exc)
             raise
+        if self.write_failing:
+            self.write_failing = False
+            log.warning("queue_writes_recovered lost_while_failing=%d", self.dropped_in_memory)
+            await self._run(self.store.set_state, {"lost_disk": self.dropped_in_memory})
         self.new_data.set()
         return len(group)
+
+    def _write_failed(self, exc: QueueError) -> None:
+        excess = len(self._buffer) - self.cfg.memory_buffer_samples
+        if excess > 0:
+            del self._buffer[:excess]
+            self.dropped_in_memory += excess
+        if not self.write_failing:
+            self.write_failing = True
+            log.error(
+                "queue_write_failed error=%r action='keeping the newest %d samples in memory'",
+                str(exc),
+                self.cfg.memory_buffer_samples,
+            )
 
     async def run_committer(self) -> None:
         """Group-commit loop; runs until cancelled (the final flush happens in close())."""
         interval = self.cfg.commit_interval_ms / 1000
         while True:
             await asyncio.sleep(interval)
-            try:
+            with contextlib.suppress(QueueError):  # logged once per episode by flush()
                 await self.flush()
-            except (QueueError, sqlite3.Error) as exc:
-                log.error("queue_commit_failed error=%r buffered=%d", str(exc), self.buffered)
 
     async def fetch_after(self, after_id: int, limit: int) -> list[QueuedSample]:
         return await self._run(self.store.fetch_after, after_id, limit)

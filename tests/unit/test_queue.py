@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import sqlite3
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,11 @@ from gatewayd.errors import QueueError
 from gatewayd.model import Sample
 from gatewayd.queue import SampleQueue, read_stats
 
+BASE = (int(time.time()) - 3600) * 1000  # within the default age bound
+
 
 def sample(n: int, device: str = "d1") -> Sample:
-    return Sample("pk", device, 1_700_000_000_000 + n, {"P": float(n), "S": f"s{n}"})
+    return Sample("pk", device, BASE + n, {"P": float(n), "S": f"s{n}"})
 
 
 @pytest.fixture
@@ -31,10 +34,10 @@ async def test_samples_commit_in_groups_and_come_back_in_order(queue: SampleQueu
     assert await queue.flush() == 5
     assert queue.new_data.is_set()
     rows = await queue.fetch_after(0, 3)
-    assert [r.ts_ms for r in rows] == [1_700_000_000_000 + n for n in range(3)]
+    assert [r.ts_ms for r in rows] == [BASE + n for n in range(3)]
     assert rows[0].points_json == '{"P":0.0,"S":"s0"}'
     (after, *_rest) = await queue.fetch_after(rows[-1].id, 10)
-    assert after.ts_ms == 1_700_000_000_003
+    assert after.ts_ms == BASE + 3
 
 
 async def test_ack_deletes_exactly_those_rows_and_ids_are_never_reused(queue: SampleQueue) -> None:
@@ -71,7 +74,7 @@ async def test_stats_read_a_live_queue(queue: SampleQueue, tmp_path: Path) -> No
     await queue.flush()
     stats = read_stats(tmp_path / "q.db")
     assert (stats.pending_samples, stats.pending_points) == (3, 6)
-    assert (stats.oldest_ts_ms, stats.newest_ts_ms) == (1_700_000_000_000, 1_700_000_000_002)
+    assert (stats.oldest_ts_ms, stats.newest_ts_ms) == (BASE, BASE + 2)
     assert stats.file_bytes > 0 and stats.state["queued"] == 3
 
 

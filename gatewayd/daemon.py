@@ -27,14 +27,17 @@ from gatewayd.enos.protocol import (
     reply_topic,
 )
 from gatewayd.enos.topology import Topology, topology_topics
+from gatewayd.errors import QueueError
 from gatewayd.forwarder import Forwarder
 from gatewayd.modbus.poller import DevicePoller, build_pollers
 from gatewayd.notify import Notifier
 from gatewayd.queue import SampleQueue
+from gatewayd.queue import now_ms as queue_now_ms
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 10.0
+STATE_EVERY_S = 2.0
 
 
 def session_topics(settings: Settings) -> list[str]:
@@ -80,6 +83,7 @@ class Daemon:
             stack.push_async_callback(_cancel, self._spawn(self.topology.run()))
             forwarder = self._spawn(self.forwarder.run())
             stack.push_async_callback(self._stop_forwarder, forwarder)
+            stack.push_async_callback(_cancel, self._spawn(self._report_state()))
             scheduler = self._start_polling()
             stack.push_async_callback(self._stop_polling, scheduler)
             log.info(
@@ -94,6 +98,29 @@ class Daemon:
             await stop.wait()
             log.info("stopping")
             self.notifier.stopping()
+
+    async def _report_state(self) -> None:
+        """Write live figures to the queue's `state` table, for `gatewayd queue stats`."""
+        uplink = ""
+        since_ms = 0
+        delivered = self.forwarder.delivered
+        while True:
+            await asyncio.sleep(STATE_EVERY_S)
+            now = queue_now_ms()
+            state = "connected" if self.session.connected.is_set() else "disconnected"
+            if state != uplink:
+                uplink, since_ms = state, now
+            rate = (self.forwarder.delivered - delivered) / STATE_EVERY_S
+            delivered = self.forwarder.delivered
+            with contextlib.suppress(QueueError):
+                await self.queue.set_state(
+                    uplink=uplink,
+                    uplink_since_ms=since_ms,
+                    drain_rate_per_s=round(rate, 1),
+                    inflight_requests=self.forwarder.inflight,
+                    parked_devices=len(self.topology.parked),
+                    updated_ms=now,
+                )
 
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         async def guarded() -> None:

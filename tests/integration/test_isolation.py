@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gatewayd.queue import read_stats
 from gatewayd.sim.broker import free_port
 from gatewayd.sim.hub import HubSimulator
 from gatewayd.sim.modbus import ModbusSimulator, meter_points
@@ -69,6 +70,8 @@ async def test_healthy_devices_keep_their_rhythm_next_to_dead_ones(
     finally:
         await meters.stop()
 
+    state = read_stats(settings.queue.path).state  # the live figures the daemon reports
+    assert state["uplink"] == "connected" and state["drain_rate_per_s"] > 0
     scheduled = int(elapsed / INTERVAL_S) + 1  # the first poll runs at start
     for unit, count in reads.items():
         assert count >= scheduled - 1, f"unit {unit}: {count} reads of {scheduled} scheduled"

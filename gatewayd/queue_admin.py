@@ -1,0 +1,151 @@
+"""What an operator does to a queue file by hand: look, export, requeue, purge, compact.
+
+Each function opens its own connection, so it works on a live queue while the daemon writes
+(WAL lets readers and one more writer take turns) and on a copy taken off a gateway. Writes
+wait up to the busy timeout for the daemon's writer.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from gatewayd.errors import QueueError
+from gatewayd.queue import connect, file_bytes, now_ms
+
+SAMPLE_COLUMNS = "id, product_key, device_key, ts_ms, points, enqueued_ms, attempts"
+
+
+@contextmanager
+def _open(path: Path, *, write: bool = False) -> Iterator[sqlite_utils.Database]:
+    if not path.exists():
+        raise QueueError(f"no queue file at {path}")
+    try:
+        conn = connect(path, readonly=not write) if not write else sqlite3.connect(path, timeout=10)
+    except sqlite3.Error as exc:
+        raise QueueError(f"cannot open {path}: {exc}") from None
+    try:
+        conn.execute("PRAGMA busy_timeout = 10000")
+        db = sqlite_utils.Database(conn)
+        if "samples" not in db.table_names():
+            raise QueueError(f"{path} is not a gatewayd queue (no samples table)")
+        yield db
+    except sqlite3.Error as exc:
+        raise QueueError(f"{path}: {exc}") from None
+    finally:
+        conn.close()
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    row["points"] = json.loads(row["points"])
+    return row
+
+
+def peek(path: Path, n: int) -> list[dict[str, Any]]:
+    """The oldest `n` pending samples, in the order they will be sent."""
+    with _open(path) as db:
+        rows = db.query(f"SELECT {SAMPLE_COLUMNS} FROM samples ORDER BY id LIMIT ?", [n])
+        return [_decode(r) for r in rows]
+
+
+def rejected(path: Path, n: int, code: int | None = None) -> list[dict[str, Any]]:
+    """Dead-lettered samples, newest rejection first, with the hub's code and message."""
+    where, params = ("WHERE code = ?", [code]) if code is not None else ("", [])
+    with _open(path) as db:
+        rows = db.query(
+            f"SELECT {SAMPLE_COLUMNS}, code, message, rejected_ms FROM rejected {where}"
+            " ORDER BY rejected_ms DESC, id DESC LIMIT ?",
+            [*params, n],
+        )
+        return [_decode(r) for r in rows]
+
+
+def requeue_rejected(path: Path, code: int | None = None) -> int:
+    """Move dead-lettered samples back to the queue (after the model was fixed in the cloud)."""
+    where, params = ("WHERE code = ?", [code]) if code is not None else ("", [])
+    with _open(path, write=True) as db, db.atomic():
+        moved = db.execute(
+            "INSERT INTO samples (product_key, device_key, ts_ms, points, n_points,"
+            " enqueued_ms, attempts) SELECT product_key, device_key, ts_ms, points, n_points,"
+            f" enqueued_ms, attempts FROM rejected {where} ORDER BY ts_ms, id",
+            params,
+        ).rowcount
+        db.execute(f"DELETE FROM rejected {where}", params)
+        _bump(db, "requeued", moved)
+        return int(moved)
+
+
+def _filters(
+    device: str | None, since_ms: int | None, until_ms: int | None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    params: list[Any] = []
+    if device is not None:
+        clauses.append("device_key = ?")
+        params.append(device)
+    if since_ms is not None:
+        clauses.append("ts_ms >= ?")
+        params.append(since_ms)
+    if until_ms is not None:
+        clauses.append("ts_ms < ?")
+        params.append(until_ms)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+def export(
+    path: Path,
+    device: str | None = None,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Pending samples (filtered) in queue order, one dict each; streams, never loads all."""
+    where, params = _filters(device, since_ms, until_ms)
+    with _open(path) as db:
+        for row in db.query(f"SELECT {SAMPLE_COLUMNS} FROM samples{where} ORDER BY id", params):
+            yield _decode(row)
+
+
+def purge(path: Path, device: str | None = None, before_ms: int | None = None) -> int:
+    """Drop pending samples (all, one device's, or those taken before a time); counted."""
+    where, params = _filters(device, None, before_ms)
+    with _open(path, write=True) as db, db.atomic():
+        purged = db.execute(f"DELETE FROM samples{where}", params).rowcount
+        _bump(db, "purged", purged)
+        db.execute(
+            "INSERT INTO state (key, value) VALUES ('last_purge_ms', ?)"
+            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [now_ms()],
+        )
+        return int(purged)
+
+
+def vacuum(path: Path) -> tuple[int, int]:
+    """Hand free pages back to the file system; returns (bytes before, bytes after)."""
+    before = file_bytes(path)
+    with _open(path, write=True) as db:
+        mode = db.execute("PRAGMA auto_vacuum").fetchone()[0]
+        if mode == 2:  # incremental: cheap, and fine next to a running daemon
+            # Through Python's sqlite3 one execution may free only a page: repeat until done.
+            for _ in range(100_000):
+                if db.execute("PRAGMA freelist_count").fetchone()[0] == 0:
+                    break
+                list(db.execute("PRAGMA incremental_vacuum(1000)"))
+        else:
+            db.execute("VACUUM")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return before, file_bytes(path)
+
+
+def _bump(db: sqlite_utils.Database, key: str, n: int) -> None:
+    db.execute(
+        "INSERT INTO state (key, value) VALUES (?, ?)"
+        " ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+        [key, n],
+    )

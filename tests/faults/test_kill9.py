@@ -1,0 +1,177 @@
+"""kill -9 of a running `gatewayd run`, again and again: nothing committed may vanish.
+
+The meter's `Seq` register counts its reads, so every sample is unique and a gap at the hub is
+a lost reading. After each kill the test reads the queue file: every row seen there was
+committed, and must end at the hub or still be queued. Readings lost to a kill may only be
+those of the open commit group (plus a poll in progress).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gatewayd.queue import read_stats
+from gatewayd.sim.hub import HubSimulator
+from gatewayd.sim.modbus import ModbusSimulator, meter_points
+from tests.support.brokers import Broker
+
+INTERVAL_S = 0.05
+COMMIT_MS = 50
+BATCH = 20
+INFLIGHT = 2
+
+
+def write_config(tmp_path: Path, broker_port: int, modbus_port: int) -> Path:
+    points = "\n".join(
+        "[[devices.points]]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in p.items())
+        for p in meter_points()
+    )
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[gateway]\nproduct_key = "gwPK"\ndevice_key = "gw001"\ndevice_secret = "g"\n'
+        f"[mqtt]\nport = {broker_port}\nreconnect_min_s = 0.2\nreconnect_max_s = 0.5\n"
+        f'[queue]\npath = "{tmp_path / "q.db"}"\ncommit_interval_ms = {COMMIT_MS}\n'
+        f"[forward]\nbatch_max_samples = {BATCH}\ninflight = {INFLIGHT}\nreply_timeout_s = 2\n"
+        "retry_min_s = 0.1\nretry_max_s = 0.3\n"
+        '[[devices]]\nname = "m1"\nproduct_key = "subPK"\ndevice_key = "m1"\n'
+        f'device_secret = "m1-secret"\ninterval_s = {INTERVAL_S}\n'
+        f'[devices.modbus]\nhost = "127.0.0.1"\nport = {modbus_port}\ntimeout_s = 0.05\n'
+        "retries = 0\n" + points
+    )
+    return path
+
+
+@pytest.fixture
+async def meter() -> AsyncIterator[ModbusSimulator]:
+    simulator = ModbusSimulator(unit_ids=(1,))
+    await simulator.start()
+    try:
+        yield simulator
+    finally:
+        await simulator.stop()
+
+
+class Child:
+    """`gatewayd run` with a NOTIFY_SOCKET the test reads, so READY=1 is awaited, not guessed."""
+
+    def __init__(self, config: Path, notify: Path) -> None:
+        self.config = config
+        self.notify_path = notify
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        if self.notify_path.exists():
+            self.notify_path.unlink()
+        sock.bind(str(self.notify_path))
+        sock.setblocking(False)
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path)}
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gatewayd",
+            "run",
+            "-c",
+            str(self.config),
+            "--log-level",
+            "ERROR",
+            env=env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(20):
+                while b"READY=1" not in await loop.sock_recv(sock, 4096):
+                    pass
+        finally:
+            sock.close()
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(15):
+                    await self.proc.wait()
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+def queued_rows(db: Path) -> set[tuple[str, int]]:
+    if not db.exists():
+        return set()
+    with sqlite3.connect(db) as conn:
+        return {(dk, ts) for dk, ts in conn.execute("SELECT device_key, ts_ms FROM samples")}
+
+
+async def run_kills(
+    tmp_path: Path, broker: Broker, hub: HubSimulator, meter: ModbusSimulator, kills: int, seed: int
+) -> None:
+    rng = random.Random(seed)
+    hub.register("subPK", "m1", "m1-secret")
+    config = write_config(tmp_path, broker.port, meter.port)
+    db = tmp_path / "q.db"
+    child = Child(config, tmp_path / "notify.sock")
+    committed: set[tuple[str, int]] = set()
+    try:
+        for _ in range(kills):
+            await child.start()
+            await asyncio.sleep(rng.uniform(0.1, 0.8))  # the fault schedule itself
+            await child.kill()
+            committed |= queued_rows(db)
+        await child.start()  # the last run drains what is left
+        assert await asyncio.to_thread(
+            hub.wait_for,
+            lambda h: (
+                committed <= {(d.device_key, d.ts_ms) for d in h.deliveries} | queued_rows(db)
+            ),
+            30,
+        )
+    finally:
+        await child.stop()
+
+    at_hub = {(d.device_key, d.ts_ms) for d in hub.deliveries}
+    still = queued_rows(db)
+    missing = committed - at_hub - still
+    assert not missing, f"{len(missing)} committed samples vanished"
+    # Readings lost to the kills: reads the meter answered that are neither at the hub nor queued.
+    seqs_at_hub = {d.points["Seq"] for d in hub.deliveries}
+    with sqlite3.connect(db) as conn:
+        seqs_queued = {json.loads(p)["Seq"] for (p,) in conn.execute("SELECT points FROM samples")}
+    reads = meter.meters[1].reads
+    lost = reads - len(seqs_at_hub | seqs_queued)
+    per_kill = COMMIT_MS / 1000 / INTERVAL_S + 2  # the open group, and a poll in progress
+    assert 0 <= lost <= kills * per_kill, f"{lost} readings lost in {kills} kills"
+    duplicates = len(hub.deliveries) - len(at_hub)
+    assert duplicates <= kills * BATCH * INFLIGHT
+    assert read_stats(db).state["queued"] >= len(committed)
+
+
+async def test_kill_9_twenty_times_loses_nothing_committed(
+    tmp_path: Path, broker: Broker, hub: HubSimulator, meter: ModbusSimulator
+) -> None:
+    await run_kills(tmp_path, broker, hub, meter, kills=20, seed=20261125)
+
+
+@pytest.mark.slow
+async def test_kill_9_a_hundred_times(
+    tmp_path: Path, broker: Broker, hub: HubSimulator, meter: ModbusSimulator
+) -> None:
+    await run_kills(tmp_path, broker, hub, meter, kills=100, seed=7)

@@ -37,6 +37,8 @@ T = TypeVar("T")
 
 MIGRATIONS = Migrations("gatewayd")
 SCHEMA_VERSION = 1
+#: A group this large is committed at once rather than at the next commit tick.
+GROUP_MAX_SAMPLES = 2000
 COUNTERS = ("polled", "queued", "sent", "evicted", "rejected", "retried")
 
 
@@ -422,6 +424,7 @@ class SampleQueue:
         self._buffer: list[Sample] = []
         #: Set whenever a group of new samples has been committed; the forwarder waits on it.
         self.new_data = asyncio.Event()
+        self._group_full = asyncio.Event()
         self.write_failing = False
         self.dropped_in_memory = 0  # samples lost because the disk refused writes for too long
 
@@ -468,6 +471,8 @@ class SampleQueue:
     def put(self, sample: Sample) -> None:
         """Buffer a sample for the next group commit; never blocks the caller."""
         self._buffer.append(sample)
+        if len(self._buffer) >= GROUP_MAX_SAMPLES:
+            self._group_full.set()  # a large group is committed now, not at the next tick
 
     @property
     def buffered(self) -> int:
@@ -512,7 +517,10 @@ class SampleQueue:
         """Group-commit loop; runs until cancelled (the final flush happens in close())."""
         interval = self.cfg.commit_interval_ms / 1000
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._group_full.wait()
+            self._group_full.clear()
             with contextlib.suppress(QueueError):  # logged once per episode by flush()
                 await self.flush()
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 import stat
 import time
@@ -124,3 +126,22 @@ def test_stats_of_a_missing_or_foreign_file(tmp_path: Path) -> None:
     sqlite3.connect(foreign).execute("CREATE TABLE x (a)").connection.close()
     with pytest.raises(QueueError, match="not a gatewayd queue"):
         read_stats(foreign)
+
+
+async def test_a_large_group_is_committed_before_the_tick(tmp_path: Path) -> None:
+    from gatewayd.queue import GROUP_MAX_SAMPLES
+
+    q = SampleQueue(QueueConfig(path=tmp_path / "q.db", commit_interval_ms=60_000))
+    await q.open()
+    committer = asyncio.create_task(q.run_committer())
+    try:
+        for n in range(GROUP_MAX_SAMPLES):
+            q.put(sample(n))
+        async with asyncio.timeout(10):  # far less than the one-minute tick
+            await q.new_data.wait()
+        assert read_stats(tmp_path / "q.db").pending_samples == GROUP_MAX_SAMPLES
+    finally:
+        committer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await committer
+        await q.close()

@@ -345,7 +345,7 @@ def export(
     from gatewayd import queue_admin
 
     rows = queue_admin.export(queue_path(config, db), device, parse_time(since), parse_time(until))
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     writer = csv.writer(out) if fmt == "csv" else None
     if writer:
         writer.writerow(["id", "product_key", "device_key", "ts_ms", "points", "attempts"])

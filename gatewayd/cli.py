@@ -85,17 +85,24 @@ def run(config: str | None, log_level: str) -> None:
     from gatewayd.daemon import Daemon
 
     try:
-        asyncio.run(_run_until_signal(Daemon(settings).run))
+        asyncio.run(_run_until_signal(Daemon(settings)))
     except GatewaydError as exc:
         fail(str(exc))
 
 
-async def _run_until_signal(runner: Callable[[asyncio.Event], Any]) -> None:
+async def _run_until_signal(daemon: Any) -> None:
+    """The first SIGTERM/SIGINT starts a graceful stop; a second one stops the waiting."""
     stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            daemon.hurry.set()
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await runner(stop)
+        loop.add_signal_handler(signum, on_signal)
+    await daemon.run(stop)
 
 
 @main.command()

@@ -27,17 +27,16 @@ from gatewayd.enos.protocol import (
     reply_topic,
 )
 from gatewayd.enos.topology import Topology, topology_topics
-from gatewayd.errors import QueueError
+from gatewayd.errors import GatewaydError
 from gatewayd.forwarder import Forwarder
+from gatewayd.health import Health
 from gatewayd.modbus.poller import DevicePoller, build_pollers
 from gatewayd.notify import Notifier
-from gatewayd.queue import SampleQueue
-from gatewayd.queue import now_ms as queue_now_ms
+from gatewayd.queue import SampleQueue, read_stats
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 10.0
-STATE_EVERY_S = 2.0
 
 
 def session_topics(settings: Settings) -> list[str]:
@@ -71,6 +70,9 @@ class Daemon:
         self.pollers: list[DevicePoller] = []
         self.started = asyncio.Event()
         self.notifier = Notifier()
+        self.health = Health(self.queue, self.session, self.forwarder, self.topology, self.notifier)
+        #: Set by a second stop signal: stop waiting for replies and polls, leave now.
+        self.hurry = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then stop gracefully."""
@@ -83,7 +85,7 @@ class Daemon:
             stack.push_async_callback(_cancel, self._spawn(self.topology.run()))
             forwarder = self._spawn(self.forwarder.run())
             stack.push_async_callback(self._stop_forwarder, forwarder)
-            stack.push_async_callback(_cancel, self._spawn(self._report_state()))
+            stack.push_async_callback(_cancel, self._spawn(self.health.run()))
             scheduler = self._start_polling()
             stack.push_async_callback(self._stop_polling, scheduler)
             log.info(
@@ -98,29 +100,15 @@ class Daemon:
             await stop.wait()
             log.info("stopping")
             self.notifier.stopping()
+        await self._report_left()
 
-    async def _report_state(self) -> None:
-        """Write live figures to the queue's `state` table, for `gatewayd queue stats`."""
-        uplink = ""
-        since_ms = 0
-        delivered = self.forwarder.delivered
-        while True:
-            await asyncio.sleep(STATE_EVERY_S)
-            now = queue_now_ms()
-            state = "connected" if self.session.connected.is_set() else "disconnected"
-            if state != uplink:
-                uplink, since_ms = state, now
-            rate = (self.forwarder.delivered - delivered) / STATE_EVERY_S
-            delivered = self.forwarder.delivered
-            with contextlib.suppress(QueueError):
-                await self.queue.set_state(
-                    uplink=uplink,
-                    uplink_since_ms=since_ms,
-                    drain_rate_per_s=round(rate, 1),
-                    inflight_requests=self.forwarder.inflight,
-                    parked_devices=len(self.topology.parked),
-                    updated_ms=now,
-                )
+    async def _report_left(self) -> None:
+        """After the queue is closed: say what stays behind for the next start."""
+        try:
+            stats = await asyncio.to_thread(read_stats, self.settings.queue.path)
+        except GatewaydError:
+            return
+        log.info("stopped pending=%d rejected=%d", stats.pending_samples, stats.rejected)
 
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         async def guarded() -> None:
@@ -159,8 +147,16 @@ class Daemon:
             poller.endpoint.close()
 
     async def _stop_forwarder(self, task: asyncio.Task[None]) -> None:
+        """Let in-flight requests get their replies, up to the bound or a second stop signal."""
         await _cancel(task)
-        left = await self.forwarder.wait_inflight(self.shutdown_timeout_s)
+        waiting = asyncio.ensure_future(self.forwarder.wait_inflight(self.shutdown_timeout_s))
+        hurry = asyncio.ensure_future(self.hurry.wait())
+        await asyncio.wait({waiting, hurry}, return_when=asyncio.FIRST_COMPLETED)
+        hurry.cancel()
+        if not waiting.done():
+            waiting.cancel()
+            log.warning("stop_hurried note='not waiting for replies any longer'")
+        left = self.forwarder.inflight
         if left:
             log.warning(
                 "stopped_with_unanswered requests=%d note='their samples stay queued'", left

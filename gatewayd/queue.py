@@ -347,6 +347,11 @@ class Store:
             if code is not None:
                 self._set_many({"last_reply_code": code, "last_reply_ms": now_ms()})
 
+    def pending_estimate(self) -> int:
+        """Pending samples from the ends of the id index: O(1), exact unless rows left the middle."""
+        low, high = self.conn.execute("SELECT min(id), max(id) FROM samples").fetchone()
+        return 0 if low is None else int(high - low + 1)
+
     def set_state(self, values: dict[str, Any]) -> None:
         with self.db.atomic():
             self._set_many(values)
@@ -487,18 +492,33 @@ class SampleQueue:
         if not self._buffer:
             return 0
         group, self._buffer = self._buffer, []
+        if self._executor is None:
+            self._buffer[:0] = group
+            raise QueueError("queue is not open")
+        insert = asyncio.get_running_loop().run_in_executor(
+            self._executor, self.store.insert, group
+        )
         try:
-            await self._run(self.store.insert, group)
-        except QueueError as exc:
-            self._buffer[:0] = group  # keep them for the next try, in order
-            self._write_failed(exc)
+            # Shielded: a cancelled flush (a stop) must not lose a group that is being written.
+            await asyncio.shield(insert)
+        except asyncio.CancelledError:
+            insert.add_done_callback(lambda done: self._restore_if_failed(done, group))
             raise
+        except sqlite3.Error as exc:
+            self._buffer[:0] = group  # keep them for the next try, in order
+            error = QueueError(f"queue {self.path}: {exc}")
+            self._write_failed(error)
+            raise error from exc
         if self.write_failing:
             self.write_failing = False
             log.warning("queue_writes_recovered lost_while_failing=%d", self.dropped_in_memory)
             await self._run(self.store.set_state, {"lost_disk": self.dropped_in_memory})
         self.new_data.set()
         return len(group)
+
+    def _restore_if_failed(self, done: asyncio.Future[int], group: list[Sample]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            self._buffer[:0] = group  # close() commits it
 
     def _write_failed(self, exc: QueueError) -> None:
         excess = len(self._buffer) - self.cfg.memory_buffer_samples
@@ -538,6 +558,13 @@ class SampleQueue:
 
     async def record_failure(self, ids: list[int], code: int | None) -> None:
         await self._run(self.store.record_failure, ids, code)
+
+    async def ping(self) -> None:
+        """Return once the writer thread has run something: proof that it is not stuck."""
+        await self._run(lambda: None)
+
+    async def pending_estimate(self) -> int:
+        return await self._run(self.store.pending_estimate)
 
     async def set_state(self, **values: Any) -> None:
         await self._run(self.store.set_state, values)

@@ -145,3 +145,17 @@ async def test_a_large_group_is_committed_before_the_tick(tmp_path: Path) -> Non
         with contextlib.suppress(asyncio.CancelledError):
             await committer
         await q.close()
+
+
+async def test_a_cancelled_flush_loses_nothing(tmp_path: Path) -> None:
+    q = SampleQueue(QueueConfig(path=tmp_path / "q.db"))
+    await q.open()
+    for n in range(500):
+        q.put(sample(n))
+    flushing = asyncio.create_task(q.flush())
+    await asyncio.sleep(0)  # let it hand the group to the writer thread
+    flushing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flushing
+    await q.close()
+    assert read_stats(tmp_path / "q.db").pending_samples == 500

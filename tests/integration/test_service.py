@@ -1,0 +1,135 @@
+"""gatewayd run under a systemd-like supervisor: notify protocol, watchdog, stop signals, unit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gatewayd.queue import read_stats
+from gatewayd.sim.hub import HubSimulator
+from tests.support.brokers import Broker
+from tests.support.modbus import KNOWN_POINTS, KnownModbusServer
+
+ROOT = Path(__file__).parents[2]
+
+
+def write_config(tmp_path: Path, broker: Broker, modbus_port: int) -> Path:
+    points = "\n".join(
+        "[[devices.points]]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in p.items())
+        for p in KNOWN_POINTS
+    )
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[gateway]\nproduct_key = "gwPK"\ndevice_key = "gw001"\ndevice_secret = "g"\n'
+        f"[mqtt]\nport = {broker.port}\n"
+        f'[queue]\npath = "{tmp_path / "q.db"}"\n'
+        "[forward]\nreply_timeout_s = 60\n"
+        '[[devices]]\nname = "dev1"\nproduct_key = "subPK"\ndevice_key = "dev1"\n'
+        'device_secret = "dev1-secret"\ninterval_s = 0.2\n'
+        f'[devices.modbus]\nhost = "127.0.0.1"\nport = {modbus_port}\ntimeout_s = 0.2\nretries = 0\n'
+        + points
+    )
+    return config
+
+
+class NotifySocket:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+
+    async def until(self, predicate, timeout_s: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout_s):
+            while not predicate(self.messages):
+                self.messages.append((await loop.sock_recv(self.sock, 4096)).decode())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_ready_watchdog_status_and_a_second_signal(
+    tmp_path: Path, broker: Broker, hub: HubSimulator, known_modbus: KnownModbusServer
+) -> None:
+    hub.register("subPK", "dev1", "dev1-secret")
+    config = write_config(tmp_path, broker, known_modbus.port)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gatewayd",
+        "run",
+        "-c",
+        str(config),
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        await notify.until(lambda m: sum("WATCHDOG=1" in x for x in m) >= 3)
+        first_ready = next(i for i, x in enumerate(notify.messages) if "READY=1" in x)
+        first_watchdog = next(i for i, x in enumerate(notify.messages) if "WATCHDOG=1" in x)
+        assert first_ready < first_watchdog  # ready only once really up
+        status = [x for x in notify.messages if "STATUS=pending=" in x]
+        assert status and "uplink=connected" in status[-1]
+        # The hub stops answering: requests stay in flight (reply_timeout_s is 60).
+        hub.set_faults(drop=True)
+        await asyncio.to_thread(
+            hub.wait_for, lambda h: h.requests and h.requests[-1].code is None, 10
+        )
+        proc.send_signal(signal.SIGTERM)  # graceful: would wait for the replies ...
+        await notify.until(lambda m: any("STOPPING=1" in x for x in m))
+        proc.send_signal(signal.SIGTERM)  # ... but a second signal stops the waiting
+        async with asyncio.timeout(8):
+            _, err = await proc.communicate()
+    finally:
+        notify.close()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    log = err.decode()
+    assert proc.returncode == 0, log
+    assert "stop_hurried" in log and "stopped_with_unanswered" in log
+    assert "stopped pending=" in log
+    stats = read_stats(tmp_path / "q.db")
+    assert stats.state["queued"] == stats.state["sent"] + stats.pending_samples
+    assert stats.pending_samples > 0  # the unanswered ones stayed queued
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_the_unit_file_verifies(tmp_path: Path) -> None:
+    unit = (ROOT / "systemd" / "gatewayd.service").read_text()
+    for needed in (
+        "Type=notify",
+        "WatchdogSec=",
+        "StateDirectory=gatewayd",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "CapabilityBoundingSet=",
+        "SupplementaryGroups=dialout",
+        "RestartPreventExitStatus=78",
+    ):
+        assert needed in unit
+    copy = tmp_path / "gatewayd.service"
+    copy.write_text(
+        unit.replace(
+            "ExecStart=/opt/gatewayd/venv/bin/gatewayd run",
+            f"ExecStart={sys.executable} -m gatewayd run",
+        )
+    )
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "gatewayd.service" not in result.stderr, result.stderr

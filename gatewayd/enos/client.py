@@ -15,6 +15,7 @@ import itertools
 import logging
 import random
 import secrets
+import socket
 import ssl
 import threading
 import time
@@ -117,12 +118,24 @@ class MqttSession:
             except (OSError, ssl.SSLError, ValueError) as exc:
                 self._call(self._connect_failed, f"{type(exc).__name__}: {exc}")
             else:
+                self._no_delay(client)
                 self._serve(client)
             failures = 1 if self._healthy else failures + 1
             delay = backoff_delay(
                 failures, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, random.random
             )
             self._stopping.wait(delay)
+
+    @staticmethod
+    def _no_delay(client: mqtt.Client) -> None:
+        """Send small packets (PUBACKs, requests) at once: Nagle's algorithm and delayed ACKs
+        together stall a request/reply exchange by tens of milliseconds, and paho leaves it on."""
+        sock = client.socket()
+        if isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError as exc:
+                log.debug("tcp_nodelay_unavailable error=%r", str(exc))
 
     def _serve(self, client: mqtt.Client) -> None:
         """Run paho's loop until the connection ends; on stop(), say DISCONNECT first."""

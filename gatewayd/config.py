@@ -166,6 +166,25 @@ class ForwardConfig(Section):
         return self
 
 
+class MetricsConfig(Section):
+    """An optional HTTP endpoint for Prometheus (`/metrics`) and health checks (`/healthz`)."""
+
+    listen: str = ""  # "127.0.0.1:9108"; empty: no endpoint
+
+    @model_validator(mode="after")
+    def _check(self) -> MetricsConfig:
+        if self.listen:
+            host, _, port = self.listen.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"listen {self.listen!r} is not host:port")
+        return self
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class ModbusConfig(Section):
     """One sub-device's Modbus endpoint; devices with the same endpoint share one connection."""
 
@@ -315,6 +334,7 @@ class Settings(BaseSettings):
     mqtt: MqttConfig = MqttConfig()
     queue: QueueConfig = QueueConfig()
     forward: ForwardConfig = ForwardConfig()
+    metrics: MetricsConfig = MetricsConfig()
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -30,6 +30,7 @@ from gatewayd.enos.topology import Topology, topology_topics
 from gatewayd.errors import GatewaydError
 from gatewayd.forwarder import Forwarder
 from gatewayd.health import Health
+from gatewayd.metrics import GatewayCollector, MetricsServer
 from gatewayd.modbus.poller import DevicePoller, build_pollers
 from gatewayd.notify import Notifier
 from gatewayd.queue import SampleQueue, read_stats
@@ -71,6 +72,7 @@ class Daemon:
         self.started = asyncio.Event()
         self.notifier = Notifier()
         self.health = Health(self.queue, self.session, self.forwarder, self.topology, self.notifier)
+        self.metrics: MetricsServer | None = None
         #: Set by a second stop signal: stop waiting for replies and polls, leave now.
         self.hurry = asyncio.Event()
 
@@ -88,6 +90,10 @@ class Daemon:
             stack.push_async_callback(_cancel, self._spawn(self.health.run()))
             scheduler = self._start_polling()
             stack.push_async_callback(self._stop_polling, scheduler)
+            if self.settings.metrics.listen:
+                self.metrics = self._metrics_server()
+                await asyncio.to_thread(self.metrics.start)
+                stack.callback(self.metrics.stop)
             log.info(
                 "started devices=%d queue=%s broker=%s:%d",
                 len(self.pollers),
@@ -101,6 +107,12 @@ class Daemon:
             log.info("stopping")
             self.notifier.stopping()
         await self._report_left()
+
+    def _metrics_server(self) -> MetricsServer:
+        collector = GatewayCollector(
+            self.queue, self.session, self.forwarder, self.health, lambda: self.pollers
+        )
+        return MetricsServer(self.settings.metrics.address, collector, self.health)
 
     async def _report_left(self) -> None:
         """After the queue is closed: say what stays behind for the next start."""

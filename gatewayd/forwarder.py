@@ -102,6 +102,8 @@ class Forwarder:
         self.delivered = 0
         self.rejected = 0
         self.requests = 0
+        #: Replies by code ("timeout" and "no_connection" for the requests that got none).
+        self.replies: dict[str, int] = {}
         #: Set whenever samples leave the queue (delivered or dead-lettered).
         self.progress = asyncio.Event()
 
@@ -220,9 +222,17 @@ class Forwarder:
             skip_invalid_measurepoints=self.cfg.skip_invalid_measurepoints,
         )
         self.requests += 1
-        reply = await self.session.request(
-            self.topics[method], request_id, payload, self.cfg.reply_timeout_s
-        )
+        try:
+            reply = await self.session.request(
+                self.topics[method], request_id, payload, self.cfg.reply_timeout_s
+            )
+        except ReplyTimeout:
+            self._count("timeout")
+            raise
+        except UplinkDown:
+            self._count("no_connection")
+            raise
+        self._count(str(reply.code))
         if not reply.ok:
             log.warning(
                 "batch_refused id=%s method=%s code=%d message=%r samples=%d",
@@ -233,6 +243,9 @@ class Forwarder:
                 len(rows),
             )
         return reply
+
+    def _count(self, outcome: str) -> None:
+        self.replies[outcome] = self.replies.get(outcome, 0) + 1
 
     async def _deliver(
         self, rows: list[QueuedSample], method: str, elements: list[str] | None, repaired: bool

@@ -62,6 +62,10 @@ class Health:
         self._delivered = forwarder.delivered
         self._last_tick = time.monotonic()
         self._last_progress = 0.0
+        self.pending = 0
+        self.oldest_ts_ms: int | None = None
+        self.rate = 0.0
+        self.last_ok = time.monotonic()  # the loop ran a tick and the writer answered
 
     async def run(self) -> None:
         while True:
@@ -75,7 +79,9 @@ class Health:
             async with asyncio.timeout(max(self.tick_s, 1.0)):
                 await self.queue.ping()
                 pending = await self.queue.pending_estimate()
+                self.oldest_ts_ms = await self.queue.oldest_ts_ms()
             self.writer_ok = True
+            self.last_ok = time.monotonic()
         except (TimeoutError, QueueError) as exc:
             if self.writer_ok:
                 log.error(
@@ -87,6 +93,7 @@ class Health:
         if uplink != self._uplink:
             self._uplink, self._since_ms = uplink, now_ms()
         rate = (self.forwarder.delivered - self._delivered) / elapsed
+        self.pending, self.rate = pending, rate
         self._delivered = self.forwarder.delivered
         status = f"pending={pending} uplink={uplink} sent_per_s={rate:.0f}"
         if self.topology.parked:
@@ -118,3 +125,7 @@ class Health:
             rate,
             pending / rate,
         )
+
+    def alive(self) -> bool:
+        """The loop ticked and the writer answered recently (for /healthz, from another thread)."""
+        return self.writer_ok and time.monotonic() - self.last_ok < 3 * self.tick_s + 2

@@ -347,6 +347,10 @@ class Store:
             if code is not None:
                 self._set_many({"last_reply_code": code, "last_reply_ms": now_ms()})
 
+    def oldest_ts_ms(self) -> int | None:
+        row = self.conn.execute("SELECT ts_ms FROM samples ORDER BY id LIMIT 1").fetchone()
+        return None if row is None else int(row[0])
+
     def pending_estimate(self) -> int:
         """Pending samples from the ends of the id index: O(1), exact unless rows left the middle."""
         low, high = self.conn.execute("SELECT min(id), max(id) FROM samples").fetchone()
@@ -430,6 +434,7 @@ class SampleQueue:
         #: Set whenever a group of new samples has been committed; the forwarder waits on it.
         self.new_data = asyncio.Event()
         self._group_full = asyncio.Event()
+        self.evicted = 0  # by the bounds, since start
         self.write_failing = False
         self.dropped_in_memory = 0  # samples lost because the disk refused writes for too long
 
@@ -500,7 +505,7 @@ class SampleQueue:
         )
         try:
             # Shielded: a cancelled flush (a stop) must not lose a group that is being written.
-            await asyncio.shield(insert)
+            self.evicted += await asyncio.shield(insert)
         except asyncio.CancelledError:
             insert.add_done_callback(lambda done: self._restore_if_failed(done, group))
             raise
@@ -565,6 +570,9 @@ class SampleQueue:
 
     async def pending_estimate(self) -> int:
         return await self._run(self.store.pending_estimate)
+
+    async def oldest_ts_ms(self) -> int | None:
+        return await self._run(self.store.oldest_ts_ms)
 
     async def set_state(self, **values: Any) -> None:
         await self._run(self.store.set_state, values)

@@ -148,6 +148,8 @@ class DevicePoller:
         self.skipped = 0
         self.bad_values = 0
         self.consecutive_failures = 0
+        self.poll_seconds = 0.0  # total time spent in reads that answered
+        self.last_success_s = 0.0  # wall-clock time of the last good poll
         self.retry_at = 0.0
         self.down_since = 0.0
         self._running: asyncio.Task[None] | None = None
@@ -218,6 +220,8 @@ class DevicePoller:
         except DeviceError as exc:
             self._failed(exc, now)
             return
+        self.poll_seconds += time.monotonic() - now
+        self.last_success_s = time.time()
         if self.failing:
             log.info(
                 "device_up device=%s after_failures=%d down_s=%.1f",

@@ -85,7 +85,8 @@ def run(config: str | None, log_level: str) -> None:
     from gatewayd.daemon import Daemon
 
     try:
-        asyncio.run(_run_until_signal(Daemon(settings)))
+        path = config_path(config)
+        asyncio.run(_run_until_signal(Daemon(settings, loader=lambda: load_config(path))))
     except GatewaydError as exc:
         fail(str(exc))
 
@@ -102,6 +103,7 @@ async def _run_until_signal(daemon: Any) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload_requested.set)
     await daemon.run(stop)
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +28,7 @@ from gatewayd.enos.protocol import (
     reply_topic,
 )
 from gatewayd.enos.topology import Topology, topology_topics
-from gatewayd.errors import GatewaydError
+from gatewayd.errors import ConfigError, GatewaydError
 from gatewayd.forwarder import Forwarder
 from gatewayd.health import Health
 from gatewayd.metrics import GatewayCollector, MetricsServer
@@ -59,8 +60,17 @@ async def _cancel(task: asyncio.Task[Any]) -> None:
 class Daemon:
     """The running gateway: build with a validated Settings, then `await run(stop_event)`."""
 
-    def __init__(self, settings: Settings, shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S,
+        loader: Callable[[], Settings] | None = None,
+    ) -> None:
+        """`loader` re-reads the config on a reload request (SIGHUP); None: no reloads."""
         self.settings = settings
+        self.loader = loader
+        self.reload_requested = asyncio.Event()
+        self.reloads = 0
         self.shutdown_timeout_s = shutdown_timeout_s
         self.queue = SampleQueue(settings.queue)
         self.session = MqttSession(settings.mqtt, settings.gateway, session_topics(settings))
@@ -88,8 +98,9 @@ class Daemon:
             forwarder = self._spawn(self.forwarder.run())
             stack.push_async_callback(self._stop_forwarder, forwarder)
             stack.push_async_callback(_cancel, self._spawn(self.health.run()))
-            scheduler = self._start_polling()
-            stack.push_async_callback(self._stop_polling, scheduler)
+            self.scheduler = self._start_polling()
+            stack.push_async_callback(self._stop_polling)
+            stack.push_async_callback(_cancel, self._spawn(self._reloads()))
             if self.settings.metrics.listen:
                 self.metrics = self._metrics_server()
                 await asyncio.to_thread(self.metrics.start)
@@ -107,6 +118,50 @@ class Daemon:
             log.info("stopping")
             self.notifier.stopping()
         await self._report_left()
+
+    async def _reloads(self) -> None:
+        while True:
+            await self.reload_requested.wait()
+            self.reload_requested.clear()
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Apply a re-read config's devices without a restart; refuse an invalid one."""
+        if self.loader is None:
+            log.warning("reload_unavailable note='started without a config file'")
+            return False
+        try:
+            new = await asyncio.to_thread(self.loader)
+        except ConfigError as exc:
+            log.error(
+                "reload_refused problems=%s note='the running config stays'",
+                json.dumps(exc.problems),
+            )
+            return False
+        fixed = [
+            name
+            for name in ("gateway", "mqtt", "queue", "forward", "metrics")
+            if getattr(new, name) != getattr(self.settings, name)
+        ]
+        if fixed:
+            log.warning(
+                "reload_needs_restart sections=%s note='kept the running values'", ",".join(fixed)
+            )
+        old_names = {d.name for d in self.settings.devices}
+        new_names = {d.name for d in new.devices}
+        if new.devices != self.settings.devices:
+            self.settings = self.settings.model_copy(update={"devices": new.devices})
+            await self._stop_polling()
+            self.scheduler = self._start_polling()
+            self.topology.update(new.devices)
+        self.reloads += 1
+        log.info(
+            "reloaded devices=%d added=%s removed=%s",
+            len(new.devices),
+            ",".join(sorted(new_names - old_names)) or "-",
+            ",".join(sorted(old_names - new_names)) or "-",
+        )
+        return True
 
     def _metrics_server(self) -> MetricsServer:
         collector = GatewayCollector(
@@ -152,8 +207,8 @@ class Daemon:
         scheduler.start()
         return scheduler
 
-    async def _stop_polling(self, scheduler: AsyncIOScheduler) -> None:
-        scheduler.shutdown(wait=False)  # no new polls; the ones running finish below
+    async def _stop_polling(self) -> None:
+        self.scheduler.shutdown(wait=False)  # no new polls; the ones running finish below
         await asyncio.gather(*(poller.finish() for poller in self.pollers))
         for poller in self.pollers:
             poller.endpoint.close()

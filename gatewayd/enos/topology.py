@@ -75,11 +75,8 @@ class Topology:
         self.gateway = gateway
         self.cfg = forward
         self.clock = clock
-        self.managed: dict[Key, SubDevice] = {}
-        for device in devices:
-            if device.device_secret is not None:
-                key = (device.product_key, device.device_key)
-                self.managed[key] = SubDevice(*key, device.device_secret.get_secret_value())
+        self.managed = self._managed(devices)
+        self._resync = False
         self.online: set[Key] = set()
         self.disabled: set[Key] = set()
         self.parked: dict[Key, float] = {}  # key -> when to try again (monotonic)
@@ -94,6 +91,25 @@ class Topology:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         session.command_handler = self.on_command
+
+    @staticmethod
+    def _managed(devices: Sequence[DeviceConfig]) -> dict[Key, SubDevice]:
+        managed = {}
+        for device in devices:
+            if device.device_secret is not None:
+                key = (device.product_key, device.device_key)
+                managed[key] = SubDevice(*key, device.device_secret.get_secret_value())
+        return managed
+
+    def update(self, devices: Sequence[DeviceConfig]) -> None:
+        """A reloaded device list: forget removed devices, add and log in new ones."""
+        new = self._managed(devices)
+        for key in self.managed.keys() - new.keys():
+            self.online.discard(key)
+            self.parked.pop(key, None)
+        self.managed = new
+        self._resync = True
+        self._wake.set()
 
     # --- what may be sent -----------------------------------------------------------------------
 
@@ -150,6 +166,9 @@ class Topology:
                             for waiter in waiters:
                                 waiter.cancel()
                 if self.session.connected.is_set():
+                    if self._resync:
+                        self._resync = False
+                        await self.sync()
                     await self.retry_parked()
             self.ready.clear()
             self.online.clear()  # the hub ends sub-device sessions with the gateway's (§4.9)

@@ -22,21 +22,26 @@ from tests.support.modbus import KNOWN_POINTS, KnownModbusServer
 ROOT = Path(__file__).parents[2]
 
 
-def write_config(tmp_path: Path, broker: Broker, modbus_port: int) -> Path:
+def write_config(
+    tmp_path: Path, broker: Broker, modbus_port: int, units: tuple[int, ...] = (1,)
+) -> Path:
     points = "\n".join(
         "[[devices.points]]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in p.items())
         for p in KNOWN_POINTS
+    )
+    devices = "".join(
+        f'[[devices]]\nname = "dev{u}"\nproduct_key = "subPK"\ndevice_key = "dev{u}"\n'
+        f'device_secret = "dev{u}-secret"\ninterval_s = 0.2\n'
+        f'[devices.modbus]\nhost = "127.0.0.1"\nport = {modbus_port}\nunit_id = {u}\n'
+        "timeout_s = 0.2\nretries = 0\n" + points + "\n"
+        for u in units
     )
     config = tmp_path / "config.toml"
     config.write_text(
         '[gateway]\nproduct_key = "gwPK"\ndevice_key = "gw001"\ndevice_secret = "g"\n'
         f"[mqtt]\nport = {broker.port}\n"
         f'[queue]\npath = "{tmp_path / "q.db"}"\n'
-        "[forward]\nreply_timeout_s = 60\n"
-        '[[devices]]\nname = "dev1"\nproduct_key = "subPK"\ndevice_key = "dev1"\n'
-        'device_secret = "dev1-secret"\ninterval_s = 0.2\n'
-        f'[devices.modbus]\nhost = "127.0.0.1"\nport = {modbus_port}\ntimeout_s = 0.2\nretries = 0\n'
-        + points
+        "[forward]\nreply_timeout_s = 60\n" + devices
     )
     return config
 
@@ -133,3 +138,40 @@ def test_the_unit_file_verifies(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "gatewayd.service" not in result.stderr, result.stderr
+
+
+async def test_sighup_adds_a_device_and_refuses_a_broken_config(
+    tmp_path: Path, broker: Broker, hub: HubSimulator, known_modbus: KnownModbusServer
+) -> None:
+    for unit in (1, 2):
+        hub.register("subPK", f"dev{unit}", f"dev{unit}-secret")
+    config = write_config(tmp_path, broker, known_modbus.port, units=(1,))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gatewayd", "run", "-c", str(config), stderr=asyncio.subprocess.PIPE
+    )
+
+    def seen(device: str, after: int = 0):  # type: ignore[no-untyped-def]
+        return lambda h: any(d.device_key == device for d in h.deliveries[after:])
+
+    try:
+        assert await asyncio.to_thread(hub.wait_for, seen("dev1"), 20)
+        write_config(tmp_path, broker, known_modbus.port, units=(1, 2))
+        proc.send_signal(signal.SIGHUP)
+        assert await asyncio.to_thread(hub.wait_for, seen("dev2"), 20)  # added, logged in, polled
+        config.write_text(config.read_text().replace('type = "float32"', 'type = "float33"', 1))
+        proc.send_signal(signal.SIGHUP)
+        mark = hub.delivered_count()
+        assert await asyncio.to_thread(hub.wait_for, seen("dev2", mark), 20)  # old config kept
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            _, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    log = err.decode()
+    assert proc.returncode == 0, log
+    assert "reloaded devices=2 added=dev2 removed=-" in log
+    assert "reload_refused" in log and "devices[0].points[0].type" in log
+    stats = read_stats(tmp_path / "q.db")
+    assert stats.state["queued"] == stats.state["sent"] + stats.pending_samples  # queue untouched

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import itertools
 import tomllib
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,6 +164,23 @@ class ForwardConfig(Section):
     def _check(self) -> ForwardConfig:
         if self.retry_min_s > self.retry_max_s:
             raise ValueError("retry_min_s must not exceed retry_max_s")
+        return self
+
+
+class ClockConfig(Section):
+    """When the wall clock may stamp readings (see gatewayd/clock.py)."""
+
+    trust: Literal["floor", "ntp", "always"] = "floor"
+    floor: str = "2026-11-01"  # no reading can be older than the software that took it
+    jump_threshold_s: float = Field(default=2.0, gt=0)
+    held_policy: Literal["send", "reject"] = "send"
+
+    @model_validator(mode="after")
+    def _check(self) -> ClockConfig:
+        try:
+            datetime.fromisoformat(self.floor)
+        except ValueError:
+            raise ValueError(f"floor {self.floor!r} is not a date (YYYY-MM-DD)") from None
         return self
 
 
@@ -335,6 +353,7 @@ class Settings(BaseSettings):
     queue: QueueConfig = QueueConfig()
     forward: ForwardConfig = ForwardConfig()
     metrics: MetricsConfig = MetricsConfig()
+    clock: ClockConfig = ClockConfig()
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

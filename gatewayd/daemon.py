@@ -19,6 +19,7 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from gatewayd.clock import ClockGuard
 from gatewayd.config import Settings
 from gatewayd.enos.client import MqttSession
 from gatewayd.enos.protocol import (
@@ -28,7 +29,7 @@ from gatewayd.enos.protocol import (
     reply_topic,
 )
 from gatewayd.enos.topology import Topology, topology_topics
-from gatewayd.errors import ConfigError, GatewaydError
+from gatewayd.errors import ConfigError, GatewaydError, QueueError
 from gatewayd.forwarder import Forwarder
 from gatewayd.health import Health
 from gatewayd.metrics import GatewayCollector, MetricsServer
@@ -39,6 +40,7 @@ from gatewayd.queue import SampleQueue, read_stats
 log = logging.getLogger(__name__)
 
 SHUTDOWN_TIMEOUT_S = 10.0
+CLOCK_CHECK_S = 1.0
 
 
 def session_topics(settings: Settings) -> list[str]:
@@ -65,12 +67,14 @@ class Daemon:
         settings: Settings,
         shutdown_timeout_s: float = SHUTDOWN_TIMEOUT_S,
         loader: Callable[[], Settings] | None = None,
+        clock: ClockGuard | None = None,
     ) -> None:
         """`loader` re-reads the config on a reload request (SIGHUP); None: no reloads."""
         self.settings = settings
         self.loader = loader
         self.reload_requested = asyncio.Event()
         self.reloads = 0
+        self.clock = clock or ClockGuard(settings.clock)
         self.shutdown_timeout_s = shutdown_timeout_s
         self.queue = SampleQueue(settings.queue)
         self.session = MqttSession(settings.mqtt, settings.gateway, session_topics(settings))
@@ -101,6 +105,7 @@ class Daemon:
             self.scheduler = self._start_polling()
             stack.push_async_callback(self._stop_polling)
             stack.push_async_callback(_cancel, self._spawn(self._reloads()))
+            stack.push_async_callback(_cancel, self._spawn(self._watch_clock()))
             if self.settings.metrics.listen:
                 self.metrics = self._metrics_server()
                 await asyncio.to_thread(self.metrics.start)
@@ -118,6 +123,35 @@ class Daemon:
             log.info("stopping")
             self.notifier.stopping()
         await self._report_left()
+
+    async def _watch_clock(self) -> None:
+        """Re-stamp held readings once the wall clock can be trusted (gatewayd/clock.py)."""
+        first = True
+        while True:
+            became_trusted = self.clock.check()
+            if self.clock.trusted and (became_trusted or first):
+                await self._release_held()
+                first = False
+            await asyncio.sleep(CLOCK_CHECK_S)
+
+    async def _release_held(self) -> None:
+        try:
+            await self.queue.flush()  # held readings still in the commit buffer go first
+            restamped = await self.queue.restamp(self.clock.boot, self.clock.offset_ms())
+            earlier = await self.queue.release_other_boots(
+                self.clock.boot, self.settings.clock.held_policy
+            )
+        except QueueError as exc:
+            log.error("clock_restamp_failed error=%r", str(exc))
+            return
+        if restamped or earlier:
+            log.info(
+                "clock_trusted restamped=%d earlier_boot=%d policy=%s",
+                restamped,
+                earlier,
+                self.settings.clock.held_policy,
+            )
+            self.queue.new_data.set()
 
     async def _reloads(self) -> None:
         while True:
@@ -190,7 +224,9 @@ class Daemon:
         return asyncio.create_task(guarded())
 
     def _start_polling(self) -> AsyncIOScheduler:
-        self.pollers, _endpoints = build_pollers(self.settings.devices, self.queue.put)
+        self.pollers, _endpoints = build_pollers(
+            self.settings.devices, self.queue.put, self.clock.stamp
+        )
         scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
         for poller in self.pollers:
             interval = poller.device.interval_s

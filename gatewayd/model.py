@@ -30,6 +30,9 @@ class Sample:
     device_key: str
     ts_ms: int
     points: dict[str, PointValue]
+    #: Set while the wall clock is not trusted: the boot and monotonic time of the reading.
+    held_boot: str | None = None
+    mono_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MIGRATIONS = Migrations("gatewayd")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: A group this large is committed at once rather than at the next commit tick.
 GROUP_MAX_SAMPLES = 2000
 COUNTERS = ("polled", "queued", "sent", "evicted", "rejected", "retried")
@@ -74,6 +74,13 @@ def _m0001_initial(db: sqlite_utils.Database) -> None:
         """
     )
     db.execute("INSERT INTO state (key, value) VALUES " + ",".join(f"('{c}', 0)" for c in COUNTERS))
+
+
+@MIGRATIONS(name="0002_held_samples")
+def _m0002_held_samples(db: sqlite_utils.Database) -> None:
+    """Readings taken while the wall clock was not trusted wait here to be re-stamped."""
+    db.execute("ALTER TABLE samples ADD COLUMN held_boot TEXT")
+    db.execute("ALTER TABLE samples ADD COLUMN held_mono_ms INTEGER")
 
 
 def now_ms() -> int:
@@ -243,7 +250,7 @@ class Store:
         """Evict samples older than the age bound, looking only at the head of the queue."""
         cursor = self.conn.execute(
             "DELETE FROM samples WHERE id IN (SELECT id FROM samples ORDER BY id LIMIT 1000)"
-            " AND ts_ms < ?",
+            " AND ts_ms < ? AND held_boot IS NULL",
             (cutoff_ms,),
         )
         return cursor.rowcount
@@ -280,10 +287,21 @@ class Store:
         rows = []
         for s in samples:
             points = json.dumps(s.points, separators=(",", ":"), allow_nan=False)
-            rows.append((s.product_key, s.device_key, s.ts_ms, points, len(s.points), enqueued))
+            rows.append(
+                (
+                    s.product_key,
+                    s.device_key,
+                    s.ts_ms,
+                    points,
+                    len(s.points),
+                    enqueued,
+                    s.held_boot,
+                    s.mono_ms if s.held_boot else None,
+                )
+            )
         self.conn.executemany(
-            "INSERT INTO samples (product_key, device_key, ts_ms, points, n_points, enqueued_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO samples (product_key, device_key, ts_ms, points, n_points, enqueued_ms,"
+            " held_boot, held_mono_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         self._bump("queued", len(rows))
@@ -292,7 +310,7 @@ class Store:
     def fetch_after(self, after_id: int, limit: int) -> list[QueuedSample]:
         cursor = self.conn.execute(
             "SELECT id, product_key, device_key, ts_ms, points FROM samples"
-            " WHERE id > ? ORDER BY id LIMIT ?",
+            " WHERE id > ? AND held_boot IS NULL ORDER BY id LIMIT ?",
             (after_id, limit),
         )
         return [QueuedSample(*row) for row in cursor]
@@ -301,7 +319,7 @@ class Store:
         """The newest rows past `after_id`, newest first (a cheap scan from the end)."""
         cursor = self.conn.execute(
             "SELECT id, product_key, device_key, ts_ms, points FROM samples"
-            " WHERE id > ? ORDER BY id DESC LIMIT ?",
+            " WHERE id > ? AND held_boot IS NULL ORDER BY id DESC LIMIT ?",
             (after_id, limit),
         )
         return [QueuedSample(*row) for row in cursor]
@@ -346,6 +364,36 @@ class Store:
             self._bump("retried", len(ids))
             if code is not None:
                 self._set_many({"last_reply_code": code, "last_reply_ms": now_ms()})
+
+    def restamp(self, boot: str, offset_ms: int) -> int:
+        """Give held readings of this boot their wall time (monotonic + offset); release them."""
+        with self.db.atomic():
+            return int(
+                self.conn.execute(
+                    "UPDATE samples SET ts_ms = held_mono_ms + ?, held_boot = NULL,"
+                    " held_mono_ms = NULL WHERE held_boot = ?",
+                    (offset_ms, boot),
+                ).rowcount
+            )
+
+    def release_other_boots(self, boot: str, policy: str) -> int:
+        """Held readings of an earlier boot cannot be re-stamped: send as stamped, or reject."""
+        if policy == "reject":
+            ids = [
+                row[0]
+                for row in self.conn.execute(
+                    "SELECT id FROM samples WHERE held_boot IS NOT NULL AND held_boot != ?", (boot,)
+                )
+            ]
+            return self.reject(ids, 0, "taken before the wall clock was trusted") if ids else 0
+        with self.db.atomic():
+            return int(
+                self.conn.execute(
+                    "UPDATE samples SET held_boot = NULL, held_mono_ms = NULL"
+                    " WHERE held_boot IS NOT NULL AND held_boot != ?",
+                    (boot,),
+                ).rowcount
+            )
 
     def oldest_ts_ms(self) -> int | None:
         row = self.conn.execute("SELECT ts_ms FROM samples ORDER BY id LIMIT 1").fetchone()
@@ -570,6 +618,12 @@ class SampleQueue:
 
     async def pending_estimate(self) -> int:
         return await self._run(self.store.pending_estimate)
+
+    async def restamp(self, boot: str, offset_ms: int) -> int:
+        return await self._run(self.store.restamp, boot, offset_ms)
+
+    async def release_other_boots(self, boot: str, policy: str) -> int:
+        return await self._run(self.store.release_other_boots, boot, policy)
 
     async def oldest_ts_ms(self) -> int | None:
         return await self._run(self.store.oldest_ts_ms)

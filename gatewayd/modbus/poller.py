@@ -136,12 +136,13 @@ class DevicePoller:
         device: DeviceConfig,
         endpoint: Endpoint,
         sink: Callable[[Sample], None],
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        stamp: Callable[[], tuple[int, int, str | None]] | None = None,
     ) -> None:
+        """`stamp` gives (wall ms, monotonic ms, boot id when the reading must be held)."""
         self.device = device
         self.endpoint = endpoint
         self.sink = sink
-        self.clock_ms = clock_ms
+        self.stamp = stamp or (lambda: (time.time_ns() // 1_000_000, 0, None))
         self.plan = plan_reads(device.points, device.modbus.max_gap)
         self.polls = 0
         self.failures = 0
@@ -176,8 +177,10 @@ class DevicePoller:
                 point = placed.point
                 chunk = words[placed.offset : placed.offset + point.register_count]
                 self._put(points, point, self._decode(point, chunk))
-        # Stamped when the read completed (wall clock; the clock's trust is the daemon's concern).
-        return Sample(self.device.product_key, self.device.device_key, self.clock_ms(), points)
+        # Stamped when the read completed; held (with its monotonic time) while the wall clock
+        # is not trusted, to be re-stamped later (gatewayd/clock.py).
+        wall, mono, held = self.stamp()
+        return Sample(self.device.product_key, self.device.device_key, wall, points, held, mono)
 
     def _decode(self, point: PointConfig, chunk: Words) -> PointValue | None:
         try:
@@ -266,7 +269,9 @@ class DevicePoller:
 
 
 def build_pollers(
-    devices: Sequence[DeviceConfig], sink: Callable[[Sample], None]
+    devices: Sequence[DeviceConfig],
+    sink: Callable[[Sample], None],
+    stamp: Callable[[], tuple[int, int, str | None]] | None = None,
 ) -> tuple[list[DevicePoller], dict[EndpointKey, Endpoint]]:
     """One poller per device, one endpoint per distinct connection."""
     endpoints: dict[EndpointKey, Endpoint] = {}
@@ -275,5 +280,5 @@ def build_pollers(
         key = endpoint_key(device.modbus)
         if key not in endpoints:
             endpoints[key] = Endpoint(device.modbus)
-        pollers.append(DevicePoller(device, endpoints[key], sink))
+        pollers.append(DevicePoller(device, endpoints[key], sink, stamp))
     return pollers, endpoints

@@ -93,7 +93,7 @@ async def test_file_is_private_wal_and_versioned(queue: SampleQueue, tmp_path: P
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (1,)
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (2,)
 
 
 async def test_reopening_keeps_rows_and_applies_nothing_twice(tmp_path: Path) -> None:
@@ -159,3 +159,26 @@ async def test_a_cancelled_flush_loses_nothing(tmp_path: Path) -> None:
         await flushing
     await q.close()
     assert read_stats(tmp_path / "q.db").pending_samples == 500
+
+
+async def test_an_older_file_is_upgraded_in_place(tmp_path: Path) -> None:
+    import sqlite_utils
+
+    from gatewayd.queue import MIGRATIONS, connect
+
+    path = tmp_path / "old.db"
+    conn = connect(path)
+    MIGRATIONS.apply(sqlite_utils.Database(conn), stop_before="0002_held_samples")
+    conn.execute(
+        "INSERT INTO samples (product_key, device_key, ts_ms, points, n_points, enqueued_ms)"
+        f" VALUES ('pk', 'd', {BASE}, '{{}}', 0, 0)"
+    )
+    conn.commit()
+    conn.close()
+    q = SampleQueue(QueueConfig(path=path))
+    await q.open()
+    assert [r.ts_ms for r in await q.fetch_after(0, 10)] == [BASE]  # kept, and visible
+    await q.close()
+    with sqlite3.connect(path) as check:
+        columns = {row[1] for row in check.execute("PRAGMA table_info(samples)")}
+    assert {"held_boot", "held_mono_ms"} <= columns

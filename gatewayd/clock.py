@@ -1,0 +1,133 @@
+"""Can the wall clock be trusted to stamp readings? And re-stamping those taken while it could not.
+
+Gateways without a battery-backed clock boot in 1970, or at the last shutdown time, and jump
+when NTP syncs. A reading stamped then carries a wrong time for ever. So every reading also gets
+the monotonic clock (which never jumps) and the boot it was taken in. While the wall clock is
+not trusted, readings are committed but *held*: the forwarder does not send them. Once it is
+trusted, held readings of this boot are re-stamped as `monotonic + (wall - monotonic now)`;
+readings held in an earlier boot cannot be, and follow `clock.held_policy`.
+
+Trusted means: the wall clock is after `clock.floor` (no gateway runs before its software was
+built), it has not jumped against the monotonic clock since the last check (a jump means it was
+just set, so the next check decides), and with `trust = "ntp"` the kernel says it is
+synchronised (adjtimex).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gatewayd.config import ClockConfig
+
+log = logging.getLogger(__name__)
+
+_TIME_ERROR = 5  # adjtimex: the clock is not synchronised
+
+
+class _Timex(ctypes.Structure):
+    _fields_ = [
+        ("modes", ctypes.c_uint),
+        ("offset", ctypes.c_long),
+        ("freq", ctypes.c_long),
+        ("maxerror", ctypes.c_long),
+        ("esterror", ctypes.c_long),
+        ("status", ctypes.c_int),
+        ("constant", ctypes.c_long),
+        ("precision", ctypes.c_long),
+        ("tolerance", ctypes.c_long),
+        ("time_sec", ctypes.c_long),
+        ("time_usec", ctypes.c_long),
+        ("tick", ctypes.c_long),
+        ("ppsfreq", ctypes.c_long),
+        ("jitter", ctypes.c_long),
+        ("shift", ctypes.c_int),
+        ("stabil", ctypes.c_long),
+        ("jitcnt", ctypes.c_long),
+        ("calcnt", ctypes.c_long),
+        ("errcnt", ctypes.c_long),
+        ("stbcnt", ctypes.c_long),
+        ("tai", ctypes.c_int),
+        ("reserved", ctypes.c_int * 11),
+    ]
+
+
+def kernel_synchronised() -> bool:
+    """The kernel's NTP state (read-only adjtimex); False where it cannot be read."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        state = libc.adjtimex(ctypes.byref(_Timex()))
+    except (OSError, AttributeError):
+        return False
+    return bool(state >= 0 and state != _TIME_ERROR)
+
+
+def boot_id() -> str:
+    """This boot's id: monotonic readings only compare within one boot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return f"process-{uuid.uuid4()}"
+
+
+def floor_ms(date: str) -> int:
+    return int(datetime.fromisoformat(date).replace(tzinfo=UTC).timestamp() * 1000)
+
+
+class ClockGuard:
+    """Decides trust at each `check()`; `now()` gives (wall ms, monotonic ms, trusted)."""
+
+    def __init__(
+        self,
+        cfg: ClockConfig,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        mono_ms: Callable[[], int] = lambda: time.monotonic_ns() // 1_000_000,
+        synchronised: Callable[[], bool] = kernel_synchronised,
+    ) -> None:
+        self.cfg = cfg
+        self.wall_ms = wall_ms
+        self.mono_ms = mono_ms
+        self.synchronised = synchronised
+        self.boot = boot_id()
+        self.floor_ms = floor_ms(cfg.floor)
+        self._offset = wall_ms() - mono_ms()
+        self.trusted = cfg.trust == "always" or self._plausible()
+        if not self.trusted:
+            log.warning(
+                "clock_untrusted wall=%s note='readings are held until it is'",
+                datetime.fromtimestamp(wall_ms() / 1000, UTC).isoformat(),
+            )
+
+    def _plausible(self) -> bool:
+        if self.wall_ms() < self.floor_ms:
+            return False
+        return self.cfg.trust != "ntp" or self.synchronised()
+
+    def check(self) -> bool:
+        """Re-evaluate; True when the clock just became trusted (time to re-stamp)."""
+        if self.cfg.trust == "always":
+            return False
+        offset = self.wall_ms() - self.mono_ms()
+        jumped = abs(offset - self._offset) > self.cfg.jump_threshold_s * 1000
+        if jumped:
+            log.warning("clock_jump delta_s=%.1f", (offset - self._offset) / 1000)
+        self._offset = offset
+        was = self.trusted
+        self.trusted = not jumped and self._plausible()
+        if was and not self.trusted:
+            log.warning("clock_untrusted note='readings are held until it is trusted again'")
+        return self.trusted and not was
+
+    def stamp(self) -> tuple[int, int, str | None]:
+        """(wall ms, monotonic ms, boot id if the reading must be held else None)."""
+        return self.wall_ms(), self.mono_ms(), None if self.trusted else self.boot
+
+    def offset_ms(self) -> int:
+        """wall - monotonic now: what turns a held reading's monotonic time into wall time."""
+        return self.wall_ms() - self.mono_ms()

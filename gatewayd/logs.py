@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 
 _QUIET = ("pymodbus", "apscheduler", "amqtt", "transitions", "asyncio")
 
@@ -31,9 +34,44 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
+class RepeatLimiter(logging.Filter):
+    """At most `burst` records of one message template per logger in each `window_s`.
+
+    The next record of that template that passes says how many were held back
+    (`suppressed=N`), so a flapping device or a garbage-spewing peer cannot flood the journal.
+    """
+
+    def __init__(
+        self, burst: int = 5, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.burst = burst
+        self.window_s = window_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[tuple[str, str], list[float]] = {}  # [window start, count, suppressed]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg))
+        now = self.clock()
+        with self._lock:
+            start, count, suppressed = self._seen.get(key, [now, 0, 0])
+            if now - start >= self.window_s:
+                start, count = now, 0
+            count += 1
+            if count > self.burst:
+                self._seen[key] = [start, count, suppressed + 1]
+                return False
+            self._seen[key] = [start, count, 0]
+        if suppressed:
+            record.msg = f"{record.msg} suppressed={int(suppressed)}"
+        return True
+
+
 def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(KeyValueFormatter(with_time="JOURNAL_STREAM" not in os.environ))
+    handler.addFilter(RepeatLimiter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -63,6 +63,7 @@ class Health:
         self._last_tick = time.monotonic()
         self._last_progress = 0.0
         self.pending = 0
+        self.points_per_sample = 0.0
         self.oldest_ts_ms: int | None = None
         self.rate = 0.0
         self.last_ok = time.monotonic()  # the loop ran a tick and the writer answered
@@ -80,6 +81,7 @@ class Health:
                 await self.queue.ping()
                 pending = await self.queue.pending_estimate()
                 self.oldest_ts_ms = await self.queue.oldest_ts_ms()
+                self.points_per_sample = await self.queue.points_per_sample()
             self.writer_ok = True
             self.last_ok = time.monotonic()
         except (TimeoutError, QueueError) as exc:

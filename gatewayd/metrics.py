@@ -52,6 +52,11 @@ class GatewayCollector(Collector):
         h, f = self.health, self.forwarder
         yield GaugeMetricFamily("gatewayd_queue_samples", "Samples waiting in the queue", h.pending)
         yield GaugeMetricFamily(
+            "gatewayd_queue_points",
+            "Points waiting (estimate: samples x mean points of the newest samples)",
+            round(h.pending * h.points_per_sample),
+        )
+        yield GaugeMetricFamily(
             "gatewayd_queue_bytes", "Queue file size with WAL", file_bytes(self.queue.path)
         )
         age = 0.0 if h.oldest_ts_ms is None else max(0.0, time.time() - h.oldest_ts_ms / 1000)

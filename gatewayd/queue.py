@@ -399,6 +399,13 @@ class Store:
         row = self.conn.execute("SELECT ts_ms FROM samples ORDER BY id LIMIT 1").fetchone()
         return None if row is None else int(row[0])
 
+    def points_per_sample(self) -> float:
+        """Mean points of the newest 1,000 samples (an exact sum would scan the whole queue)."""
+        row = self.conn.execute(
+            "SELECT avg(n_points) FROM (SELECT n_points FROM samples ORDER BY id DESC LIMIT 1000)"
+        ).fetchone()
+        return float(row[0] or 0.0)
+
     def pending_estimate(self) -> int:
         """Pending samples from the ends of the id index: O(1), exact unless rows left the middle."""
         low, high = self.conn.execute("SELECT min(id), max(id) FROM samples").fetchone()
@@ -624,6 +631,9 @@ class SampleQueue:
 
     async def release_other_boots(self, boot: str, policy: str) -> int:
         return await self._run(self.store.release_other_boots, boot, policy)
+
+    async def points_per_sample(self) -> float:
+        return await self._run(self.store.points_per_sample)
 
     async def oldest_ts_ms(self) -> int | None:
         return await self._run(self.store.oldest_ts_ms)

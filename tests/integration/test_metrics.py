@@ -54,6 +54,8 @@ async def test_metrics_during_an_outage_and_after_the_drain(
         during = await asyncio.to_thread(scrape, port)
         assert during[("gatewayd_uplink_connected", ())] == 0
         assert during[("gatewayd_queue_samples", ())] >= 10
+        points = during[("gatewayd_queue_points", ())]
+        assert points == during[("gatewayd_queue_samples", ())] * len(KNOWN_POINTS)
         assert during[("gatewayd_queue_oldest_age_seconds", ())] > 0
         assert during[("gatewayd_polls_total", (("device", "dev1"), ("result", "ok")))] > 10
         assert during[("gatewayd_device_up", (("device", "dev1"),))] == 1

@@ -41,6 +41,8 @@ def demo_config(queue_path: Path, mqtt_port: int, modbus_port: int) -> dict[str,
         },
         "queue": {"path": str(queue_path), "commit_interval_ms": 100},
         "forward": {
+            # Readings older than 3 s at the reconnect go as backfill (resume), to show both.
+            "live_max_age_s": 3,
             "reply_timeout_s": 3,
             "retry_min_s": 0.5,
             "retry_max_s": 2,

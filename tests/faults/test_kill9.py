@@ -25,6 +25,7 @@ from gatewayd.queue import read_stats
 from gatewayd.sim.hub import HubSimulator
 from gatewayd.sim.modbus import ModbusSimulator, meter_points
 from tests.support.brokers import Broker
+from tests.support.daemon import config_data, modbus_device, write_config
 
 INTERVAL_S = 0.05
 COMMIT_MS = 50
@@ -32,24 +33,24 @@ BATCH = 20
 INFLIGHT = 2
 
 
-def write_config(tmp_path: Path, broker_port: int, modbus_port: int) -> Path:
-    points = "\n".join(
-        "[[devices.points]]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in p.items())
-        for p in meter_points()
+def kill_config(tmp_path: Path, broker_port: int, modbus_port: int) -> Path:
+    device = modbus_device("m1", modbus_port, 1, meter_points(), INTERVAL_S)
+    data = config_data(
+        tmp_path,
+        broker_port,
+        [device],
+        gateway={"device_secret": "g"},
+        mqtt={"reconnect_min_s": 0.2, "reconnect_max_s": 0.5},
+        queue={"path": str(tmp_path / "q.db"), "commit_interval_ms": COMMIT_MS},
+        forward={
+            "batch_max_samples": BATCH,
+            "inflight": INFLIGHT,
+            "reply_timeout_s": 2,
+            "retry_min_s": 0.1,
+            "retry_max_s": 0.3,
+        },
     )
-    path = tmp_path / "config.toml"
-    path.write_text(
-        '[gateway]\nproduct_key = "gwPK"\ndevice_key = "gw001"\ndevice_secret = "g"\n'
-        f"[mqtt]\nport = {broker_port}\nreconnect_min_s = 0.2\nreconnect_max_s = 0.5\n"
-        f'[queue]\npath = "{tmp_path / "q.db"}"\ncommit_interval_ms = {COMMIT_MS}\n'
-        f"[forward]\nbatch_max_samples = {BATCH}\ninflight = {INFLIGHT}\nreply_timeout_s = 2\n"
-        "retry_min_s = 0.1\nretry_max_s = 0.3\n"
-        '[[devices]]\nname = "m1"\nproduct_key = "subPK"\ndevice_key = "m1"\n'
-        f'device_secret = "m1-secret"\ninterval_s = {INTERVAL_S}\n'
-        f'[devices.modbus]\nhost = "127.0.0.1"\nport = {modbus_port}\ntimeout_s = 0.05\n'
-        "retries = 0\n" + points
-    )
-    return path
+    return write_config(tmp_path / "config.toml", data)
 
 
 @pytest.fixture
@@ -125,8 +126,8 @@ async def run_kills(
     tmp_path: Path, broker: Broker, hub: HubSimulator, meter: ModbusSimulator, kills: int, seed: int
 ) -> None:
     rng = random.Random(seed)
-    hub.register("subPK", "m1", "m1-secret")
-    config = write_config(tmp_path, broker.port, meter.port)
+    hub.register("subPK", "m1", "secret-of-m1")
+    config = kill_config(tmp_path, broker.port, meter.port)
     db = tmp_path / "q.db"
     child = Child(config, tmp_path / "notify.sock")
     committed: set[tuple[str, int]] = set()

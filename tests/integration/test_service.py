@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import signal
@@ -17,33 +16,30 @@ import pytest
 from gatewayd.queue import read_stats
 from gatewayd.sim.hub import HubSimulator
 from tests.support.brokers import Broker
+from tests.support.daemon import (
+    config_data,
+    modbus_device,
+    start_gatewayd,
+    stop_gatewayd,
+    write_config,
+)
 from tests.support.modbus import KNOWN_POINTS, KnownModbusServer
 
 ROOT = Path(__file__).parents[2]
 
 
-def write_config(
+def service_config(
     tmp_path: Path, broker: Broker, modbus_port: int, units: tuple[int, ...] = (1,)
 ) -> Path:
-    points = "\n".join(
-        "[[devices.points]]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in p.items())
-        for p in KNOWN_POINTS
+    devices = [modbus_device(f"dev{u}", modbus_port, u, KNOWN_POINTS, 0.2) for u in units]
+    data = config_data(
+        tmp_path,
+        broker.port,
+        devices,
+        queue={"path": str(tmp_path / "q.db")},
+        forward={"reply_timeout_s": 60},
     )
-    devices = "".join(
-        f'[[devices]]\nname = "dev{u}"\nproduct_key = "subPK"\ndevice_key = "dev{u}"\n'
-        f'device_secret = "dev{u}-secret"\ninterval_s = 0.2\n'
-        f'[devices.modbus]\nhost = "127.0.0.1"\nport = {modbus_port}\nunit_id = {u}\n'
-        "timeout_s = 0.2\nretries = 0\n" + points + "\n"
-        for u in units
-    )
-    config = tmp_path / "config.toml"
-    config.write_text(
-        '[gateway]\nproduct_key = "gwPK"\ndevice_key = "gw001"\ndevice_secret = "g"\n'
-        f"[mqtt]\nport = {broker.port}\n"
-        f'[queue]\npath = "{tmp_path / "q.db"}"\n'
-        "[forward]\nreply_timeout_s = 60\n" + devices
-    )
-    return config
+    return write_config(tmp_path / "config.toml", data)
 
 
 class NotifySocket:
@@ -67,20 +63,11 @@ class NotifySocket:
 async def test_ready_watchdog_status_and_a_second_signal(
     tmp_path: Path, broker: Broker, hub: HubSimulator, known_modbus: KnownModbusServer
 ) -> None:
-    hub.register("subPK", "dev1", "dev1-secret")
-    config = write_config(tmp_path, broker, known_modbus.port)
+    hub.register("subPK", "dev1", "secret-of-dev1")
+    config = service_config(tmp_path, broker, known_modbus.port)
     notify = NotifySocket(tmp_path / "notify.sock")
     env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gatewayd",
-        "run",
-        "-c",
-        str(config),
-        env=env,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await start_gatewayd("run", "-c", str(config), env=env)
     try:
         await notify.until(lambda m: sum("WATCHDOG=1" in x for x in m) >= 3)
         first_ready = next(i for i, x in enumerate(notify.messages) if "READY=1" in x)
@@ -144,32 +131,24 @@ async def test_sighup_adds_a_device_and_refuses_a_broken_config(
     tmp_path: Path, broker: Broker, hub: HubSimulator, known_modbus: KnownModbusServer
 ) -> None:
     for unit in (1, 2):
-        hub.register("subPK", f"dev{unit}", f"dev{unit}-secret")
-    config = write_config(tmp_path, broker, known_modbus.port, units=(1,))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gatewayd", "run", "-c", str(config), stderr=asyncio.subprocess.PIPE
-    )
+        hub.register("subPK", f"dev{unit}", f"secret-of-dev{unit}")
+    config = service_config(tmp_path, broker, known_modbus.port, units=(1,))
+    proc = await start_gatewayd("run", "-c", str(config))
 
     def seen(device: str, after: int = 0):  # type: ignore[no-untyped-def]
         return lambda h: any(d.device_key == device for d in h.deliveries[after:])
 
     try:
         assert await asyncio.to_thread(hub.wait_for, seen("dev1"), 20)
-        write_config(tmp_path, broker, known_modbus.port, units=(1, 2))
+        service_config(tmp_path, broker, known_modbus.port, units=(1, 2))
         proc.send_signal(signal.SIGHUP)
         assert await asyncio.to_thread(hub.wait_for, seen("dev2"), 20)  # added, logged in, polled
         config.write_text(config.read_text().replace('type = "float32"', 'type = "float33"', 1))
         proc.send_signal(signal.SIGHUP)
         mark = hub.delivered_count()
         assert await asyncio.to_thread(hub.wait_for, seen("dev2", mark), 20)  # old config kept
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            _, err = await proc.communicate()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    log = err.decode()
+        log = await stop_gatewayd(proc)
     assert proc.returncode == 0, log
     assert "reloaded devices=2 added=dev2 removed=-" in log
     assert "reload_refused" in log and "devices[0].points[0].type" in log

@@ -13,7 +13,15 @@ import pytest
 from gatewayd.queue import read_stats
 from gatewayd.sim.hub import HubSimulator
 from tests.support.brokers import Broker
-from tests.support.daemon import gateway_config, modbus_device, running
+from tests.support.daemon import (
+    config_data,
+    gateway_config,
+    modbus_device,
+    running,
+    start_gatewayd,
+    stop_gatewayd,
+    write_config,
+)
 from tests.support.modbus import KNOWN_POINTS, KNOWN_VALUES, KnownModbusServer
 
 
@@ -151,42 +159,22 @@ async def test_anything_but_200_deletes_nothing(
 async def test_gatewayd_run_as_a_process_delivers_and_stops_on_sigterm(
     tmp_path: Path, broker: Broker, hub: HubSimulator, known_modbus: KnownModbusServer
 ) -> None:
-    import signal
-    import sys
 
-    points = "\n".join(
-        "[[devices.points]]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in p.items())
-        for p in KNOWN_POINTS
+    devices = [modbus_device("dev1", known_modbus.port, 1, KNOWN_POINTS, 0.2)]
+    data = config_data(
+        tmp_path,
+        broker.port,
+        devices,
+        queue={"path": str(tmp_path / "q.db")},
+        gateway={"device_secret": "Zq-7-secret"},
     )
-    config = tmp_path / "config.toml"
-    config.write_text(
-        '[gateway]\nproduct_key = "gwPK"\ndevice_key = "gw001"\ndevice_secret = "Zq-7-secret"\n'
-        f"[mqtt]\nport = {broker.port}\n"
-        f'[queue]\npath = "{tmp_path / "q.db"}"\n'
-        '[[devices]]\nname = "dev1"\nproduct_key = "subPK"\ndevice_key = "dev1"\n'
-        'device_secret = "dev1-secret"\ninterval_s = 0.2\n'
-        f'[devices.modbus]\nhost = "127.0.0.1"\nport = {known_modbus.port}\ntimeout_s = 0.2\nretries = 0\n'
-        + points
-    )
-    hub.register("subPK", "dev1", "dev1-secret")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gatewayd",
-        "run",
-        "-c",
-        str(config),
-        stderr=asyncio.subprocess.PIPE,
-    )
+    config = write_config(tmp_path / "config.toml", data)
+    hub.register("subPK", "dev1", "secret-of-dev1")
+    proc = await start_gatewayd("run", "-c", str(config))
     try:
         await wait_hub(hub, lambda h: len(h.deliveries) >= 5)
-        proc.send_signal(signal.SIGTERM)
-        _, err = await asyncio.wait_for(proc.communicate(), 15)
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    log = err.decode()
+        log = await stop_gatewayd(proc, 15)
     assert proc.returncode == 0, log
     assert "level=info logger=gatewayd.daemon started devices=1" in log
     assert "stopping" in log and "Traceback" not in log and "level=error" not in log

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +16,10 @@ from gatewayd.daemon import Daemon
 from gatewayd.sim.hub import HubSimulator
 
 
-def gateway_config(
+def config_data(
     tmp_path: Path, mqtt_port: int, devices: list[dict[str, Any]], **sections: dict[str, Any]
-) -> Settings:
-    """A fast-cycling config for tests; sections override defaults key by key."""
+) -> dict[str, Any]:
+    """A fast-cycling config for tests, as a dict; sections override defaults key by key."""
     data: dict[str, Any] = {
         "gateway": {"product_key": "gwPK", "device_key": "gw001", "device_secret": "gw-secret"},
         "mqtt": {
@@ -31,7 +34,36 @@ def gateway_config(
     }
     for section, values in sections.items():
         data[section] = {**data.get(section, {}), **values}
-    return build_config(data)
+    return data
+
+
+def gateway_config(
+    tmp_path: Path, mqtt_port: int, devices: list[dict[str, Any]], **sections: dict[str, Any]
+) -> Settings:
+    """The same config, validated, for a daemon run in the test's event loop."""
+    return build_config(config_data(tmp_path, mqtt_port, devices, **sections))
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    """Write a config dict as the TOML file an operator would, for `gatewayd run -c`."""
+    lines: list[str] = []
+    for section, values in data.items():
+        if section == "devices":
+            continue
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    for device in data.get("devices", []):
+        lines.append("[[devices]]")
+        lines += [
+            f"{k} = {json.dumps(v)}" for k, v in device.items() if k not in ("modbus", "points")
+        ]
+        lines.append("[devices.modbus]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in device["modbus"].items()]
+        for point in device["points"]:
+            lines.append("[[devices.points]]")
+            lines += [f"{k} = {json.dumps(v)}" for k, v in point.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def modbus_device(
@@ -83,3 +115,26 @@ async def running(
         stop.set()
         async with asyncio.timeout(timeout_s):
             await task
+
+
+async def start_gatewayd(
+    *args: str, env: dict[str, str] | None = None
+) -> asyncio.subprocess.Process:
+    """`python -m gatewayd ARGS` as a child whose stderr (the log) the test reads."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gatewayd", *args, env=env, stderr=asyncio.subprocess.PIPE
+    )
+
+
+async def stop_gatewayd(proc: asyncio.subprocess.Process, timeout_s: float = 20) -> str:
+    """SIGTERM, wait (bounded), kill if it did not stop; returns the child's log."""
+    try:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(timeout_s):
+            _, err = await proc.communicate()
+        return err.decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

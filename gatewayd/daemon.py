@@ -73,7 +73,6 @@ class Daemon:
         self.settings = settings
         self.loader = loader
         self.reload_requested = asyncio.Event()
-        self.reloads = 0
         self.clock = clock or ClockGuard(settings.clock)
         self.shutdown_timeout_s = shutdown_timeout_s
         self.queue = SampleQueue(settings.queue)
@@ -87,7 +86,7 @@ class Daemon:
         self.notifier = Notifier()
         self.health = Health(self.queue, self.session, self.forwarder, self.topology, self.notifier)
         self.metrics: MetricsServer | None = None
-        #: Set by a second stop signal: stop waiting for replies and polls, leave now.
+        #: Set by a second stop signal: stop waiting for in-flight replies, leave now.
         self.hurry = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -188,7 +187,6 @@ class Daemon:
             await self._stop_polling()
             self.scheduler = self._start_polling()
             self.topology.update(new.devices)
-        self.reloads += 1
         log.info(
             "reloaded devices=%d added=%s removed=%s",
             len(new.devices),
@@ -244,7 +242,8 @@ class Daemon:
         return scheduler
 
     async def _stop_polling(self) -> None:
-        self.scheduler.shutdown(wait=False)  # no new polls; the ones running finish below
+        if self.scheduler.running:  # a reload cancelled by a stop may have shut it down already
+            self.scheduler.shutdown(wait=False)  # no new polls; the ones running finish below
         await asyncio.gather(*(poller.finish() for poller in self.pollers))
         for poller in self.pollers:
             poller.endpoint.close()

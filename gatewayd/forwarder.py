@@ -101,7 +101,6 @@ class Forwarder:
         self._generation = topology.generation
         self.delivered = 0
         self.rejected = 0
-        self.requests = 0
         #: Replies by code ("timeout" and "no_connection" for the requests that got none).
         self.replies: dict[str, int] = {}
         #: Set whenever samples leave the queue (delivered or dead-lettered).
@@ -221,7 +220,6 @@ class Forwarder:
             allow_offline_sub_device=self.cfg.allow_offline_sub_device,
             skip_invalid_measurepoints=self.cfg.skip_invalid_measurepoints,
         )
-        self.requests += 1
         try:
             reply = await self.session.request(
                 self.topics[method], request_id, payload, self.cfg.reply_timeout_s

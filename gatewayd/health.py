@@ -78,10 +78,7 @@ class Health:
         elapsed, self._last_tick = max(now - self._last_tick, 1e-3), now
         try:
             async with asyncio.timeout(max(self.tick_s, 1.0)):
-                await self.queue.ping()
-                pending = await self.queue.pending_estimate()
-                self.oldest_ts_ms = await self.queue.oldest_ts_ms()
-                self.points_per_sample = await self.queue.points_per_sample()
+                pending, self.oldest_ts_ms, self.points_per_sample = await self.queue.figures()
             self.writer_ok = True
             self.last_ok = time.monotonic()
         except (TimeoutError, QueueError) as exc:

@@ -79,6 +79,11 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily("gatewayd_sent_samples", "Samples the hub confirmed", f.delivered)
         yield CounterMetricFamily("gatewayd_rejected_samples", "Samples dead-lettered", f.rejected)
         yield CounterMetricFamily(
+            "gatewayd_replies_dropped",
+            "Messages on reply topics that were garbage, unknown or late",
+            self.session.dropped_replies,
+        )
+        yield CounterMetricFamily(
             "gatewayd_evicted_samples", "Samples evicted by the bounds", self.queue.evicted
         )
         replies = CounterMetricFamily("gatewayd_replies", "Replies by code", labels=["code"])
@@ -100,6 +105,11 @@ class GatewayCollector(Collector):
         up = GaugeMetricFamily(
             "gatewayd_device_up", "1 unless the device is failing", labels=["device"]
         )
+        bad = CounterMetricFamily(
+            "gatewayd_bad_values",
+            "Point values not sent as read (NaN/inf, undecodable, exception response)",
+            labels=["device"],
+        )
         for p in self.pollers():
             name = p.device.name
             polls.add_metric([name, "ok"], p.polls - p.failures)
@@ -108,7 +118,8 @@ class GatewayCollector(Collector):
             seconds.add_metric([name], p.poll_seconds)
             last.add_metric([name], p.last_success_s)
             up.add_metric([name], 0 if p.failing else 1)
-        yield from (polls, seconds, last, up)
+            bad.add_metric([name], p.bad_values)
+        yield from (polls, seconds, last, up, bad)
 
 
 class _Server(ThreadingMixIn, WSGIServer):

@@ -395,21 +395,20 @@ class Store:
                 ).rowcount
             )
 
-    def oldest_ts_ms(self) -> int | None:
-        row = self.conn.execute("SELECT ts_ms FROM samples ORDER BY id LIMIT 1").fetchone()
-        return None if row is None else int(row[0])
+    def figures(self) -> tuple[int, int | None, float]:
+        """(pending, oldest ts_ms, mean points of the newest 1,000) from the id index's ends.
 
-    def points_per_sample(self) -> float:
-        """Mean points of the newest 1,000 samples (an exact sum would scan the whole queue)."""
-        row = self.conn.execute(
-            "SELECT avg(n_points) FROM (SELECT n_points FROM samples ORDER BY id DESC LIMIT 1000)"
-        ).fetchone()
-        return float(row[0] or 0.0)
-
-    def pending_estimate(self) -> int:
-        """Pending samples from the ends of the id index: O(1), exact unless rows left the middle."""
+        Pending is max(id) - min(id) + 1: O(1), exact unless rows left the middle. An exact
+        count or points sum would scan the whole queue at every health tick.
+        """
         low, high = self.conn.execute("SELECT min(id), max(id) FROM samples").fetchone()
-        return 0 if low is None else int(high - low + 1)
+        if low is None:
+            return 0, None, 0.0
+        oldest = self.conn.execute("SELECT ts_ms FROM samples WHERE id = ?", (low,)).fetchone()[0]
+        mean = self.conn.execute(
+            "SELECT avg(n_points) FROM (SELECT n_points FROM samples ORDER BY id DESC LIMIT 1000)"
+        ).fetchone()[0]
+        return int(high - low + 1), int(oldest), float(mean or 0.0)
 
     def set_state(self, values: dict[str, Any]) -> None:
         with self.db.atomic():
@@ -619,24 +618,15 @@ class SampleQueue:
     async def record_failure(self, ids: list[int], code: int | None) -> None:
         await self._run(self.store.record_failure, ids, code)
 
-    async def ping(self) -> None:
-        """Return once the writer thread has run something: proof that it is not stuck."""
-        await self._run(lambda: None)
-
-    async def pending_estimate(self) -> int:
-        return await self._run(self.store.pending_estimate)
+    async def figures(self) -> tuple[int, int | None, float]:
+        """Health figures in one trip to the writer thread (which proves it is not stuck)."""
+        return await self._run(self.store.figures)
 
     async def restamp(self, boot: str, offset_ms: int) -> int:
         return await self._run(self.store.restamp, boot, offset_ms)
 
     async def release_other_boots(self, boot: str, policy: str) -> int:
         return await self._run(self.store.release_other_boots, boot, policy)
-
-    async def points_per_sample(self) -> float:
-        return await self._run(self.store.points_per_sample)
-
-    async def oldest_ts_ms(self) -> int | None:
-        return await self._run(self.store.oldest_ts_ms)
 
     async def set_state(self, **values: Any) -> None:
         await self._run(self.store.set_state, values)

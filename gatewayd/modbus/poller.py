@@ -73,7 +73,6 @@ class Endpoint:
         self.lock = asyncio.Lock()
         self.client = make_client(cfg)
         self._quiet_until = 0.0
-        self.requests = 0
 
     def __str__(self) -> str:
         return ":".join(self.key)
@@ -102,7 +101,6 @@ class Endpoint:
         return registers
 
     async def _exchange(self, request: ReadRequest, unit_id: int, device: str) -> ModbusPDU:
-        self.requests += 1
         try:
             if not self.client.connected and not await self.client.connect():
                 raise DeviceError(device, f"cannot connect to {self}")

@@ -264,7 +264,7 @@ class HubSimulator:
             timer = threading.Timer(
                 faults.delay_s, self._client.publish, (topic + "_reply", reply, 1)
             )
-            self._timers.append(timer)
+            self._timers = [t for t in self._timers if t.is_alive()] + [timer]
             timer.start()
         else:
             self._client.publish(topic + "_reply", reply, qos=1)

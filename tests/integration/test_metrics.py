@@ -59,6 +59,8 @@ async def test_metrics_during_an_outage_and_after_the_drain(
         assert during[("gatewayd_queue_oldest_age_seconds", ())] > 0
         assert during[("gatewayd_polls_total", (("device", "dev1"), ("result", "ok")))] > 10
         assert during[("gatewayd_device_up", (("device", "dev1"),))] == 1
+        assert during[("gatewayd_bad_values_total", (("device", "dev1"),))] == 0
+        assert during[("gatewayd_replies_dropped_total", ())] == 0
         assert await asyncio.to_thread(healthz, port) == 200  # offline is not unhealthy
         broker.start()
         await asyncio.wait_for(daemon.session.connected.wait(), 15)

@@ -186,7 +186,7 @@ class Command:
 def parse_command(payload: bytes) -> Command:
     """Read `{id, method, params}` sent by the hub; ReplyFormatError if it is not one."""
     try:
-        body = json.loads(payload)
+        body = json.loads(payload.decode("utf-8"))  # the protocol is UTF-8, never sniffed
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReplyFormatError(f"command is not JSON: {exc}") from None
     if not isinstance(body, dict) or not isinstance(body.get("method"), str):
@@ -264,7 +264,7 @@ def parse_reply(payload: bytes) -> Reply:
     misread reply is the one mistake a store-and-forward gateway must not make.
     """
     try:
-        body = json.loads(payload)
+        body = json.loads(payload.decode("utf-8"))  # the protocol is UTF-8, never sniffed
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReplyFormatError(f"reply is not JSON: {exc}") from None
     if not isinstance(body, dict):

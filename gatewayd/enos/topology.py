@@ -130,7 +130,7 @@ class Topology:
         self.online.discard(key)
         if first:
             log.warning(
-                "sub_device_parked device=%s/%s reason=%r retry_in_s=%.0f note='samples stay queued'",
+                "sub_device_parked device=%s/%s reason=%r retry_in_s=%.1f note='samples stay queued'",
                 key[0],
                 key[1],
                 reason,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -60,6 +61,8 @@ class Delivery:
     device_key: str
     ts_ms: int
     points: dict[str, Any]
+    #: When the hub accepted it (wall clock, seconds), to measure how far behind the drain ran.
+    received_s: float = field(default_factory=time.time)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,10 @@
 
 Each unit id is a meter whose registers change on every read: power follows a slow wave, the
 energy counter only grows, and register 6 (`Seq`) counts the reads of the holding table, so a
-test can tell every sample apart and spot a missing one at the hub.
+test can tell every sample apart and spot a missing one at the hub. When each read happened is
+kept (`read_at`), so a test can tell whether a missing reading was taken just before a crash.
+Setting `exception` makes every request fail with that Modbus exception code, as a busy or
+faulty device does.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
@@ -46,6 +50,8 @@ class SimulatedMeter:
     reads: int = 0
     energy: int = 1000
     started: float = field(default_factory=time.monotonic)
+    #: Monotonic time of each holding read: read_at[n - 1] is when Seq n was handed out.
+    read_at: list[float] = field(default_factory=list)
 
     def power(self) -> float:
         t = time.monotonic() - self.started
@@ -53,6 +59,7 @@ class SimulatedMeter:
 
     def fill_holding(self, registers: list[int]) -> None:
         self.reads += 1
+        self.read_at.append(time.monotonic())
         self.energy += 1 + self.reads % 3
         registers[0:2] = AsyncModbusTcpClient.convert_to_registers(self.power(), _FLOAT32)
         registers[2] = 2300 + (self.reads * 7) % 21 - 10
@@ -72,6 +79,7 @@ class ModbusSimulator:
         self.host = host
         self.port = port
         self.meters = {uid: SimulatedMeter(uid) for uid in unit_ids}
+        self.exception: ExcCodes | None = None
         self._server: ModbusTcpServer | None = None
 
     def _device(self, meter: SimulatedMeter) -> SimDevice:
@@ -82,11 +90,14 @@ class ModbusSimulator:
             count: int,
             registers: list[int],
             values: list[int] | list[bool] | None,
-        ) -> None:
+        ) -> ExcCodes | None:
+            if self.exception is not None:
+                return self.exception
             if values is None and function_code == 3:
                 meter.fill_holding(registers)
             elif values is None and function_code == 4:
                 meter.fill_input(registers)
+            return None
 
         blocks = (
             [SimData(0, count=BITS, values=False, datatype=DataType.BITS)],

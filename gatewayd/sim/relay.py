@@ -1,4 +1,9 @@
-"""A TCP relay that can cut and restore a link, to play an uplink outage on one machine."""
+"""A TCP relay that can cut, stall and restore a link, to play uplink faults on one machine.
+
+A cut is a link that dies (both ends see a reset); a stall is one that silently stops carrying
+bytes while both ends still think it is up, as a congested cellular link does: only keepalives
+and reply timeouts can tell.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ import contextlib
 
 
 class Relay:
-    """Forwards loopback connections to a target; `cut()` drops them all and refuses new ones."""
+    """Forwards loopback connections to a target; `cut()` drops them all and refuses new ones;
+    `stall()` holds every byte (in both directions) until `restore()`."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
@@ -15,6 +21,8 @@ class Relay:
         self.is_cut = False
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
@@ -33,8 +41,17 @@ class Relay:
             writer.transport.abort()
         self._links.clear()
 
+    def stall(self) -> None:
+        self._flowing.clear()
+
+    @property
+    def is_stalled(self) -> bool:
+        return not self._flowing.is_set()
+
     def restore(self) -> None:
+        """End a cut or a stall: new connections are accepted, held bytes flow on."""
         self.is_cut = False
+        self._flowing.set()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.is_cut:
@@ -51,6 +68,7 @@ class Relay:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

@@ -10,12 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import signal
-import socket
 import sqlite3
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,6 +21,7 @@ from gatewayd.queue import read_stats
 from gatewayd.sim.hub import HubSimulator
 from gatewayd.sim.modbus import ModbusSimulator, meter_points
 from tests.support.brokers import Broker
+from tests.support.child import Child
 from tests.support.daemon import config_data, modbus_device, write_config
 
 INTERVAL_S = 0.05
@@ -61,58 +58,6 @@ async def meter() -> AsyncIterator[ModbusSimulator]:
         yield simulator
     finally:
         await simulator.stop()
-
-
-class Child:
-    """`gatewayd run` with a NOTIFY_SOCKET the test reads, so READY=1 is awaited, not guessed."""
-
-    def __init__(self, config: Path, notify: Path) -> None:
-        self.config = config
-        self.notify_path = notify
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        if self.notify_path.exists():
-            self.notify_path.unlink()
-        sock.bind(str(self.notify_path))
-        sock.setblocking(False)
-        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path)}
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gatewayd",
-            "run",
-            "-c",
-            str(self.config),
-            "--log-level",
-            "ERROR",
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(20):
-                while b"READY=1" not in await loop.sock_recv(sock, 4096):
-                    pass
-        finally:
-            sock.close()
-
-    async def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(15):
-                    await self.proc.wait()
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
 
 
 def queued_rows(db: Path) -> set[tuple[str, int]]:

@@ -101,7 +101,11 @@ def connect(
     if readonly:
         if not path.exists():
             raise QueueError(f"no queue file at {path}")
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        # On read-only media (an SD card remounted ro after errors) SQLite cannot create the
+        # WAL index; nothing can be writing there, so the file is read as immutable.
+        frozen = "&immutable=1" if not os.access(path.parent, os.W_OK) else ""
+        uri = f"{path.absolute().as_uri()}?mode=ro{frozen}"  # as_uri escapes ? and #
+        conn = sqlite3.connect(uri, uri=True, timeout=5.0)
     else:
         _create_private(path)
         conn = sqlite3.connect(path, timeout=5.0)
@@ -158,15 +162,42 @@ def move_aside(path: Path) -> Path:
     return target
 
 
+#: What SQLite says when a file is damaged or not a database at all (the only cases where a
+#: file is moved aside; a file we may not write is the operator's to fix, never "corrupt").
+CORRUPTION = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
+
+
+def _refuse_unwritable(path: Path) -> None:
+    """A queue gatewayd cannot write would silently turn it into a gateway that forgets."""
+    for target in (path, path.parent):
+        if target.exists() and not os.access(target, os.W_OK):
+            raise QueueError(
+                f"queue {path}: {'file' if target == path else 'directory'} {target} is not "
+                "writable (read-only file or file system?); gatewayd needs to write the queue "
+                "and its -wal/-shm files next to it. Nothing was changed."
+            )
+
+
 def open_store(
     path: Path, synchronous: str, max_bytes: int, cfg: QueueConfig | None = None
 ) -> Store:
-    """Open (or create) the queue; a corrupt file is moved aside and a fresh queue started."""
+    """Open (or create) the queue; a corrupt file is moved aside and a fresh queue started.
+
+    A file that cannot be written (permissions, a read-only mount) is refused with QueueError
+    and left exactly as it was: it is not corrupt, and its readings must still be sent.
+    """
+    _refuse_unwritable(path)
     conn = None
     try:
         conn = connect(path, synchronous=synchronous, max_bytes=max_bytes)
         problem = quick_check(conn)
+    except OSError as exc:
+        raise QueueError(f"cannot create queue {path}: {exc}") from None
     except sqlite3.DatabaseError as exc:
+        if conn is not None:
+            conn.close()
+        if getattr(exc, "sqlite_errorname", "") not in CORRUPTION:
+            raise QueueError(f"cannot open queue {path}: {exc}") from None
         problem = str(exc)
     if problem is not None:
         if conn is not None:

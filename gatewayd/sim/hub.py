@@ -99,11 +99,20 @@ class HubSimulator:
     """Connect with `start()`; register devices; read `deliveries` and `requests`."""
 
     def __init__(
-        self, host: str, port: int, client_id: str = "gatewayd-hub-sim", require_login: bool = True
+        self,
+        host: str,
+        port: int,
+        client_id: str = "gatewayd-hub-sim",
+        require_login: bool = True,
+        keep_deliveries: bool = True,
     ) -> None:
+        """`keep_deliveries=False` only counts what was stored (`delivered_samples`), for
+        benchmarks that push millions of samples through."""
         self.host = host
         self.port = port
         self.require_login = require_login
+        self.keep_deliveries = keep_deliveries
+        self.delivered_samples = 0
         self.faults = Faults()
         self.registry: dict[Key, str] = {}
         self.models: dict[str, set[str]] = {}
@@ -297,7 +306,9 @@ class HubSimulator:
             code, message = faults.reply_code, "simulated failure"
         answered = None if faults.drop or faults.garbage else code
         if answered == 200:
-            self.deliveries.extend(accepted)
+            self.delivered_samples += len(accepted)
+            if self.keep_deliveries:
+                self.deliveries.extend(accepted)
         self.requests.append(
             RequestLog(topic, str(body.get("id")), str(method), n, answered, flags)
         )

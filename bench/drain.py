@@ -1,179 +1,166 @@
-"""Drain benchmark: how fast a backlog leaves the queue, next to a bare paho publish loop.
+"""Drain: how fast a backlog leaves the queue, next to a bare paho loop moving the same bytes.
 
-    python bench/drain.py [--samples 100000] [--batches 100,500] [--inflight 1,4,8]
+    python bench/drain.py [--samples 1000000] [--batches 100,500,1000] [--inflight 1,4,8]
+                          [--repeat 3]
 
-A queue is pre-filled with samples of 10 points from 100 sub-devices, mosquitto runs on
-loopback, the hub simulator answers 200 (open mode: no logins, to measure the data path), and
-the real daemon drains until the queue is empty. The same request bytes published by a bare
-paho loop at QoS 1 without SQLite or replies give the practical limit. Prints a table and
-writes bench/results/drain.json.
+A queue pre-filled with samples of 10 points from 100 sub-devices (an hour old, so all go as
+resume.batch), mosquitto on loopback, the hub simulator in its own process answering 200, and
+`gatewayd run` as a child draining until the hub has every sample. Points per second are
+counted at the hub, from the first sample stored to the last.
+
+The bare loop is the practical limit of the same path without gatewayd: the very request
+payloads the daemon would send, built beforehand, published by paho at QoS 1 and counted by a
+plain subscriber in another process; no SQLite, no replies, no waiting. The ratio is
+drain / bare at the same batch size. That loop moves bytes only; a hub has to read what it is
+sent, so a second reference publishes the same payloads the same way to the hub simulator
+(which parses, stores and answers; the loop ignores the answers): "bare to hub". Medians of
+--repeat runs; JSON in bench/results/drain.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import platform
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from common import (
+    POINTS,
+    Daemon,
+    FarEnd,
+    broker,
+    copy_queue,
+    daemon_sections,
+    machine,
+    median,
+    prefill,
+    print_table,
+    sample,
+    workdir,
+    write_config,
+    write_json,
+)
 from paho.mqtt.enums import CallbackAPIVersion
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from gatewayd.enos.protocol import METHOD_RESUME_BATCH, batch_request
+from gatewayd.forwarder import pack_batch
+from gatewayd.model import QueuedSample
 
-from gatewayd.config import QueueConfig, build_config  # noqa: E402
-from gatewayd.daemon import Daemon  # noqa: E402
-from gatewayd.enos.protocol import METHOD_RESUME_BATCH, batch_element, batch_request  # noqa: E402
-from gatewayd.model import QueuedSample, Sample  # noqa: E402
-from gatewayd.queue import SampleQueue  # noqa: E402
-from gatewayd.sim.hub import HubSimulator  # noqa: E402
-from gatewayd.sim.mosquitto import MosquittoBroker  # noqa: E402
-
-POINTS = 10
-DEVICES = 100
+TOPIC = "/sys/gwPK/gw/thing/measurepoint/resume/batch"
 
 
-def sample(i: int, base_ms: int) -> Sample:
-    points = {f"P{k}": round(i * 0.001 + k, 3) for k in range(POINTS)}
-    return Sample("benchPK", f"dev{i % DEVICES:03d}", base_ms + i, points)
-
-
-async def prefill(path: Path, n: int) -> None:
-    queue = SampleQueue(QueueConfig(path=path, synchronous="normal"))
-    await queue.open()
-    base = int(time.time() * 1000) - 3_600_000  # an hour old: backfill
-    for start in range(0, n, 10_000):
-        for i in range(start, min(n, start + 10_000)):
-            queue.put(sample(i, base))
-        await queue.flush()
-    await queue.close()
-
-
-async def drain(broker_port: int, path: Path, n: int, batch: int, inflight: int) -> float:
-    settings = build_config(
-        {
-            "gateway": {"product_key": "gwPK", "device_key": "gw", "device_secret": "s"},
-            "mqtt": {"port": broker_port},
-            "queue": {"path": str(path), "synchronous": "full"},
-            "forward": {"batch_max_samples": batch, "inflight": inflight, "reply_timeout_s": 30},
-        }
+def drain_once(folder: Path, port: int, template: Path, n: int, batch: int, inflight: int) -> float:
+    copy_queue(template, folder / "queue.db")
+    config = write_config(
+        folder / "config.toml",
+        daemon_sections(folder, port, batch_max_samples=batch, inflight=inflight),
     )
-    daemon = Daemon(settings)
-    stop = asyncio.Event()
-    task = asyncio.create_task(daemon.run(stop))
-    await daemon.started.wait()
-    started = time.perf_counter()
-    while daemon.forwarder.delivered < n:
-        daemon.forwarder.progress.clear()
-        await asyncio.wait_for(daemon.forwarder.progress.wait(), 60)
-    elapsed = time.perf_counter() - started
-    stop.set()
-    await task
-    return elapsed
+    far = FarEnd(port, n)
+    daemon = Daemon(config, folder)
+    try:
+        daemon.start()
+        seen = far.result()
+    finally:
+        daemon.stop()
+        far.stop()
+    return n * POINTS / (seen["last"] - seen["first"])
 
 
-def bare_publish(broker_port: int, n: int, batch: int) -> float:
-    """The same request bytes at QoS 1, as fast as paho sends them; no SQLite, no replies."""
-    base = int(time.time() * 1000)
-    rows = [
-        QueuedSample(
-            i, "benchPK", s.device_key, s.ts_ms, json.dumps(s.points, separators=(",", ":"))
-        )
-        for i, s in ((i, sample(i, base)) for i in range(batch))
-    ]
-    payload = batch_request("1", METHOD_RESUME_BATCH, [batch_element(r) for r in rows])
+def request_payloads(n: int, batch: int) -> list[bytes]:
+    base = int(time.time() * 1000) - 3_600_000
+    payloads = []
+    for start in range(0, n, batch):
+        rows = []
+        for i in range(start, min(n, start + batch)):
+            s = sample(i, base)
+            points = json.dumps(s.points, separators=(",", ":"))
+            rows.append(QueuedSample(i + 1, s.product_key, s.device_key, s.ts_ms, points))
+        _, elements = pack_batch(rows, 1 << 30)
+        payloads.append(batch_request(str(start), METHOD_RESUME_BATCH, elements))
+    return payloads
+
+
+def bare_once(port: int, payloads: list[bytes], n: int, to_hub: bool = False) -> float:
+    far = FarEnd(port, n, bare=False) if to_hub else FarEnd(port, len(payloads), bare=True)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare")
-    client.max_inflight_messages_set(100)
-    done = threading.Event()
-    acked = 0
-    requests = n // batch
-
-    def on_publish(*_: Any) -> None:
-        nonlocal acked
-        acked += 1
-        if acked == requests:
-            done.set()
-
-    client.on_publish = on_publish
-    client.connect("127.0.0.1", broker_port)
+    client.max_inflight_messages_set(64)
+    connected = threading.Event()
+    client.on_connect = lambda *_: connected.set()
+    client.connect("127.0.0.1", port)
     client.loop_start()
-    started = time.perf_counter()
-    for _ in range(requests):
-        client.publish("/sys/gwPK/gw/thing/measurepoint/resume/batch", payload, qos=1)
-    done.wait(300)
-    elapsed = time.perf_counter() - started
-    client.disconnect()
-    client.loop_stop()
-    return elapsed
+    connected.wait(10)
+    try:
+        started = time.time()
+        for payload in payloads:
+            client.publish(TOPIC, payload, qos=1)
+        seen = far.result()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        far.stop()
+    return n * POINTS / (seen["last"] - started)
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--samples", type=int, default=100_000)
-    parser.add_argument("--batches", default="100,500")
+    parser.add_argument("--samples", type=int, default=1_000_000)
+    parser.add_argument("--batches", default="100,500,1000")
     parser.add_argument("--inflight", default="1,4,8")
+    parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     n = args.samples
-    results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = MosquittoBroker(Path(tmp))
-        broker.start()
-        hub = HubSimulator("127.0.0.1", broker.port, require_login=False)
-        hub.start()
-        try:
-            for batch in (int(b) for b in args.batches.split(",")):
-                bare = bare_publish(broker.port, n, batch)
-                for inflight in (int(i) for i in args.inflight.split(",")):
-                    path = Path(tmp) / f"q-{batch}-{inflight}.db"
-                    await prefill(path, n)
-                    hub.deliveries.clear()
-                    seconds = await drain(broker.port, path, n, batch, inflight)
-                    results.append(
-                        {
-                            "samples": n,
-                            "points": n * POINTS,
-                            "batch": batch,
-                            "inflight": inflight,
-                            "seconds": round(seconds, 2),
-                            "points_per_s": round(n * POINTS / seconds),
-                            "bare_points_per_s": round(n * POINTS / bare),
-                            "ratio": round(bare / seconds, 3),
-                        }
-                    )
-                    print_row(results[-1])
-        finally:
-            hub.stop()
-            broker.stop()
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": platform.platform(),
-        "cpus": __import__("os").cpu_count(),
-        "python": platform.python_version(),
-    }
-    (out / "drain.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-
-
-def print_row(row: dict[str, Any]) -> None:
-    if not getattr(print_row, "header", False):
-        print(
-            f"{'samples':>8} {'batch':>6} {'inflight':>8} {'seconds':>8} {'points/s':>10}"
-            f" {'bare points/s':>14} {'ratio':>6}"
-        )
-        print_row.header = True  # type: ignore[attr-defined]
-    print(
-        f"{row['samples']:>8} {row['batch']:>6} {row['inflight']:>8} {row['seconds']:>8}"
-        f" {row['points_per_s']:>10} {row['bare_points_per_s']:>14} {row['ratio']:>6}"
+    rows: list[dict[str, Any]] = []
+    with workdir() as folder, broker(folder) as mqtt_broker:
+        template = folder / "template.db"
+        t0 = time.monotonic()
+        prefill(template, n)
+        print(f"pre-filled {n:,} samples in {time.monotonic() - t0:.1f} s", flush=True)
+        for batch in (int(b) for b in args.batches.split(",")):
+            payloads = request_payloads(n, batch)
+            bare = median([bare_once(mqtt_broker.port, payloads, n) for _ in range(args.repeat)])
+            to_hub = median(
+                [bare_once(mqtt_broker.port, payloads, n, True) for _ in range(args.repeat)]
+            )
+            for inflight in (int(i) for i in args.inflight.split(",")):
+                runs = [
+                    drain_once(folder, mqtt_broker.port, template, n, batch, inflight)
+                    for _ in range(args.repeat)
+                ]
+                rows.append(
+                    {
+                        "samples": n,
+                        "batch": batch,
+                        "inflight": inflight,
+                        "points_per_s": round(median(runs)),
+                        "runs": [round(r) for r in runs],
+                        "bare_points_per_s": round(bare),
+                        "ratio": round(median(runs) / bare, 3),
+                        "bare_to_hub_points_per_s": round(to_hub),
+                        "ratio_to_hub": round(median(runs) / to_hub, 3),
+                    }
+                )
+                print(
+                    f"batch {batch} x {inflight}: {rows[-1]['points_per_s']:,} points/s",
+                    flush=True,
+                )
+    print_table(
+        f"drain, {n:,} samples x {POINTS} points, median of {args.repeat}",
+        rows,
+        [
+            ("batch", "batch"),
+            ("inflight", "in flight"),
+            ("points_per_s", "points/s"),
+            ("bare_points_per_s", "bare paho points/s"),
+            ("ratio", "ratio"),
+            ("bare_to_hub_points_per_s", "bare to hub points/s"),
+            ("ratio_to_hub", "ratio"),
+        ],
     )
+    print(f"JSON: {write_json('drain', machine(), rows)}")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

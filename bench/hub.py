@@ -1,17 +1,20 @@
 """The far end of a benchmark, in its own process so it does not share the daemon's GIL.
 
-    python bench/hub.py --port P --expect N [--bare]
+    python bench/hub.py --port P --expect N [--bare] [--record FILE]
 
 Default: the hub simulator in open mode, answering 200 and counting (not keeping) samples.
 `--bare`: a plain subscriber that only counts messages on the data topics, for the bare
 publish loop. Prints `ready` once subscribed, then one JSON line when N samples (hub) or N
 messages (bare) have arrived: when the first and the last came (wall clock, seconds).
+With `--record FILE` the hub keeps what it stored and, on SIGTERM, writes one JSON line per
+sample (device key, time stamp, when it arrived) to FILE before it exits.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import threading
 import time
@@ -56,8 +59,12 @@ def bare(port: int, expect: int) -> dict[str, float]:
     return seen
 
 
-def hub(port: int, expect: int) -> dict[str, float]:
-    simulator = HubSimulator("127.0.0.1", port, require_login=False, keep_deliveries=False)
+def hub(port: int, expect: int, record: Path | None) -> dict[str, float]:
+    simulator = HubSimulator(
+        "127.0.0.1", port, require_login=False, keep_deliveries=record is not None
+    )
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     simulator.start()
     print("ready", flush=True)
     first: list[float] = []
@@ -67,11 +74,19 @@ def hub(port: int, expect: int) -> dict[str, float]:
             first.append(time.time())
         return h.delivered_samples >= expect
 
-    while not simulator.wait_for(progress, 3600):
+    while not simulator.wait_for(progress, 0.5) and not stopping.is_set():
         pass
     last = time.time()
     simulator.stop()
-    return {"count": simulator.delivered_samples, "first": first[0], "last": last}
+    if record is not None:
+        with record.open("w") as out:
+            for d in simulator.deliveries:
+                out.write(json.dumps([d.device_key, d.ts_ms, d.received_s]) + "\n")
+    return {
+        "count": simulator.delivered_samples,
+        "first": first[0] if first else 0.0,
+        "last": last,
+    }
 
 
 def main() -> None:
@@ -79,8 +94,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--expect", type=int, required=True)
     parser.add_argument("--bare", action="store_true")
+    parser.add_argument("--record", type=Path)
     args = parser.parse_args()
-    result = bare(args.port, args.expect) if args.bare else hub(args.port, args.expect)
+    result = bare(args.port, args.expect) if args.bare else hub(args.port, args.expect, args.record)
     print(json.dumps(result), flush=True)
 
 

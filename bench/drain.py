@@ -36,9 +36,9 @@ from common import (
     daemon_sections,
     machine,
     median,
-    prefill,
     print_table,
     sample,
+    template,
     workdir,
     write_config,
     write_json,
@@ -114,10 +114,7 @@ def main() -> None:
     n = args.samples
     rows: list[dict[str, Any]] = []
     with workdir() as folder, broker(folder) as mqtt_broker:
-        template = folder / "template.db"
-        t0 = time.monotonic()
-        prefill(template, n)
-        print(f"pre-filled {n:,} samples in {time.monotonic() - t0:.1f} s", flush=True)
+        queue_template = template(n)
         for batch in (int(b) for b in args.batches.split(",")):
             payloads = request_payloads(n, batch)
             bare = median([bare_once(mqtt_broker.port, payloads, n) for _ in range(args.repeat)])
@@ -126,7 +123,7 @@ def main() -> None:
             )
             for inflight in (int(i) for i in args.inflight.split(",")):
                 runs = [
-                    drain_once(folder, mqtt_broker.port, template, n, batch, inflight)
+                    drain_once(folder, mqtt_broker.port, queue_template, n, batch, inflight)
                     for _ in range(args.repeat)
                 ]
                 rows.append(

@@ -93,7 +93,7 @@ async def test_file_is_private_wal_and_versioned(queue: SampleQueue, tmp_path: P
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (2,)
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (3,)
 
 
 async def test_reopening_keeps_rows_and_applies_nothing_twice(tmp_path: Path) -> None:
@@ -182,3 +182,17 @@ async def test_an_older_file_is_upgraded_in_place(tmp_path: Path) -> None:
     with sqlite3.connect(path) as check:
         columns = {row[1] for row in check.execute("PRAGMA table_info(samples)")}
     assert {"held_boot", "held_mono_ms"} <= columns
+
+
+async def test_finding_held_readings_uses_the_partial_index_not_a_scan(
+    queue: SampleQueue, tmp_path: Path
+) -> None:
+    with sqlite3.connect(tmp_path / "q.db") as conn:
+        for where in ("held_boot = 'b'", "held_boot IS NOT NULL AND held_boot != 'b'"):
+            plan = " ".join(
+                row[3]
+                for row in conn.execute(f"EXPLAIN QUERY PLAN SELECT id FROM samples WHERE {where}")
+            )
+            assert (
+                "USING INDEX samples_held" in plan or "USING COVERING INDEX samples_held" in plan
+            ), plan

@@ -22,14 +22,13 @@ from pymodbus.pdu import ModbusPDU
 
 from gatewayd.config import DeviceConfig, ModbusConfig, PointConfig
 from gatewayd.errors import DecodeError, DeviceError, ExceptionResponse
-from gatewayd.modbus.decode import decode_point, is_finite
+from gatewayd.modbus.decode import PointDecoder, Words, is_finite, point_decoder
 from gatewayd.modbus.plan import ReadRequest, plan_reads
 from gatewayd.model import PointValue, Quality, Sample
 
 log = logging.getLogger(__name__)
 
 EndpointKey = tuple[str, ...]
-Words = Sequence[int] | Sequence[bool]
 
 
 def endpoint_key(cfg: ModbusConfig) -> EndpointKey:
@@ -142,6 +141,15 @@ class DevicePoller:
         self.sink = sink
         self.stamp = stamp or (lambda: (time.time_ns() // 1_000_000, 0, None))
         self.plan = plan_reads(device.points, device.modbus.max_gap)
+        # Per request: each point with its slice of the response and its decoder, worked out
+        # once here rather than on every poll.
+        self._layout = [
+            [
+                (p.point, p.offset, p.offset + p.point.register_count, point_decoder(p.point))
+                for p in request.points
+            ]
+            for request in self.plan
+        ]
         self.polls = 0
         self.failures = 0
         self.skipped = 0
@@ -160,7 +168,7 @@ class DevicePoller:
     async def read_sample(self) -> Sample:
         """Read every request of the plan into one sample; DeviceError if the device is unreachable."""
         points: dict[str, PointValue] = {}
-        for request in self.plan:
+        for request, layout in zip(self.plan, self._layout, strict=True):
             try:
                 words = await self.endpoint.read(
                     request, self.device.modbus.unit_id, self.device.name
@@ -171,18 +179,16 @@ class DevicePoller:
                 for placed in request.points:
                     self._put(points, placed.point, bad(placed.point, Quality.DEVICE_EXCEPTION))
                 continue
-            for placed in request.points:
-                point = placed.point
-                chunk = words[placed.offset : placed.offset + point.register_count]
-                self._put(points, point, self._decode(point, chunk))
+            for point, start, end, decode in layout:
+                self._put(points, point, self._decode(point, decode, words[start:end]))
         # Stamped when the read completed; held (with its monotonic time) while the wall clock
         # is not trusted, to be re-stamped later (gatewayd/clock.py).
         wall, mono, held = self.stamp()
         return Sample(self.device.product_key, self.device.device_key, wall, points, held, mono)
 
-    def _decode(self, point: PointConfig, chunk: Words) -> PointValue | None:
+    def _decode(self, point: PointConfig, decode: PointDecoder, chunk: Words) -> PointValue | None:
         try:
-            value = decode_point(point, chunk)
+            value = decode(chunk)
         except DecodeError as exc:
             self.bad_values += 1
             log.debug(

@@ -5,6 +5,7 @@ import contextlib
 import sqlite3
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from gatewayd.config import QueueConfig
 from gatewayd.errors import QueueError
 from gatewayd.model import Sample
-from gatewayd.queue import SampleQueue, read_stats
+from gatewayd.queue import SampleQueue, open_store, read_stats
 
 BASE = (int(time.time()) - 3600) * 1000  # within the default age bound
 
@@ -196,3 +197,32 @@ async def test_finding_held_readings_uses_the_partial_index_not_a_scan(
             assert (
                 "USING INDEX samples_held" in plan or "USING COVERING INDEX samples_held" in plan
             ), plan
+
+
+def vm_steps(conn: sqlite3.Connection, work: Callable[[], object]) -> int:
+    """SQLite virtual-machine instructions (in hundreds) that `work` runs on `conn`."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    conn.set_progress_handler(count, 100)
+    try:
+        work()
+    finally:
+        conn.set_progress_handler(None, 0)
+    return steps
+
+
+async def test_the_health_figures_cost_the_same_at_any_queue_length(tmp_path: Path) -> None:
+    """They are read every health tick on the writer thread; a scan would grow with the backlog."""
+    costs = []
+    for n in (2_000, 40_000):
+        store = open_store(tmp_path / f"q{n}.db", "off", 0)
+        store.insert([sample(i) for i in range(n)])
+        assert store.figures()[0] == n
+        costs.append(vm_steps(store.conn, store.figures))
+        store.conn.close()
+    assert costs[1] <= costs[0] + 5, costs

@@ -88,6 +88,29 @@ def test_batch_request_is_the_documented_shape() -> None:
     }
 
 
+@given(
+    keys=st.lists(st.tuples(st.text(max_size=12), st.text(max_size=12)), min_size=1, max_size=4),
+    times=st.lists(st.integers(0, 2**53), min_size=1, max_size=12),
+)
+def test_batch_elements_parse_back_to_their_samples(
+    keys: list[tuple[str, str]], times: list[int]
+) -> None:
+    """Any keys (quotes, backslashes, any unicode), repeated as a gateway's sub-devices repeat."""
+    rows = [QueuedSample(i, *keys[i % len(keys)], ts, f'{{"P":{i}}}') for i, ts in enumerate(times)]
+    params = json.loads(batch_request("1", METHOD_RESUME_BATCH, [batch_element(r) for r in rows]))[
+        "params"
+    ]
+    assert params == [
+        {
+            "productKey": r.product_key,
+            "deviceKey": r.device_key,
+            "measurepoints": {"P": r.id},
+            "time": r.ts_ms,
+        }
+        for r in rows
+    ]
+
+
 @pytest.mark.parametrize(
     "payload",
     [

@@ -362,7 +362,7 @@ class Store:
             " WHERE id > ? AND held_boot IS NULL ORDER BY id LIMIT ?",
             (after_id, limit),
         )
-        return [QueuedSample(*row) for row in cursor]
+        return list(map(QueuedSample._make, cursor))
 
     def fetch_newest(self, after_id: int, limit: int) -> list[QueuedSample]:
         """The newest rows past `after_id`, newest first (a cheap scan from the end)."""
@@ -371,7 +371,7 @@ class Store:
             " WHERE id > ? AND held_boot IS NULL ORDER BY id DESC LIMIT ?",
             (after_id, limit),
         )
-        return [QueuedSample(*row) for row in cursor]
+        return list(map(QueuedSample._make, cursor))
 
     def reject(self, ids: list[int], code: int, message: str) -> int:
         """Move rows the hub refused for their content into the dead-letter table."""

@@ -6,7 +6,9 @@
 A queue pre-filled with samples of 10 points from 100 sub-devices (an hour old, so all go as
 resume.batch), mosquitto on loopback, the hub simulator in its own process answering 200, and
 `gatewayd run` as a child draining until the hub has every sample. Points per second are
-counted at the hub, from the first sample stored to the last.
+counted at the hub, from the first sample stored to the last; the daemon's CPU time over the
+drain (user + system, from READY to the last sample) per million points shows its own cost,
+whatever the far end's speed.
 
 The bare loop is the practical limit of the same path without gatewayd: the very request
 payloads the daemon would send, built beforehand, published by paho at QoS 1 and counted by a
@@ -52,7 +54,10 @@ from gatewayd.model import QueuedSample
 TOPIC = "/sys/gwPK/gw/thing/measurepoint/resume/batch"
 
 
-def drain_once(folder: Path, port: int, template: Path, n: int, batch: int, inflight: int) -> float:
+def drain_once(
+    folder: Path, port: int, template: Path, n: int, batch: int, inflight: int
+) -> tuple[float, float]:
+    """Points per second at the hub, and the daemon's CPU seconds per million points."""
     copy_queue(template, folder / "queue.db")
     config = write_config(
         folder / "config.toml",
@@ -62,11 +67,13 @@ def drain_once(folder: Path, port: int, template: Path, n: int, batch: int, infl
     daemon = Daemon(config, folder)
     try:
         daemon.start()
+        cpu_at_ready = daemon.cpu_s()
         seen = far.result()
+        cpu = daemon.cpu_s() - cpu_at_ready
     finally:
         daemon.stop()
         far.stop()
-    return n * POINTS / (seen["last"] - seen["first"])
+    return n * POINTS / (seen["last"] - seen["first"]), cpu / (n * POINTS / 1e6)
 
 
 def request_payloads(n: int, batch: int) -> list[bytes]:
@@ -122,10 +129,11 @@ def main() -> None:
                 [bare_once(mqtt_broker.port, payloads, n, True) for _ in range(args.repeat)]
             )
             for inflight in (int(i) for i in args.inflight.split(",")):
-                runs = [
+                measured = [
                     drain_once(folder, mqtt_broker.port, queue_template, n, batch, inflight)
                     for _ in range(args.repeat)
                 ]
+                runs = [rate for rate, _ in measured]
                 rows.append(
                     {
                         "samples": n,
@@ -133,6 +141,7 @@ def main() -> None:
                         "inflight": inflight,
                         "points_per_s": round(median(runs)),
                         "runs": [round(r) for r in runs],
+                        "cpu_s_per_m_points": round(median([c for _, c in measured]), 2),
                         "bare_points_per_s": round(bare),
                         "ratio": round(median(runs) / bare, 3),
                         "bare_to_hub_points_per_s": round(to_hub),
@@ -150,6 +159,7 @@ def main() -> None:
             ("batch", "batch"),
             ("inflight", "in flight"),
             ("points_per_s", "points/s"),
+            ("cpu_s_per_m_points", "daemon CPU s per M points"),
             ("bare_points_per_s", "bare paho points/s"),
             ("ratio", "ratio"),
             ("bare_to_hub_points_per_s", "bare to hub points/s"),

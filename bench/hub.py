@@ -74,8 +74,10 @@ def hub(port: int, expect: int, record: Path | None) -> dict[str, float]:
             first.append(time.time())
         return h.delivered_samples >= expect
 
+    deadline = time.monotonic() + 900  # a benchmark that stalls fails instead of hanging
     while not simulator.wait_for(progress, 0.5) and not stopping.is_set():
-        pass
+        if time.monotonic() > deadline and record is None:
+            break
     last = time.time()
     simulator.stop()
     if record is not None:
@@ -86,6 +88,7 @@ def hub(port: int, expect: int, record: Path | None) -> dict[str, float]:
         "count": simulator.delivered_samples,
         "first": first[0] if first else 0.0,
         "last": last,
+        "timed_out": simulator.delivered_samples < expect and not stopping.is_set(),
     }
 
 

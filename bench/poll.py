@@ -106,6 +106,9 @@ def run_once(folder: Path, devices: int, registers: int, seconds: float) -> dict
     assert farm.stdout is not None and farm.stdin is not None
     ports = json.loads(farm.stdout.readline())
     record = folder / "deliveries.jsonl"
+    for leftover in ("queue.db", "queue.db-wal", "queue.db-shm"):
+        # A previous run's undelivered samples would reach this run's hub and skew its phases.
+        (folder / leftover).unlink(missing_ok=True)
     try:
         with broker(folder) as mqtt_broker:
             sections = daemon_sections(folder, mqtt_broker.port)

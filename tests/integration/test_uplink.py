@@ -237,6 +237,26 @@ async def test_live_samples_go_first_and_the_backlog_drains_in_order(
     assert all(d.ts_ms > HOUR_AGO_MS + 60_000 for d in hub.deliveries if d.method == POST)
 
 
+async def test_a_backlog_that_ages_while_it_drains_goes_in_full_batches(
+    tmp_path: Path, broker: Broker, hub: HubSimulator
+) -> None:
+    """Rows 1 ms apart straddle the live/backfill boundary and cross it, one per millisecond,
+    while the drain runs. The backlog must still go in full batches, not a row or two at a time
+    as each one ages (which once held a drain to the rate its readings aged)."""
+    n, batch = 6000, 500
+    now_ms = int(time.time() * 1000)
+    start = now_ms - 60_000 - 1000  # the first 1,000 rows are past live_max_age_s = 60
+    backlog = [Sample("subPK", "m1", start + i, {"Seq": i}) for i in range(n)]
+    settings = config(tmp_path, broker, silent_devices("m1"), batch_max_samples=batch)
+    await prefill(settings.queue.path, backlog)
+    async with running(settings, hub) as daemon:
+        await drained(daemon, hub, n)
+    data_requests = [r for r in hub.requests if r.method in (POST, RESUME)]
+    assert sorted(d.ts_ms for d in hub.deliveries) == [s.ts_ms for s in backlog]
+    # Full batches, plus at most a few short ones where the boundary stood at a step.
+    assert len(data_requests) <= n // batch + 6, [r.samples for r in data_requests]
+
+
 async def test_broker_restart_mid_drain_loses_nothing_and_resends_little(
     tmp_path: Path, broker: Broker, hub: HubSimulator
 ) -> None:

@@ -94,9 +94,12 @@ def sample(i: int, base_ms: int) -> Sample:
 
 
 def prefill(path: Path, n: int, age_s: float = 3600.0, chunk: int = 50_000) -> None:
-    """A queue of n samples through the daemon's own insert path (fsync off: it is set-up)."""
+    """A queue of n samples through the daemon's own insert path (fsync off: it is set-up).
+
+    Samples are 1 ms apart and the newest is `age_s` old when the file is built, so a backlog
+    of any size lies wholly in the past (10 M samples span 2.8 hours)."""
     store = open_store(path, "off", 0)
-    base = int(time.time() * 1000) - int(age_s * 1000)
+    base = int(time.time() * 1000) - int(age_s * 1000) - n
     try:
         for start in range(0, n, chunk):
             store.insert([sample(i, base) for i in range(start, min(n, start + chunk))])
@@ -110,10 +113,10 @@ CACHE = Path("/var/tmp/gatewayd-bench-cache")
 def template(n: int) -> Path:
     """A pre-filled queue of n samples, built once and kept in /var/tmp between runs."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"queue-{n}.db"
+    path = CACHE / f"queue-{n}-past.db"  # "-past": older caches held samples up to 1.8 h ahead
     if not path.exists():
         started = time.monotonic()
-        partial = CACHE / f"queue-{n}.partial.db"
+        partial = CACHE / f"queue-{n}-past.partial.db"
         partial.unlink(missing_ok=True)
         prefill(partial, n)
         partial.rename(path)

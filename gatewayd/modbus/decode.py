@@ -40,9 +40,28 @@ def _word_packer(count: int, order: ByteOrder) -> tuple[struct.Struct, bool]:
 
 
 @functools.lru_cache(maxsize=64)
-def _codec(dtype: str, count: int, order: ByteOrder) -> tuple[struct.Struct, bool, struct.Struct]:
+def _raw_decoder(dtype: str, count: int, order: ByteOrder) -> Callable[[Words], int | float]:
+    """Registers to the raw number, for one (type, register count, order), built once: the poll
+    loop decodes the same few shapes thousands of times a second."""
     packer, reverse = _word_packer(count, order)
-    return packer, reverse, struct.Struct(">" + _STRUCT[dtype])
+    unpacker = struct.Struct(">" + _STRUCT[dtype])
+    if unpacker.size != packer.size:
+        need = unpacker.size // 2
+
+        def wrong_count(words: Words) -> int | float:
+            raise DecodeError(f"{dtype} needs {need} registers, got {len(words)}")
+
+        return wrong_count
+
+    def decode(words: Words) -> int | float:
+        try:
+            raw = packer.pack(*(reversed(words) if reverse else words))
+        except struct.error as exc:  # a short response or a value outside 0..65535
+            raise DecodeError(f"{dtype} from registers {list(words)}: {exc}") from exc
+        value: int | float = unpacker.unpack(raw)[0]
+        return value
+
+    return decode
 
 
 def _ordered_bytes(registers: Sequence[int], order: ByteOrder) -> bytes:
@@ -71,15 +90,7 @@ def decode_registers(
         if not 0 <= registers[0] <= 0xFFFF:
             raise DecodeError(f"register value out of range in {list(registers)}")
         return registers[0] != 0
-    packer, reverse, unpacker = _codec(dtype, len(registers), order)
-    if unpacker.size != packer.size:
-        raise DecodeError(f"{dtype} needs {unpacker.size // 2} registers, got {len(registers)}")
-    try:
-        raw = packer.pack(*(reversed(registers) if reverse else registers))
-    except struct.error as exc:
-        raise DecodeError(f"register value out of range in {list(registers)}") from exc
-    value: int | float = unpacker.unpack(raw)[0]
-    return value
+    return _raw_decoder(dtype, len(registers), order)(registers)
 
 
 def point_decoder(point: PointConfig) -> PointDecoder:
@@ -94,19 +105,11 @@ def point_decoder(point: PointConfig) -> PointDecoder:
     dtype, order = point.type, point.order
     if dtype in ("string", "bool"):
         return lambda words: decode_registers([int(w) for w in words], dtype, order)
-    packer, reverse, unpacker = _codec(dtype, point.register_count, order)
+    raw = _raw_decoder(dtype, point.register_count, order)
     scale, offset = point.scale, point.offset
-    plain = scale == 1.0 and offset == 0.0
-
-    def decode(words: Words) -> Scalar:
-        try:
-            raw = packer.pack(*(reversed(words) if reverse else words))
-        except struct.error as exc:  # a wrong count or a value outside 0..65535
-            raise DecodeError(f"{dtype} from registers {list(words)}: {exc}") from exc
-        value: int | float = unpacker.unpack(raw)[0]
-        return value if plain else value * scale + offset
-
-    return decode
+    if scale == 1.0 and offset == 0.0:
+        return raw  # integers stay integers when nothing scales them
+    return lambda words: raw(words) * scale + offset
 
 
 def decode_point(point: PointConfig, words: Words) -> Scalar:

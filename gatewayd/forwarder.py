@@ -1,8 +1,9 @@
 """The drain loop: queue rows to batch requests, and the replies back to deletions.
 
-Live before backfill: samples younger than `live_max_age_s` go as `thing.measurepoint.post.batch`
-(the hub runs alerts on them), older ones as `thing.measurepoint.resume.batch`. Each round first
-looks at the newest rows (a cheap scan from the end of the table) and sends the young ones; the
+Live before backfill: samples younger than `live_max_age_s` (give or take the one-second step
+of the boundary) go as `thing.measurepoint.post.batch` (the hub runs alerts on them), older ones
+as `thing.measurepoint.resume.batch`. Each round first looks at
+the newest rows (a cheap scan from the end of the table) and sends the young ones; the
 backlog drains oldest first behind a cursor (row ids only grow) in the remaining capacity. Up to
 `forward.inflight` requests await replies at once; batches are bounded by samples and bytes.
 

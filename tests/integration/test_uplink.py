@@ -253,8 +253,10 @@ async def test_a_backlog_that_ages_while_it_drains_goes_in_full_batches(
         await drained(daemon, hub, n)
     data_requests = [r for r in hub.requests if r.method in (POST, RESUME)]
     assert sorted(d.ts_ms for d in hub.deliveries) == [s.ts_ms for s in backlog]
-    # Full batches, plus at most a few short ones where the boundary stood at a step.
-    assert len(data_requests) <= n // batch + 6, [r.samples for r in data_requests]
+    # Full batches, plus a short one wherever the boundary stood at a step: 13 requests here
+    # in a fraction of a second; room for a slow machine whose drain spans many steps. Rows
+    # sent as they aged made 660.
+    assert len(data_requests) <= n // batch + 20, [r.samples for r in data_requests]
 
 
 async def test_broker_restart_mid_drain_loses_nothing_and_resends_little(

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from gatewayd.model import Sample  # noqa: E402
-from gatewayd.queue import open_store  # noqa: E402
+from gatewayd.queue.store import open_store  # noqa: E402
 from gatewayd.sim.mosquitto import MosquittoBroker  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"

@@ -37,7 +37,7 @@ from common import (
 )
 
 from gatewayd.config import QueueConfig
-from gatewayd.queue import SampleQueue, read_stats
+from gatewayd.queue.store import SampleQueue, read_stats
 
 
 async def produce(path: Path, seconds: float, interval_ms: int, rate: int) -> dict[str, Any]:

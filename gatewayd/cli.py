@@ -82,7 +82,7 @@ def run(config: str | None, log_level: str) -> None:
     """
     settings = load_or_exit(config)
     setup_logging(log_level)
-    from gatewayd.daemon import Daemon
+    from gatewayd.runtime.daemon import Daemon
 
     try:
         path = config_path(config)
@@ -115,7 +115,7 @@ def check(config: str | None) -> None:
     Exits 0 when valid, 78 with every problem named by its key path when not.
     """
     settings = load_or_exit(config)
-    from gatewayd.modbus.plan import plan_reads
+    from gatewayd.acquire.plan import plan_reads
 
     gw = settings.gateway
     console.print(
@@ -161,8 +161,8 @@ def poll(config: str | None, device_name: str | None) -> None:
 
 
 async def _poll_once(devices: list[Any]) -> int:
+    from gatewayd.acquire.poller import build_pollers
     from gatewayd.errors import DeviceError
-    from gatewayd.modbus.poller import build_pollers
 
     pollers, endpoints = build_pollers(devices, lambda sample: None)
     failed = 0
@@ -212,7 +212,7 @@ def stats(config: str | None, db: str | None, as_json: bool) -> None:
 
     Example: gatewayd queue stats --db /var/lib/gatewayd/queue.db
     """
-    from gatewayd.queue import read_stats
+    from gatewayd.queue.store import read_stats
 
     try:
         figures = read_stats(queue_path(config, db))
@@ -294,7 +294,7 @@ def peek(config: str | None, db: str | None, as_json: bool, count: int) -> None:
 
     Example: gatewayd queue peek -n 5 --db /var/lib/gatewayd/queue.db
     """
-    from gatewayd import queue_admin
+    from gatewayd.queue import admin as queue_admin
 
     rows = admin(queue_admin.peek, queue_path(config, db), count)
     show_samples(rows, as_json, "oldest pending samples", ("attempts",))
@@ -308,7 +308,7 @@ def rejected_cmd(
     config: str | None, db: str | None, as_json: bool, count: int, code: int | None
 ) -> None:
     """Dead-lettered samples with the hub's code and message, newest first."""
-    from gatewayd import queue_admin
+    from gatewayd.queue import admin as queue_admin
 
     rows = admin(queue_admin.rejected, queue_path(config, db), count, code)
     show_samples(rows, as_json, "rejected samples", ("code", "message"))
@@ -322,7 +322,7 @@ def requeue_rejected(config: str | None, db: str | None, as_json: bool, code: in
 
     Example: gatewayd queue requeue-rejected --code 1204
     """
-    from gatewayd import queue_admin
+    from gatewayd.queue import admin as queue_admin
 
     moved = admin(queue_admin.requeue_rejected, queue_path(config, db), code)
     click.echo(json.dumps({"requeued": moved}) if as_json else f"requeued {moved} samples")
@@ -351,7 +351,7 @@ def export(
     """
     import csv
 
-    from gatewayd import queue_admin
+    from gatewayd.queue import admin as queue_admin
 
     rows = queue_admin.export(queue_path(config, db), device, parse_time(since), parse_time(until))
     out = sys.stdout
@@ -394,7 +394,7 @@ def purge(
 
     Example: gatewayd queue purge --yes --device meter001 --before 2026-11-01
     """
-    from gatewayd import queue_admin
+    from gatewayd.queue import admin as queue_admin
 
     if not yes:
         fail("this drops readings that were never delivered; add --yes to do it", code=2)
@@ -406,7 +406,7 @@ def purge(
 @queue_options
 def vacuum(config: str | None, db: str | None, as_json: bool) -> None:
     """Give the space of delivered samples back to the file system."""
-    from gatewayd import queue_admin
+    from gatewayd.queue import admin as queue_admin
 
     before, after = admin(queue_admin.vacuum, queue_path(config, db))
     if as_json:

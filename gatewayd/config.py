@@ -168,7 +168,7 @@ class ForwardConfig(Section):
 
 
 class ClockConfig(Section):
-    """When the wall clock may stamp readings (see gatewayd/clock.py)."""
+    """When the wall clock may stamp readings (see gatewayd/acquire/clock.py)."""
 
     trust: Literal["floor", "ntp", "always"] = "floor"
     floor: str = "2026-11-01"  # no reading can be older than the software that took it

@@ -18,8 +18,8 @@ from typing import Any
 from rich.console import Console
 
 from gatewayd.config import build_config
-from gatewayd.daemon import Daemon
-from gatewayd.queue import read_stats
+from gatewayd.queue.store import read_stats
+from gatewayd.runtime.daemon import Daemon
 from gatewayd.sim.broker import EmbeddedBroker
 from gatewayd.sim.hub import HubSimulator
 from gatewayd.sim.modbus import ModbusSimulator, meter_points

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.queue import read_stats
+from gatewayd.queue.store import read_stats
 from gatewayd.sim.hub import HubSimulator
 from gatewayd.sim.modbus import ModbusSimulator, meter_points
 from tests.support.brokers import Broker

@@ -19,7 +19,7 @@ import pytest
 
 from gatewayd.config import QueueConfig
 from gatewayd.model import Sample
-from gatewayd.queue import SampleQueue, read_stats
+from gatewayd.queue.store import SampleQueue, read_stats
 from tests.support.daemon import config_data, modbus_device, start_gatewayd, write_config
 from tests.support.modbus import KNOWN_POINTS
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from gatewayd.cli import main
 from gatewayd.config import QueueConfig
 from gatewayd.model import Sample
-from gatewayd.queue import SampleQueue
+from gatewayd.queue.store import SampleQueue
 from tests.support.modbus import KNOWN_VALUES, KnownModbusServer
 
 ROOT = Path(__file__).parents[2]

@@ -6,8 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
-from gatewayd.clock import ClockGuard
-from gatewayd.daemon import Daemon
+from gatewayd.acquire.clock import ClockGuard
+from gatewayd.runtime.daemon import Daemon
 from gatewayd.sim.hub import HubSimulator
 from tests.support.brokers import Broker
 from tests.support.daemon import gateway_config, modbus_device, register

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.queue import read_stats
+from gatewayd.queue.store import read_stats
 from gatewayd.sim.broker import free_port
 from gatewayd.sim.hub import HubSimulator
 from gatewayd.sim.modbus import ModbusSimulator, meter_points
@@ -49,7 +49,7 @@ async def test_healthy_devices_keep_their_rhythm_next_to_dead_ones(
     blackhole: int,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gatewayd.modbus.poller")
+    caplog.set_level(logging.INFO, logger="gatewayd.acquire.poller")
     meters = ModbusSimulator(unit_ids=(1, 2))
     port = await meters.start()
     points = meter_points()

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gatewayd.acquire.poller import DevicePoller, Endpoint, build_pollers
 from gatewayd.config import DeviceConfig
-from gatewayd.modbus.poller import DevicePoller, Endpoint, build_pollers
 from gatewayd.model import Quality
 from tests.support.encoding import FORMATS, encode, encode_text, valid_orders
 from tests.support.modbus_lab import WORDS, ModbusLab

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from gatewayd.cli import main
 from gatewayd.config import QueueConfig
 from gatewayd.model import Sample
-from gatewayd.queue import SampleQueue, Store, connect, read_stats
+from gatewayd.queue.store import SampleQueue, Store, connect, read_stats
 
 BASE = (int(time.time()) - 7200) * 1000
 
@@ -28,7 +28,7 @@ def cli(*args: str) -> tuple[int, str]:
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "q.db"
     store = Store(connect(path))
-    from gatewayd.queue import migrate
+    from gatewayd.queue.store import migrate
 
     migrate(store.conn)
     samples = [Sample("pk", f"m{i % 2}", BASE + i * 1000, {"P": i}) for i in range(10)]
@@ -92,7 +92,7 @@ def test_purge_needs_yes_and_filters(db: Path) -> None:
 def test_vacuum_gives_space_back(tmp_path: Path) -> None:
     path = tmp_path / "big.db"
     store = Store(connect(path))
-    from gatewayd.queue import migrate
+    from gatewayd.queue.store import migrate
 
     migrate(store.conn)
     store.insert([Sample("pk", "m", BASE + i, {"P": "x" * 200}) for i in range(5000)])

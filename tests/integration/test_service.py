@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.queue import read_stats
+from gatewayd.queue.store import read_stats
 from gatewayd.sim.hub import HubSimulator
 from tests.support.brokers import Broker
 from tests.support.daemon import (

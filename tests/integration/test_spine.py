@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.queue import read_stats
+from gatewayd.queue.store import read_stats
 from gatewayd.sim.hub import HubSimulator
 from tests.support.brokers import Broker
 from tests.support.daemon import (
@@ -176,7 +176,7 @@ async def test_gatewayd_run_as_a_process_delivers_and_stops_on_sigterm(
     finally:
         log = await stop_gatewayd(proc, 15)
     assert proc.returncode == 0, log
-    assert "level=info logger=gatewayd.daemon started devices=1" in log
+    assert "level=info logger=gatewayd.runtime.daemon started devices=1" in log
     assert "stopping" in log and "Traceback" not in log and "level=error" not in log
     assert "Zq-7-secret" not in log
     stats = read_stats(tmp_path / "q.db")

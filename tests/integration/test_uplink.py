@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd.config import QueueConfig, Settings
-from gatewayd.daemon import Daemon
 from gatewayd.enos.protocol import METHOD_DISABLE, METHOD_ENABLE
 from gatewayd.model import Sample
-from gatewayd.queue import SampleQueue, read_stats
+from gatewayd.queue.store import SampleQueue, read_stats
+from gatewayd.runtime.daemon import Daemon
 from gatewayd.sim.broker import free_port
 from gatewayd.sim.hub import HubSimulator
 from gatewayd.sim.modbus import ModbusSimulator, meter_points

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gatewayd.config import Settings, build_config
-from gatewayd.daemon import Daemon
+from gatewayd.runtime.daemon import Daemon
 from gatewayd.sim.hub import HubSimulator
 
 

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from gatewayd.clock import ClockGuard, floor_ms
+from gatewayd.acquire.clock import ClockGuard, floor_ms
 from gatewayd.config import ClockConfig
 
 REAL_MS = floor_ms("2026-11-25")

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gatewayd.acquire.decode import decode_point, decode_registers, is_finite, point_decoder
 from gatewayd.config import PointConfig
 from gatewayd.errors import DecodeError
-from gatewayd.modbus.decode import decode_point, decode_registers, is_finite, point_decoder
 from tests.support.encoding import FORMATS, encode
 
 

@@ -5,8 +5,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gatewayd.acquire.plan import plan_reads
 from gatewayd.config import PointConfig
-from gatewayd.modbus.plan import plan_reads
 
 
 def points(*specs: tuple[str, int, str]) -> list[PointConfig]:

@@ -13,7 +13,7 @@ import pytest
 from gatewayd.config import QueueConfig
 from gatewayd.errors import QueueError
 from gatewayd.model import Sample
-from gatewayd.queue import SampleQueue, open_store, read_stats
+from gatewayd.queue.store import SampleQueue, open_store, read_stats
 
 BASE = (int(time.time()) - 3600) * 1000  # within the default age bound
 
@@ -130,7 +130,7 @@ def test_stats_of_a_missing_or_foreign_file(tmp_path: Path) -> None:
 
 
 async def test_a_large_group_is_committed_before_the_tick(tmp_path: Path) -> None:
-    from gatewayd.queue import GROUP_MAX_SAMPLES
+    from gatewayd.queue.store import GROUP_MAX_SAMPLES
 
     q = SampleQueue(QueueConfig(path=tmp_path / "q.db", commit_interval_ms=60_000))
     await q.open()
@@ -165,7 +165,7 @@ async def test_a_cancelled_flush_loses_nothing(tmp_path: Path) -> None:
 async def test_an_older_file_is_upgraded_in_place(tmp_path: Path) -> None:
     import sqlite_utils
 
-    from gatewayd.queue import MIGRATIONS, connect
+    from gatewayd.queue.store import MIGRATIONS, connect
 
     path = tmp_path / "old.db"
     conn = connect(path)

@@ -19,7 +19,8 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from gatewayd.clock import ClockGuard
+from gatewayd.acquire.clock import ClockGuard
+from gatewayd.acquire.poller import DevicePoller, build_pollers
 from gatewayd.config import Settings
 from gatewayd.enos.client import MqttSession
 from gatewayd.enos.protocol import (
@@ -30,12 +31,11 @@ from gatewayd.enos.protocol import (
 )
 from gatewayd.enos.topology import Topology, topology_topics
 from gatewayd.errors import ConfigError, GatewaydError, QueueError
-from gatewayd.forwarder import Forwarder
-from gatewayd.health import Health
-from gatewayd.metrics import GatewayCollector, MetricsServer
-from gatewayd.modbus.poller import DevicePoller, build_pollers
-from gatewayd.notify import Notifier
-from gatewayd.queue import SampleQueue, read_stats
+from gatewayd.forward.loop import Forwarder
+from gatewayd.queue.store import SampleQueue, read_stats
+from gatewayd.runtime.health import Health
+from gatewayd.runtime.metrics import GatewayCollector, MetricsServer
+from gatewayd.runtime.notify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class Daemon:
         await self._report_left()
 
     async def _watch_clock(self) -> None:
-        """Re-stamp held readings once the wall clock can be trusted (gatewayd/clock.py)."""
+        """Re-stamp held readings once the wall clock can be trusted (gatewayd/acquire/clock.py)."""
         first = True
         while True:
             became_trusted = self.clock.check()

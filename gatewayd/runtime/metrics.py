@@ -19,11 +19,11 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gatewayd.acquire.poller import DevicePoller
 from gatewayd.enos.client import MqttSession
-from gatewayd.forwarder import Forwarder
-from gatewayd.health import Health
-from gatewayd.modbus.poller import DevicePoller
-from gatewayd.queue import SampleQueue, file_bytes
+from gatewayd.forward.loop import Forwarder
+from gatewayd.queue.store import SampleQueue, file_bytes
+from gatewayd.runtime.health import Health
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from gatewayd.enos.protocol import (
 from gatewayd.enos.topology import Topology
 from gatewayd.errors import QueueError, ReplyTimeout, UplinkDown
 from gatewayd.model import QueuedSample
-from gatewayd.queue import SampleQueue
+from gatewayd.queue.store import SampleQueue
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ import time
 from gatewayd.enos.client import MqttSession
 from gatewayd.enos.topology import Topology
 from gatewayd.errors import QueueError
-from gatewayd.forwarder import Forwarder
-from gatewayd.notify import Notifier
-from gatewayd.queue import SampleQueue, now_ms
+from gatewayd.forward.loop import Forwarder
+from gatewayd.queue.store import SampleQueue, now_ms
+from gatewayd.runtime.notify import Notifier
 
 log = logging.getLogger(__name__)
 

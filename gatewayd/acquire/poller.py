@@ -20,10 +20,10 @@ from pymodbus import FramerType, ModbusException
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.pdu import ModbusPDU
 
+from gatewayd.acquire.decode import PointDecoder, Words, is_finite, point_decoder
+from gatewayd.acquire.plan import ReadRequest, plan_reads
 from gatewayd.config import DeviceConfig, ModbusConfig, PointConfig
 from gatewayd.errors import DecodeError, DeviceError, ExceptionResponse
-from gatewayd.modbus.decode import PointDecoder, Words, is_finite, point_decoder
-from gatewayd.modbus.plan import ReadRequest, plan_reads
 from gatewayd.model import PointValue, Quality, Sample
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ class DevicePoller:
             for point, start, end, decode in layout:
                 self._put(points, point, self._decode(point, decode, words[start:end]))
         # Stamped when the read completed; held (with its monotonic time) while the wall clock
-        # is not trusted, to be re-stamped later (gatewayd/clock.py).
+        # is not trusted, to be re-stamped later (gatewayd/acquire/clock.py).
         wall, mono, held = self.stamp()
         return Sample(self.device.product_key, self.device.device_key, wall, points, held, mono)
 

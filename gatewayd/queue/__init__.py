@@ -1,0 +1,1 @@
+"""The durable hand-off between acquisition and forwarding: one SQLite file."""

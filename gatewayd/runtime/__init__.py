@@ -1,0 +1,1 @@
+"""What runs the stages: the daemon, its health, metrics and systemd notifications."""

@@ -16,108 +16,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from pymodbus import FramerType, ModbusException
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.pdu import ModbusPDU
-
 from gatewayd.acquire.decode import PointDecoder, Words, is_finite, point_decoder
+from gatewayd.acquire.endpoint import Endpoint, EndpointKey, endpoint_key
 from gatewayd.acquire.plan import ReadRequest, plan_reads
-from gatewayd.config import DeviceConfig, ModbusConfig, PointConfig
+from gatewayd.config import DeviceConfig, PointConfig
 from gatewayd.errors import DecodeError, DeviceError, ExceptionResponse
 from gatewayd.model import PointValue, Quality, Sample
 
 log = logging.getLogger(__name__)
-
-EndpointKey = tuple[str, ...]
-
-
-def endpoint_key(cfg: ModbusConfig) -> EndpointKey:
-    """Devices with equal keys share one connection."""
-    if cfg.transport == "rtu":
-        return ("rtu", str(cfg.serial_port))
-    return (cfg.transport, str(cfg.host), str(cfg.port))
-
-
-def make_client(cfg: ModbusConfig) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
-    """A pymodbus client for the endpoint; it reconnects on demand at the next poll, not by itself."""
-    if cfg.transport == "rtu":
-        return AsyncModbusSerialClient(
-            str(cfg.serial_port),
-            framer=FramerType.RTU,
-            baudrate=cfg.baudrate,
-            bytesize=cfg.bytesize,
-            parity=cfg.parity,
-            stopbits=cfg.stopbits,
-            timeout=cfg.timeout_s,
-            retries=cfg.retries,
-            reconnect_delay=0,
-        )
-    framer = FramerType.RTU if cfg.transport == "rtu_over_tcp" else FramerType.SOCKET
-    return AsyncModbusTcpClient(
-        str(cfg.host),
-        port=cfg.port,
-        framer=framer,
-        timeout=cfg.timeout_s,
-        retries=cfg.retries,
-        reconnect_delay=0,
-    )
-
-
-class Endpoint:
-    """One Modbus connection; requests on it are serialised, with a pause between them."""
-
-    def __init__(self, cfg: ModbusConfig) -> None:
-        self.cfg = cfg
-        self.key = endpoint_key(cfg)
-        self.lock = asyncio.Lock()
-        self.client = make_client(cfg)
-        self._quiet_until = 0.0
-
-    def __str__(self) -> str:
-        return ":".join(self.key)
-
-    async def read(self, request: ReadRequest, unit_id: int, device: str) -> Words:
-        """Read one request; DeviceError on transport failure, ExceptionResponse on refusal."""
-        async with self.lock:
-            pause = self._quiet_until - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(pause)
-            try:
-                response = await self._exchange(request, unit_id, device)
-            finally:
-                self._quiet_until = time.monotonic() + self.cfg.pause_s
-        what = f"{request.table} {request.address}+{request.count}"
-        if response.isError():
-            raise ExceptionResponse(device, int(getattr(response, "exception_code", 0)), what)
-        if request.table in ("coil", "discrete"):
-            bits = list(response.bits)[: request.count]
-            if len(bits) < request.count:
-                raise DeviceError(device, f"short response for {what}: {len(bits)} bits")
-            return bits
-        registers = list(response.registers)
-        if len(registers) != request.count:
-            raise DeviceError(device, f"short response for {what}: {len(registers)} registers")
-        return registers
-
-    async def _exchange(self, request: ReadRequest, unit_id: int, device: str) -> ModbusPDU:
-        try:
-            if not self.client.connected and not await self.client.connect():
-                raise DeviceError(device, f"cannot connect to {self}")
-            readers = {
-                "holding": self.client.read_holding_registers,
-                "input": self.client.read_input_registers,
-                "coil": self.client.read_coils,
-                "discrete": self.client.read_discrete_inputs,
-            }
-            reader = readers[request.table]
-            return await reader(request.address, count=request.count, device_id=unit_id)
-        except ModbusException as exc:
-            # After a timeout the line may still deliver the late answer: start clean.
-            self.client.close()
-            raise DeviceError(device, f"{type(exc).__name__}: {exc}".strip()) from None
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def bad(point: PointConfig, quality: Quality) -> PointValue | None:
@@ -168,6 +74,7 @@ class DevicePoller:
     async def read_sample(self) -> Sample:
         """Read every request of the plan into one sample; DeviceError if the device is unreachable."""
         points: dict[str, PointValue] = {}
+        strays = self.endpoint.strays
         for request, layout in zip(self.plan, self._layout, strict=True):
             try:
                 words = await self.endpoint.read(
@@ -181,6 +88,12 @@ class DevicePoller:
                 continue
             for point, start, end, decode in layout:
                 self._put(points, point, self._decode(point, decode, words[start:end]))
+        if self.endpoint.strays != strays:
+            # An answer nobody asked for arrived on the line during this poll: one of this
+            # poll's answers may belong to another request. Better a gap than a wrong value.
+            raise DeviceError(
+                self.device.name, f"answers out of step on {self.endpoint}; poll discarded"
+            )
         # Stamped when the read completed; held (with its monotonic time) while the wall clock
         # is not trusted, to be re-stamped later (gatewayd/acquire/clock.py).
         wall, mono, held = self.stamp()

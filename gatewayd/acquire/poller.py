@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from gatewayd.acquire.decode import PointDecoder, Words, is_finite, point_decoder
 from gatewayd.acquire.endpoint import Endpoint, EndpointKey, endpoint_key
-from gatewayd.acquire.plan import ReadRequest, plan_reads
+from gatewayd.acquire.plan import plan_reads
 from gatewayd.config import DeviceConfig, PointConfig
 from gatewayd.errors import DecodeError, DeviceError, ExceptionResponse
 from gatewayd.model import PointValue, Quality, Sample

@@ -106,7 +106,7 @@ async def test_a_slow_slave_does_not_make_its_neighbour_fail(
     transport: str, line_factory: Any
 ) -> None:
     """Two slaves on one line; unit 2 answers register 0 late. Unit 1 keeps every reading right."""
-    line, connection = line_factory(transport, [meter(1), meter(2, late_on_register_0_s=0.7)])
+    _line, connection = line_factory(transport, [meter(1), meter(2, late_on_register_0_s=0.7)])
     configs = [device(connection, 1), device(connection, 2)]
     samples = await poll_times(configs, rounds=3)
     good = [s for s in samples if s.device_key == "d1"]

@@ -11,6 +11,7 @@ carries raw RTU frames (an RTU-over-TCP converter).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import shutil
@@ -199,11 +200,9 @@ class RtuLine:
     def _send(self, adu: bytes) -> None:
         if self._stop.is_set():
             return
-        with self._send_lock:
-            try:
-                self._write(adu)
-            except OSError:
-                pass  # the master hung up; a real slave would talk to nobody too
+        # If the master hung up, a real slave would talk to nobody too.
+        with self._send_lock, contextlib.suppress(OSError):
+            self._write(adu)
 
     def stop(self) -> None:
         self._stop.set()

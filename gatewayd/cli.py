@@ -149,29 +149,33 @@ def check(config: str | None) -> None:
 def poll(config: str | None, device_name: str | None) -> None:
     """Poll each device once and print the decoded points (for commissioning).
 
-    Exits 1 if any device fails.
+    Every read the device refused is listed with its Modbus exception (e.g. `02 illegal data
+    address`: the address is not mapped, or the unit id is wrong), and every point that could
+    not be read with the reason. Exits 1 if any device fails or any configured point is missing.
     """
     settings = load_or_exit(config)
+    setup_logging("ERROR")  # what went wrong is printed per device and point below
     devices = [d for d in settings.devices if device_name in (None, d.name)]
     if not devices:
         fail(f"no device named {device_name!r}" if device_name else "no devices configured")
-    failed = asyncio.run(_poll_once(devices))
-    if failed:
+    problems = asyncio.run(_poll_once(devices))
+    if problems:
         sys.exit(1)
 
 
 async def _poll_once(devices: list[Any]) -> int:
+    """Poll each device once; the number of failed devices plus points that could not be read."""
     from gatewayd.acquire.poller import build_pollers
     from gatewayd.errors import DeviceError
 
     pollers, endpoints = build_pollers(devices, lambda sample: None)
-    failed = 0
+    problems = 0
     try:
         for poller in pollers:
             try:
                 sample = await poller.read_sample()
             except DeviceError as exc:
-                failed += 1
+                problems += 1
                 err_console.print(f"[red]{poller.device.name}[/]: {exc.reason}", highlight=False)
                 continue
             table = Table(title=f"{poller.device.name} at {_fmt_ms(sample.ts_ms)}")
@@ -180,10 +184,15 @@ async def _poll_once(devices: list[Any]) -> int:
             for point_id, value in sample.points.items():
                 table.add_row(point_id, json.dumps(value))
             console.print(table)
+            for point_id, why in poller.unread.items():
+                problems += 1
+                err_console.print(
+                    f"[red]{poller.device.name}.{point_id}[/]: not read: {why}", highlight=False
+                )
     finally:
         for endpoint in endpoints.values():
             endpoint.close()
-    return failed
+    return problems
 
 
 def _fmt_ms(ms: int | None) -> str:
@@ -443,10 +452,13 @@ def sim() -> None:
 @click.option("--port", default=5020, show_default=True)
 @click.option("--units", default="1", show_default=True, help="Comma-separated unit ids.")
 def sim_modbus(host: str, port: int, units: str) -> None:
-    """Serve simulated energy meters over Modbus TCP (points: see `gatewayd sim modbus --help`).
+    """Serve simulated energy meters over Modbus TCP, one per unit id.
 
     Holding 0-1 float32 Power, 2 uint16 Voltage (x0.1), 3 int16 Temperature (x0.1),
-    4-5 uint32 Energy, 6 uint16 Seq; input 0-1 float32 Frequency; coil 0 Breaker.
+    4-5 uint32 Energy (ABCD), 6 uint16 Seq, 8 alarm word (bit 3), 10-13 string Serial;
+    input 0-1 float32 Frequency; coils and discrete inputs 0-15 (coil 0 Breaker).
+    Any other address is refused with exception 02 (illegal data address), as a real
+    meter does. config.example.toml reads these points (host 127.0.0.1, port 5020).
     """
     from gatewayd.sim.modbus import ModbusSimulator
 

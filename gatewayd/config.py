@@ -260,9 +260,17 @@ class PointConfig(Section):
     length: int = Field(default=0, ge=0, le=125)
     bit: int | None = Field(default=None, ge=0, le=15)
     quality: bool = False
+    #: A point that could not be read is left out of the sample ("omit": a null cannot pass a
+    #: numeric model on the hub), or sent as {"value": null, "quality": q} ("null", with
+    #: `quality = true`, for models that accept it).
+    unreadable: Literal["omit", "null"] = "omit"
 
     @model_validator(mode="after")
     def _check(self) -> PointConfig:
+        if self.unreadable == "null" and not self.quality:
+            raise ValueError(
+                "unreadable = 'null' needs quality = true (the null carries a quality)"
+            )
         if self.table in ("coil", "discrete") and self.type != "bool":
             raise ValueError(f"table {self.table!r} holds bits: type must be 'bool'")
         if self.type == "string" and self.length < 1:

@@ -77,8 +77,11 @@ def setup_logging(level: str = "INFO") -> None:
     root.setLevel(level)
     for name in _QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
-    # pymodbus warns on every failed connect; the poller logs a device going down once.
-    logging.getLogger("pymodbus").setLevel(logging.ERROR)
+    # pymodbus writes its own error line (and, on some paths, multi-line frame dumps) for every
+    # failed request, other devices' traffic included. The poller logs one line when a device
+    # goes down or a read starts being refused, and one when it recovers: that is what an
+    # operator reads, so the library's own lines are kept out of the journal entirely.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL + 1)
     # apscheduler warns on every skipped run of an overrunning poll; the poller counts those.
     # Poll jobs never raise (the poller logs its own errors), so the executor has nothing to add.
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)

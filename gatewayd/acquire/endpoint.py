@@ -47,6 +47,16 @@ def endpoint_key(cfg: ModbusConfig) -> EndpointKey:
     return (cfg.transport, str(cfg.host), str(cfg.port))
 
 
+def describe(exc: ModbusException, timeout_s: float) -> str:
+    """pymodbus's failure as one short phrase: its own text is long and names its retries."""
+    text = str(exc)
+    if "No response received" in text:
+        return f"no answer within {timeout_s:g} s"
+    if "device id" in text:
+        return "answered by another unit id"
+    return f"{type(exc).__name__}: {text}".strip()
+
+
 class Endpoint:
     """One Modbus connection; requests on it are serialised, with a pause between them."""
 
@@ -141,7 +151,7 @@ class Endpoint:
             try:
                 return await self._exchange(request, unit_id, device)
             except ModbusException as exc:
-                failure = f"{type(exc).__name__}: {exc}".strip()
+                failure = describe(exc, self.cfg.timeout_s)
                 if not self.serial_framing:
                     self.client.close()  # TCP: the next try starts on a fresh connection
                 else:

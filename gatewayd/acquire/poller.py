@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from gatewayd.acquire.decode import PointDecoder, Words, is_finite, point_decoder
 from gatewayd.acquire.endpoint import Endpoint, EndpointKey, endpoint_key
-from gatewayd.acquire.plan import plan_reads
+from gatewayd.acquire.plan import ReadRequest, plan_reads
 from gatewayd.config import DeviceConfig, PointConfig
 from gatewayd.errors import DecodeError, DeviceError, ExceptionResponse
 from gatewayd.model import PointValue, Quality, Sample
@@ -26,9 +26,35 @@ from gatewayd.model import PointValue, Quality, Sample
 log = logging.getLogger(__name__)
 
 
+#: Modbus exception codes and the names a technician finds in a device manual.
+EXCEPTION_NAMES = {
+    0x01: "illegal function",
+    0x02: "illegal data address",
+    0x03: "illegal data value",
+    0x04: "server device failure",
+    0x05: "acknowledge",
+    0x06: "server device busy",
+    0x08: "memory parity error",
+    0x0A: "gateway path unavailable",
+    0x0B: "gateway target device failed to respond",
+}
+
+
+def exception_text(code: int) -> str:
+    """`02 illegal data address`, as a person reads it."""
+    return f"{code:02X} {EXCEPTION_NAMES.get(code, 'unknown exception')}"
+
+
 def bad(point: PointConfig, quality: Quality) -> PointValue | None:
     """The value reported for a point that could not be read: none, or null with a bad quality."""
-    return {"value": None, "quality": int(quality)} if point.quality else None
+    if point.quality and point.unreadable == "null":
+        return {"value": None, "quality": int(quality)}
+    return None
+
+
+def request_text(request: ReadRequest) -> str:
+    """`holding 0+2`: the table, first address and count of one read."""
+    return f"{request.table} {request.address}+{request.count}"
 
 
 class DevicePoller:
@@ -60,6 +86,13 @@ class DevicePoller:
         self.failures = 0
         self.skipped = 0
         self.bad_values = 0
+        #: Reads answered with a Modbus exception, in all; and polls with at least one.
+        self.refused_reads = 0
+        self.refused_polls = 0
+        #: Plan index -> exception code, for reads refused on their last try (logged on change).
+        self.refusing: dict[int, int] = {}
+        #: Point id -> why it is missing from the last sample (for `gatewayd poll`).
+        self.unread: dict[str, str] = {}
         self.consecutive_failures = 0
         self.poll_seconds = 0.0  # total time spent in reads that answered
         self.last_success_s = 0.0  # wall-clock time of the last good poll
@@ -74,20 +107,28 @@ class DevicePoller:
     async def read_sample(self) -> Sample:
         """Read every request of the plan into one sample; DeviceError if the device is unreachable."""
         points: dict[str, PointValue] = {}
+        self.unread = {}
         strays = self.endpoint.strays
-        for request, layout in zip(self.plan, self._layout, strict=True):
+        refused_before = self.refused_reads
+        for index, (request, layout) in enumerate(zip(self.plan, self._layout, strict=True)):
             try:
                 words = await self.endpoint.read(
                     request, self.device.modbus.unit_id, self.device.name
                 )
             except ExceptionResponse as exc:
-                self.bad_values += len(request.points)
-                log.debug("read_refused device=%s code=%d", self.device.name, exc.code)
+                self._refused(index, request, exc.code)
                 for placed in request.points:
                     self._put(points, placed.point, bad(placed.point, Quality.DEVICE_EXCEPTION))
                 continue
+            if index in self.refusing:
+                del self.refusing[index]
+                log.info(
+                    "read_recovered device=%s read=%s", self.device.name, request_text(request)
+                )
             for point, start, end, decode in layout:
                 self._put(points, point, self._decode(point, decode, words[start:end]))
+        if self.refused_reads != refused_before:
+            self.refused_polls += 1
         if self.endpoint.strays != strays:
             # An answer nobody asked for arrived on the line during this poll: one of this
             # poll's answers may belong to another request. Better a gap than a wrong value.
@@ -99,11 +140,29 @@ class DevicePoller:
         wall, mono, held = self.stamp()
         return Sample(self.device.product_key, self.device.device_key, wall, points, held, mono)
 
+    def _refused(self, index: int, request: ReadRequest, code: int) -> None:
+        """Count a refused read; log it when the read starts being refused, not on every poll."""
+        self.refused_reads += 1
+        self.bad_values += len(request.points)
+        why = f"exception {exception_text(code)} ({request_text(request)})"
+        for placed in request.points:
+            self.unread[placed.point.id] = why
+        if self.refusing.get(index) != code:
+            self.refusing[index] = code
+            log.warning(
+                "read_refused device=%s read=%s code=%r points=%s",
+                self.device.name,
+                request_text(request),
+                exception_text(code),
+                ",".join(p.point.id for p in request.points),
+            )
+
     def _decode(self, point: PointConfig, decode: PointDecoder, chunk: Words) -> PointValue | None:
         try:
             value = decode(chunk)
         except DecodeError as exc:
             self.bad_values += 1
+            self.unread[point.id] = f"registers do not decode as {point.type}: {exc}"
             log.debug(
                 "point_undecodable device=%s point=%s error=%r",
                 self.device.name,
@@ -113,6 +172,7 @@ class DevicePoller:
             return bad(point, Quality.UNDECODABLE)
         if not is_finite(value):
             self.bad_values += 1
+            self.unread[point.id] = "the device sent NaN or infinity"
             return bad(point, Quality.NOT_FINITE)
         return {"value": value, "quality": int(Quality.GOOD)} if point.quality else value
 

@@ -6,6 +6,10 @@ test can tell every sample apart and spot a missing one at the hub. When each re
 kept (`read_at`), so a test can tell whether a missing reading was taken just before a crash.
 Setting `exception` makes every request fail with that Modbus exception code, as a busy or
 faulty device does.
+
+Like a real meter, it maps only the registers it has (`MAPPED`): a read that touches any other
+address is refused with exception 02 (illegal data address), never answered with zeros, so a
+misconfigured point shows up as refused instead of looking healthy.
 """
 
 from __future__ import annotations
@@ -27,6 +31,19 @@ BITS = 16
 
 _FLOAT32 = AsyncModbusTcpClient.DATATYPE.FLOAT32
 _UINT32 = AsyncModbusTcpClient.DATATYPE.UINT32
+
+
+SERIAL_NUMBER = "SIM-0001"
+#: Alarm word (holding 8): bit 3 is set on every fourth read of the holding table.
+ALARM_BIT = 3
+
+#: The addresses each table maps; everything else is refused with exception 02.
+MAPPED: dict[int, frozenset[int]] = {
+    1: frozenset(range(BITS)),  # coils
+    2: frozenset(range(BITS)),  # discrete inputs
+    3: frozenset([*range(0, 7), 8, *range(10, 14)]),  # holding
+    4: frozenset(range(0, 2)),  # input
+}
 
 
 def meter_points() -> list[dict[str, Any]]:
@@ -66,6 +83,9 @@ class SimulatedMeter:
         registers[3] = (215 + self.unit_id * 3 + self.reads % 5) & 0xFFFF
         registers[4:6] = AsyncModbusTcpClient.convert_to_registers(self.energy, _UINT32)
         registers[6] = self.reads & 0xFFFF
+        registers[8] = (1 << ALARM_BIT) if self.reads % 4 == 0 else 0
+        text = SERIAL_NUMBER.encode().ljust(8, b"\0")
+        registers[10:14] = [text[i] << 8 | text[i + 1] for i in range(0, 8, 2)]
 
     def fill_input(self, registers: list[int]) -> None:
         freq = 50.0 + 0.01 * ((self.reads % 11) - 5)
@@ -93,6 +113,9 @@ class ModbusSimulator:
         ) -> ExcCodes | None:
             if self.exception is not None:
                 return self.exception
+            mapped = MAPPED.get(function_code)
+            if mapped is not None and not all(a in mapped for a in range(address, address + count)):
+                return ExcCodes.ILLEGAL_ADDRESS
             if values is None and function_code == 3:
                 meter.fill_holding(registers)
             elif values is None and function_code == 4:

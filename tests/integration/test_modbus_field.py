@@ -6,17 +6,24 @@ belong to another request; a slow device must not make another one fail.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import re
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pymodbus.client import AsyncModbusTcpClient
 
 from gatewayd.acquire.poller import build_pollers
-from gatewayd.config import DeviceConfig
+from gatewayd.config import DeviceConfig, PointConfig, load_config
 from gatewayd.model import Sample
+from gatewayd.sim.modbus import SERIAL_NUMBER, ModbusSimulator
 from tests.support.rtu_slave import RtuLine, Unit
 
+ROOT = Path(__file__).parents[2]
 SERIAL = ["rtu", "rtu_over_tcp"]
 A_VALUE = (0x0001, 0x0203)  # 66051 as uint32 ABCD
 B_VALUE = (0x0000, 0x0999)  # 2457
@@ -123,3 +130,157 @@ async def test_a_slow_slave_does_not_make_its_neighbour_fail(
         assert (
             sample.points.get("A", A_VALUE[0] << 16 | A_VALUE[1]) == A_VALUE[0] << 16 | A_VALUE[1]
         )
+
+
+def write_poll_config(path: Path, connection: dict[str, Any], points: list[dict[str, Any]]) -> Path:
+    lines = ['[gateway]\nproduct_key = "g"\ndevice_key = "g"\ndevice_secret = "s"']
+    lines.append('[[devices]]\nname = "meter-1"\nproduct_key = "p"\ndevice_key = "d1"')
+    modbus = {**connection, "unit_id": 1, "timeout_s": 0.5, "retries": 0}
+    lines.append(
+        "[devices.modbus]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in modbus.items())
+    )
+    for point in points:
+        lines.append(
+            "[[devices.points]]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in point.items())
+        )
+    path.write_text("\n\n".join(lines) + "\n")
+    return path
+
+
+async def gatewayd_poll(config: Path) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gatewayd",
+        "poll",
+        "-c",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode or 0, out.decode()
+
+
+async def test_poll_names_each_refused_read_and_fails(tmp_path: Path, line_factory: Any) -> None:
+    """An unmapped address: `poll` shows the good points, names the refused read with its
+    exception code and name, and exits non-zero (before: exit 0, the point simply missing)."""
+    _, connection = line_factory("rtu_over_tcp", [meter(1)])
+    config = write_poll_config(
+        tmp_path / "c.toml",
+        connection,
+        [
+            {"id": "A", "address": 0, "type": "uint32"},
+            {"id": "Ghost", "address": 40, "type": "uint16"},
+        ],
+    )
+    code, out = await gatewayd_poll(config)
+    assert code == 1, out
+    assert re.search(r"A\s+│\s+66051", out), out
+    assert "meter-1.Ghost" in out and "02 illegal data address" in out and "holding 40+1" in out
+
+
+async def test_a_refused_read_is_logged_once_counted_always_and_its_recovery_once(
+    line_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    unit = meter(1)
+    _, connection = line_factory("rtu_over_tcp", [unit])
+    config = device(connection, retries=0)
+    config = config.model_copy(update={"points": [*config.points, PointConfig(id="C", address=20)]})
+    caplog.set_level(logging.INFO, logger="gatewayd.acquire.poller")
+    samples: list[Sample] = []
+    pollers, endpoints = build_pollers([config], samples.append)
+    poller = pollers[0]
+    try:
+        for _ in range(3):
+            await poller.poll()
+        unit.tables["holding"][20] = 7  # the technician maps it (fixes the config)
+        for _ in range(2):
+            await poller.poll()
+    finally:
+        for endpoint in endpoints.values():
+            endpoint.close()
+    refused = [r for r in caplog.records if r.getMessage().startswith("read_refused")]
+    recovered = [r for r in caplog.records if r.getMessage().startswith("read_recovered")]
+    assert len(refused) == 1 and "device=meter-1" in refused[0].getMessage()
+    assert "02 illegal data address" in refused[0].getMessage()
+    assert len(recovered) == 1
+    assert poller.refused_reads == 3 and poller.refused_polls == 3
+    assert [s.points.get("C") for s in samples] == [None, None, None, 7, 7]
+    assert poller.failures == 0  # refusing is alive, not down
+
+
+@pytest.mark.parametrize("code", [0x0A, 0x0B])
+async def test_gateway_path_exceptions_mean_a_dead_device(code: int, line_factory: Any) -> None:
+    """0A/0B come from a TCP gateway whose slave is unreachable: back off, device down."""
+    unit = meter(1)
+    unit.exception = code
+    _, connection = line_factory("rtu_over_tcp", [unit])
+    pollers, endpoints = build_pollers([device(connection, retries=0)], lambda s: None)
+    try:
+        await pollers[0].poll()
+    finally:
+        for endpoint in endpoints.values():
+            endpoint.close()
+    assert pollers[0].failures == 1 and pollers[0].retry_at > 0
+
+
+async def test_the_example_config_reads_every_point_of_the_simulated_meter(tmp_path: Path) -> None:
+    """config.example.toml against `gatewayd sim modbus`: every point read, none refused, the
+    values those of the meter (before: Energy 65863680 from CDAB, Alarm and Serial unmapped)."""
+    example = (ROOT / "config.example.toml").read_text()
+    simulator = ModbusSimulator(unit_ids=(1,))
+    port = await simulator.start()
+    try:
+        text = example.replace('host = "192.0.2.10"', 'host = "127.0.0.1"')
+        text = text.replace("port = 502\n", f"port = {port}\n")
+        path = tmp_path / "example.toml"
+        path.write_text(text)
+        settings = load_config(path)
+        poller = build_pollers(settings.devices, lambda s: None)[0][0]
+        try:
+            first = await poller.read_sample()
+            second = await poller.read_sample()
+        finally:
+            poller.endpoint.close()
+    finally:
+        await simulator.stop()
+    assert poller.unread == {} and poller.refused_reads == 0
+    expected_ids = {p.id for p in settings.devices[0].points}
+    assert set(first.points) == expected_ids
+    assert first.points["Serial"] == SERIAL_NUMBER
+    assert 1000 < first.points["Energy"] < second.points["Energy"] < 2000
+    assert isinstance(first.points["Alarm"], bool)
+
+
+async def test_the_simulated_meter_refuses_unmapped_addresses() -> None:
+    simulator = ModbusSimulator(unit_ids=(1,))
+    port = await simulator.start()
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, retries=0)
+    try:
+        await client.connect()
+        mapped = await client.read_holding_registers(0, count=7, device_id=1)
+        gap = await client.read_holding_registers(6, count=2, device_id=1)
+        beyond = await client.read_input_registers(2, count=1, device_id=1)
+    finally:
+        client.close()
+        await simulator.stop()
+    assert not mapped.isError()
+    assert gap.isError() and gap.exception_code == 2
+    assert beyond.isError() and beyond.exception_code == 2
+
+
+async def test_the_journal_gets_our_lines_not_the_librarys(
+    tmp_path: Path, line_factory: Any
+) -> None:
+    """A silent unit id on a line: `poll` prints one line naming the device and the failure, and
+    none of pymodbus's own error lines or frame dumps (before: `logger=pymodbus.logging`)."""
+    _, connection = line_factory("rtu_over_tcp", [meter(1)])
+    connection = {**connection}
+    config = write_poll_config(tmp_path / "c.toml", connection, [{"id": "A", "address": 0}])
+    config.write_text(config.read_text().replace("unit_id = 1", "unit_id = 9"))
+    code, out = await gatewayd_poll(config)
+    assert code == 1
+    assert "meter-1" in out and "no valid answer to holding 0+1" in out
+    assert "pymodbus" not in out and ">>>>>" not in out and "No response received" not in out

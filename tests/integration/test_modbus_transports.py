@@ -189,6 +189,9 @@ def test_several_devices_on_one_line_take_turns_with_a_pause(lab: ModbusLab) -> 
 
 
 def test_exception_responses_give_bad_quality_not_a_lost_sample(lab: ModbusLab) -> None:
+    """With `unreadable = "null"` a point that could not be read is sent as null with its
+    quality; by default (and for `refused_omitted`) it is left out of the sample."""
+    null_q = {"quality": True, "unreadable": "null"}
     lab.tables[1]["holding"][0:2] = encode(float("nan"), "float32", "ABCD")
     lab.tables[1]["holding"][2] = 7
     lab.tables[1]["holding"][3:5] = encode(float("inf"), "float32", "ABCD")
@@ -199,11 +202,12 @@ def test_exception_responses_give_bad_quality_not_a_lost_sample(lab: ModbusLab) 
             device(
                 lab,
                 [
-                    {"id": "nan_q", "address": 0, "type": "float32", "quality": True},
+                    {"id": "nan_q", "address": 0, "type": "float32", **null_q},
                     {"id": "ok", "address": 2, "type": "uint16", "quality": True},
                     {"id": "inf", "address": 3, "type": "float32"},
-                    {"id": "refused_q", "table": "input", "address": 0, "quality": True},
+                    {"id": "refused_q", "table": "input", "address": 0, **null_q},
                     {"id": "refused", "table": "input", "address": 5},
+                    {"id": "refused_omitted", "table": "input", "address": 6, "quality": True},
                 ],
             ),
         )

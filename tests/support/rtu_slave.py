@@ -52,12 +52,16 @@ class Unit:
     delay: Callable[[str, int, int], float] = lambda table, address, count: 0.0
     #: Answer with this unit id instead of our own (a mis-addressed converter).
     answer_as: int | None = None
+    #: Answer every read with this exception code (0x0B: a gateway whose target is dead).
+    exception: int | None = None
     #: Monotonic time until which the slave is busy with earlier requests.
     busy_until: float = 0.0
 
     def answer(self, fc: int, address: int, count: int) -> bytes:
         """The PDU answering a read, or exception 02 if any address in it is not mapped."""
         table = _TABLE_OF_FC.get(fc)
+        if self.exception is not None:
+            return bytes([fc | 0x80, self.exception])
         if table is None:
             return bytes([fc | 0x80, 0x01])
         mapped = self.tables[table]

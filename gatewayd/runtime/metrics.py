@@ -110,16 +110,32 @@ class GatewayCollector(Collector):
             "Point values not sent as read (NaN/inf, undecodable, exception response)",
             labels=["device"],
         )
+        refused = CounterMetricFamily(
+            "gatewayd_refused_reads",
+            "Reads the device answered with a Modbus exception (unmapped address, wrong unit id)",
+            labels=["device"],
+        )
+        late = CounterMetricFamily(
+            "gatewayd_late_answers_discarded",
+            "Answers that arrived after their request timed out, thrown away (per line)",
+            labels=["endpoint"],
+        )
+        lines: dict[str, int] = {}
         for p in self.pollers():
             name = p.device.name
-            polls.add_metric([name, "ok"], p.polls - p.failures)
+            polls.add_metric([name, "ok"], p.polls - p.failures - p.refused_polls)
+            polls.add_metric([name, "refused"], p.refused_polls)
             polls.add_metric([name, "failed"], p.failures)
+            refused.add_metric([name], p.refused_reads)
+            lines[str(p.endpoint)] = p.endpoint.late_discarded + p.endpoint.strays
             polls.add_metric([name, "skipped"], p.skipped)
             seconds.add_metric([name], p.poll_seconds)
             last.add_metric([name], p.last_success_s)
             up.add_metric([name], 0 if p.failing else 1)
             bad.add_metric([name], p.bad_values)
-        yield from (polls, seconds, last, up, bad)
+        for endpoint, count in lines.items():
+            late.add_metric([endpoint], count)
+        yield from (polls, seconds, last, up, bad, refused, late)
 
 
 class _Server(ThreadingMixIn, WSGIServer):

@@ -75,3 +75,23 @@ async def test_metrics_during_an_outage_and_after_the_drain(
     assert after[("gatewayd_sent_samples_total", ())] > during[("gatewayd_sent_samples_total", ())]
     assert after[("gatewayd_replies_total", (("code", "200"),))] > 0
     assert after[("gatewayd_queue_samples", ())] <= 5
+
+
+async def test_refused_reads_are_counted_per_device(
+    tmp_path: Path, broker: Broker, hub: HubSimulator, known_modbus: KnownModbusServer
+) -> None:
+    """A point on an unmapped address: the device is up, but its refused reads show."""
+    port = free_port()
+    points = [*KNOWN_POINTS, {"id": "Ghost", "table": "holding", "address": 50}]
+    devices = [modbus_device("dev1", known_modbus.port, 1, points, 0.1)]
+    settings = gateway_config(
+        tmp_path, broker.port, devices, metrics={"listen": f"127.0.0.1:{port}"}
+    )
+    async with running(settings, hub):
+        await asyncio.to_thread(hub.wait_for, lambda h: h.delivered_count() >= 3, 20)
+        figures = await asyncio.to_thread(scrape, port)
+    refused = figures[("gatewayd_refused_reads_total", (("device", "dev1"),))]
+    polls_refused = figures[("gatewayd_polls_total", (("device", "dev1"), ("result", "refused")))]
+    assert refused >= 3 and polls_refused >= 3
+    assert figures[("gatewayd_polls_total", (("device", "dev1"), ("result", "ok")))] == 0
+    assert figures[("gatewayd_device_up", (("device", "dev1"),))] == 1

@@ -1,7 +1,7 @@
 """Every table × type × order, over Modbus TCP, RTU over TCP and serial RTU (socat pty pair).
 
 Values are drawn by hypothesis, encoded by an encoder independent of ours, served by pymodbus's
-server, read by gatewayd's endpoint and decoded by gatewayd's decoder: they must round-trip.
+server and by modbus-tk's, read by gatewayd's endpoint and decoded by gatewayd's decoder: they must round-trip.
 """
 
 from __future__ import annotations
@@ -22,20 +22,29 @@ from gatewayd.config import DeviceConfig
 from gatewayd.model import Quality
 from tests.support.encoding import FORMATS, encode, encode_text, valid_orders
 from tests.support.modbus_lab import WORDS, ModbusLab
+from tests.support.tk_lab import TkModbusLab
 
 TRANSPORTS = ["tcp", "rtu_over_tcp", "rtu"]
+#: pymodbus's server, and modbus-tk's: an independent implementation, so that gatewayd's client
+#: (pymodbus) and the server cannot agree on a mistake.
+IMPLEMENTATIONS: dict[str, type[ModbusLab]] = {"pymodbus": ModbusLab, "modbus-tk": TkModbusLab}
 NUMERIC_CASES = [(t, o) for t in FORMATS for o in valid_orders(t)]
 EXAMPLES = settings(
     max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 
-@pytest.fixture(scope="module", params=TRANSPORTS)
+@pytest.fixture(
+    scope="module",
+    params=[(impl, t) for impl in IMPLEMENTATIONS for t in TRANSPORTS],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
 def lab(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ModbusLab]:
-    instance = ModbusLab(tmp_path_factory.mktemp(request.param))
-    instance.start(request.param)
+    impl, transport = request.param
+    instance = IMPLEMENTATIONS[impl](tmp_path_factory.mktemp(f"{impl}-{transport}"))
+    instance.start(transport)
     try:
         yield instance
     finally:

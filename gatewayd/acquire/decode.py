@@ -7,6 +7,7 @@ bytes within each word, DCBA is fully little-endian. The same rule extends to 64
 
 from __future__ import annotations
 
+import decimal
 import functools
 import math
 import struct
@@ -27,6 +28,8 @@ _STRUCT: dict[str, str] = {
 }
 
 Scalar = bool | int | float | str
+_F32 = struct.Struct(">f")
+_F32_PACK = _F32.pack
 Words = Sequence[int] | Sequence[bool]
 PointDecoder = Callable[[Words], Scalar]
 
@@ -107,9 +110,55 @@ def point_decoder(point: PointConfig) -> PointDecoder:
         return lambda words: decode_registers([int(w) for w in words], dtype, order)
     raw = _raw_decoder(dtype, point.register_count, order)
     scale, offset = point.scale, point.offset
+    if dtype == "float32":
+        if scale == 1.0 and offset == 0.0:
+            return lambda words: shortest_float32(raw(words))
+        return lambda words: shortest_float32(raw(words) * scale + offset)
     if scale == 1.0 and offset == 0.0:
         return raw  # integers stay integers when nothing scales them
-    return lambda words: raw(words) * scale + offset
+    if dtype == "float64":
+        return lambda words: raw(words) * scale + offset
+    places = implied_decimals(scale, offset)
+    return lambda words: round(raw(words) * scale + offset, places)
+
+
+def shortest_float32(value: float) -> float:
+    """The float with the shortest decimal text that is still the same float32.
+
+    A float32 reading held as a Python float prints as its exact float64 expansion
+    (23.414709091186523): nine meaningless digits on the wire for every point. The shortest
+    text that converts back to the same float32 (23.414709) carries exactly the information
+    the device sent, in about two thirds of the bytes."""
+    try:
+        target = _F32_PACK(value)
+    except OverflowError:  # scaled past the float32 range: keep the float64 as it is
+        return value
+    exact = _F32.unpack(target)[0]
+    if not math.isfinite(exact):
+        return value
+    # Most float32 readings need 7 or 8 significant digits; %g drops trailing zeros, so values
+    # that need fewer come out short from the first try as well. Two tries at most, mostly.
+    candidate = float("%.7g" % exact)  # noqa: UP031 -- %-formatting is the fastest here
+    if _F32_PACK(candidate) == target:
+        return candidate
+    candidate = float("%.8g" % exact)  # noqa: UP031
+    if _F32_PACK(candidate) == target:
+        return candidate
+    return float("%.9g" % exact)  # noqa: UP031 -- nine significant digits identify any float32
+
+
+def implied_decimals(scale: float, offset: float) -> int:
+    """Decimal places an integer reading scaled so can have: 0.1 -> 1, 0.25 -> 2, 10 -> 0.
+
+    raw * 0.1 in binary floating point gives 229.70000000000002; rounding to the places the
+    scale and offset imply gives back the 229.7 the device meant, and nothing is lost: an
+    integer times a number with d decimals has at most d decimals."""
+    places = 0
+    for number in (scale, offset):
+        exponent = decimal.Decimal(repr(number)).as_tuple().exponent
+        if isinstance(exponent, int):
+            places = max(places, -exponent)
+    return min(places, 15)
 
 
 def decode_point(point: PointConfig, words: Words) -> Scalar:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import struct
 
 import pytest
 from hypothesis import given
@@ -82,7 +83,27 @@ def test_the_compiled_decoder_round_trips_with_scale_and_offset(
     offset = data.draw(st.sampled_from([0.0, 3.5]))
     expected = value if (scale, offset) == (1.0, 0.0) else value * scale + offset
     got = point_decoder(scaled(dtype, order, scale, offset))(encode(value, dtype, order))
-    assert got == expected and type(got) is type(expected)
+    assert type(got) is type(expected)
+    if dtype == "float32":
+        # The same float32 the device meant, in the shortest text that says so.
+        if math.isfinite(expected) and abs(expected) < 3.4e38:
+            assert struct.pack(">f", got) == struct.pack(">f", expected)
+            assert len(repr(got)) <= len(repr(expected))
+    elif isinstance(expected, float) and dtype != "float64":
+        # An integer scaled by 0.1 (or offset by 3.5) has one decimal: 229.7, not 229.70000000000002.
+        assert got == pytest.approx(expected, rel=1e-15, abs=0.05 + 1e-9)
+        if abs(got) < 2**40:
+            assert len(repr(got).partition(".")[2]) <= 1
+    else:
+        assert got == expected
+
+
+def test_scaled_integers_and_float32_go_out_as_short_text() -> None:
+    assert decode_point(scaled("uint16", scale=0.1), [2297]) == 229.7
+    reading = decode_point(scaled("float32"), encode(23.414709091186523, "float32", "ABCD"))
+    assert repr(reading) == "23.41471"  # 7 significant digits identify this float32
+    assert struct.pack(">f", reading) == struct.pack(">f", 23.414709091186523)
+    assert decode_point(scaled("int32", scale=0.25), encode(-3, "int32", "ABCD")) == -0.75
 
 
 def test_the_compiled_decoder_refuses_wrong_counts_and_out_of_range_words() -> None:

@@ -3,7 +3,8 @@
 A float32 reading used to go out as its float64 expansion (23.414709091186523) and a scaled
 integer as 229.70000000000002. This prints what a full backlog request costs per point for
 three kinds of meter, with the raw expansion ("before") and with the shortest text that is the
-same float32 / the decimals the scale implies ("now"). Pure computation: no broker, no daemon.
+same float32 / the decimals the scale implies ("now"); then how many points report by exception
+sends of a slowly varying signal. Pure computation: no broker, no daemon.
 
     .venv/bin/python bench/wire_bytes.py
 """
@@ -73,6 +74,20 @@ def bytes_per_point(meter: Callable[[int, int], tuple[PointConfig, list[int]]], 
     return len(body) / (SAMPLES * POINTS)
 
 
+def deadband_saving(band: float, hours: float = 1.0) -> tuple[int, int]:
+    """Points sent in an hour of 1 s polls of a slow 230 V ± 10 wave (period 20 min) with
+    ±0.05 V noise: with no deadband, and with `band` volts (heartbeat 300 s)."""
+    from gatewayd.acquire.deadband import ExceptionFilter
+
+    random.seed(11)
+    flt = ExceptionFilter([PointConfig(id="U", address=0, deadband=band, heartbeat_s=300)])
+    seconds = int(hours * 3600)
+    for t in range(seconds):
+        value = 230 + 10 * math.sin(2 * math.pi * t / 1200) + random.uniform(-0.05, 0.05)
+        flt.apply({"U": round(value, 2)}, float(t))
+    return seconds, seconds - flt.suppressed
+
+
 def main() -> None:
     meters = {
         "float32 (230 V ± 10, noisy)": float32_meter,
@@ -83,6 +98,11 @@ def main() -> None:
     for name, meter in meters.items():
         before, now = bytes_per_point(meter, False), bytes_per_point(meter, True)
         print(f"{name:<30} {before:>12.1f} {now:>10.1f} {1 - now / before:>6.0%}")
+    print()
+    print(f"{'deadband (V)':<14} {'points read':>12} {'points sent':>12} {'saved':>7}")
+    for band in (0.1, 0.5, 1.0):
+        read, sent = deadband_saving(band)
+        print(f"{band:<14} {read:>12} {sent:>12} {1 - sent / read:>6.0%}")
 
 
 if __name__ == "__main__":

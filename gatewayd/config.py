@@ -264,9 +264,24 @@ class PointConfig(Section):
     #: numeric model on the hub), or sent as {"value": null, "quality": q} ("null", with
     #: `quality = true`, for models that accept it).
     unreadable: Literal["omit", "null"] = "omit"
+    #: Report by exception (opt-in): send the point only when it moved more than this since
+    #: the value last sent (absolute, in the point's unit; 0: on any change) ...
+    deadband: float | None = Field(default=None, ge=0)
+    #: ... or more than this percentage of the value last sent ...
+    deadband_percent: float | None = Field(default=None, gt=0, le=100)
+    #: ... or at least this often all the same, so a steady value is told from a dead device.
+    heartbeat_s: float | None = Field(default=None, gt=0, le=86_400)
 
     @model_validator(mode="after")
     def _check(self) -> PointConfig:
+        banded = self.deadband is not None or self.deadband_percent is not None
+        if self.heartbeat_s is not None and not banded:
+            raise ValueError("heartbeat_s is only for points with deadband or deadband_percent")
+        numeric = self.type not in ("bool", "string")
+        if not numeric and (self.deadband or self.deadband_percent is not None):
+            raise ValueError(
+                f"a {self.type} point has no size of change: use deadband = 0 (send on change)"
+            )
         if self.unreadable == "null" and not self.quality:
             raise ValueError(
                 "unreadable = 'null' needs quality = true (the null carries a quality)"

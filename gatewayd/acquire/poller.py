@@ -12,10 +12,12 @@ quality). Failures are logged when a device starts failing and when it recovers,
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
 
+from gatewayd.acquire.deadband import ExceptionFilter
 from gatewayd.acquire.decode import PointDecoder, Words, is_finite, point_decoder
 from gatewayd.acquire.endpoint import Endpoint, EndpointKey, endpoint_key
 from gatewayd.acquire.plan import ReadRequest, plan_reads
@@ -73,6 +75,7 @@ class DevicePoller:
         self.sink = sink
         self.stamp = stamp or (lambda: (time.time_ns() // 1_000_000, 0, None))
         self.plan = plan_reads(device.points, device.modbus.max_gap)
+        self.report_by_exception = ExceptionFilter(device.points)
         # Per request: each point with its slice of the response and its decoder, worked out
         # once here rather than on every poll.
         self._layout = [
@@ -211,7 +214,10 @@ class DevicePoller:
             )
             self.consecutive_failures = 0
             self.retry_at = 0.0
-        if sample.points:
+        if self.report_by_exception.active:
+            kept = self.report_by_exception.apply(sample.points, now)
+            sample = dataclasses.replace(sample, points=kept)
+        if sample.points:  # a sample whose every point was left out is not stored
             self.sink(sample)
 
     def _failed(self, exc: DeviceError, started: float) -> None:

@@ -120,6 +120,11 @@ class GatewayCollector(Collector):
             "Answers that arrived after their request timed out, thrown away (per line)",
             labels=["endpoint"],
         )
+        suppressed = CounterMetricFamily(
+            "gatewayd_points_suppressed",
+            "Points left out by report by exception (within their deadband)",
+            labels=["device"],
+        )
         lines: dict[str, int] = {}
         for p in self.pollers():
             name = p.device.name
@@ -127,6 +132,7 @@ class GatewayCollector(Collector):
             polls.add_metric([name, "refused"], p.refused_polls)
             polls.add_metric([name, "failed"], p.failures)
             refused.add_metric([name], p.refused_reads)
+            suppressed.add_metric([name], p.report_by_exception.suppressed)
             lines[str(p.endpoint)] = p.endpoint.late_discarded + p.endpoint.strays
             polls.add_metric([name, "skipped"], p.skipped)
             seconds.add_metric([name], p.poll_seconds)
@@ -135,7 +141,7 @@ class GatewayCollector(Collector):
             bad.add_metric([name], p.bad_values)
         for endpoint, count in lines.items():
             late.add_metric([endpoint], count)
-        yield from (polls, seconds, last, up, bad, refused, late)
+        yield from (polls, seconds, last, up, bad, refused, late, suppressed)
 
 
 class _Server(ThreadingMixIn, WSGIServer):

@@ -284,3 +284,22 @@ async def test_the_journal_gets_our_lines_not_the_librarys(
     assert code == 1
     assert "meter-1" in out and "no valid answer to holding 0+1" in out
     assert "pymodbus" not in out and ">>>>>" not in out and "No response received" not in out
+
+
+async def test_report_by_exception_leaves_out_steady_points_and_empty_samples(
+    line_factory: Any,
+) -> None:
+    _, connection = line_factory("rtu_over_tcp", [meter(1)])
+    config = device(connection, retries=0)
+    banded = [p.model_copy(update={"deadband": 1.0}) for p in config.points]
+    config = config.model_copy(update={"points": banded})
+    samples: list[Sample] = []
+    pollers, endpoints = build_pollers([config], samples.append)
+    try:
+        for _ in range(3):
+            await pollers[0].poll()
+    finally:
+        for endpoint in endpoints.values():
+            endpoint.close()
+    assert [s.points for s in samples] == [{"A": 66051, "B": 2457}]  # steady: one sample only
+    assert pollers[0].report_by_exception.suppressed == 4

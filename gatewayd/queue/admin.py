@@ -17,7 +17,9 @@ from typing import Any
 import sqlite_utils
 
 from gatewayd.errors import QueueError
-from gatewayd.queue.store import connect, file_bytes, now_ms
+from gatewayd.queue.schema import connect
+from gatewayd.queue.stats import file_bytes
+from gatewayd.queue.store import now_ms
 
 SAMPLE_COLUMNS = "id, product_key, device_key, ts_ms, points, enqueued_ms, attempts"
 

@@ -1,0 +1,186 @@
+"""The daemon's handle on the queue: one writer thread, group commits, a memory buffer.
+
+One worker thread owns the write connection (SQLite connections are not shared across threads, and
+the event loop must never wait on an fsync). New samples are buffered on the event loop and
+committed in groups every `commit_interval_ms`, which bounds fsyncs on flash storage and bounds
+what a crash can lose to one open group. Readers such as the CLI open their own connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gatewayd.config import QueueConfig
+from gatewayd.errors import QueueError
+from gatewayd.model import QueuedSample, Sample
+from gatewayd.queue.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: A group this large is committed at once rather than at the next commit tick.
+GROUP_MAX_SAMPLES = 2000
+
+
+class SampleQueue:
+    """The daemon's handle on the queue: async methods that run on the single writer thread."""
+
+    def __init__(self, cfg: QueueConfig) -> None:
+        self.cfg = cfg
+        self.path = Path(cfg.path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._store: Store | None = None
+        self._buffer: list[Sample] = []
+        #: Set whenever a group of new samples has been committed; the forwarder waits on it.
+        self.new_data = asyncio.Event()
+        self._group_full = asyncio.Event()
+        self.evicted = 0  # by the bounds, since start
+        self.write_failing = False
+        self.dropped_in_memory = 0  # samples lost because the disk refused writes for too long
+
+    async def open(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatewayd-db")
+        try:
+            self._store = await self._run(self._open_store)
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            raise
+
+    def _open_store(self) -> Store:
+        return open_store(self.path, self.cfg.synchronous, self.cfg.max_bytes, self.cfg)
+
+    async def close(self) -> None:
+        """Commit what is buffered, then close the connection and stop the writer thread."""
+        if self._executor is None:
+            return
+        try:
+            await self.flush()
+        finally:
+            store, self._store = self._store, None
+            if store is not None:
+                await self._run(store.conn.close)
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise QueueError("queue is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.Error as exc:
+            raise QueueError(f"queue {self.path}: {exc}") from exc
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise QueueError("queue is not open")
+        return self._store
+
+    def put(self, sample: Sample) -> None:
+        """Buffer a sample for the next group commit; never blocks the caller."""
+        self._buffer.append(sample)
+        if len(self._buffer) >= GROUP_MAX_SAMPLES:
+            self._group_full.set()  # a large group is committed now, not at the next tick
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    async def flush(self) -> int:
+        """Commit the buffered samples as one transaction; returns how many were committed.
+
+        If the disk refuses the write (full, read-only), the samples stay buffered, the newest
+        `memory_buffer_samples` of them, and the next flush tries again.
+        """
+        if not self._buffer:
+            return 0
+        group, self._buffer = self._buffer, []
+        if self._executor is None:
+            self._buffer[:0] = group
+            raise QueueError("queue is not open")
+        insert = asyncio.get_running_loop().run_in_executor(
+            self._executor, self.store.insert, group
+        )
+        try:
+            # Shielded: a cancelled flush (a stop) must not lose a group that is being written.
+            self.evicted += await asyncio.shield(insert)
+        except asyncio.CancelledError:
+            insert.add_done_callback(lambda done: self._restore_if_failed(done, group))
+            raise
+        except sqlite3.Error as exc:
+            self._buffer[:0] = group  # keep them for the next try, in order
+            error = QueueError(f"queue {self.path}: {exc}")
+            self._write_failed(error)
+            raise error from exc
+        if self.write_failing:
+            self.write_failing = False
+            log.warning("queue_writes_recovered lost_while_failing=%d", self.dropped_in_memory)
+            await self._run(self.store.set_state, {"lost_disk": self.dropped_in_memory})
+        self.new_data.set()
+        return len(group)
+
+    def _restore_if_failed(self, done: asyncio.Future[int], group: list[Sample]) -> None:
+        if done.cancelled() or done.exception() is not None:
+            self._buffer[:0] = group  # close() commits it
+
+    def _write_failed(self, exc: QueueError) -> None:
+        excess = len(self._buffer) - self.cfg.memory_buffer_samples
+        if excess > 0:
+            del self._buffer[:excess]
+            self.dropped_in_memory += excess
+        if not self.write_failing:
+            self.write_failing = True
+            log.error(
+                "queue_write_failed error=%r action='keeping the newest %d samples in memory'",
+                str(exc),
+                self.cfg.memory_buffer_samples,
+            )
+
+    async def run_committer(self) -> None:
+        """Group-commit loop; runs until cancelled (the final flush happens in close())."""
+        interval = self.cfg.commit_interval_ms / 1000
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._group_full.wait()
+            self._group_full.clear()
+            with contextlib.suppress(QueueError):  # logged once per episode by flush()
+                await self.flush()
+
+    async def fetch_after(self, after_id: int, limit: int) -> list[QueuedSample]:
+        return await self._run(self.store.fetch_after, after_id, limit)
+
+    async def fetch_newest(self, after_id: int, limit: int) -> list[QueuedSample]:
+        return await self._run(self.store.fetch_newest, after_id, limit)
+
+    async def ack(self, ids: list[int]) -> int:
+        return await self._run(self.store.ack, ids)
+
+    async def reject(self, ids: list[int], code: int, message: str) -> int:
+        return await self._run(self.store.reject, ids, code, message)
+
+    async def record_failure(self, ids: list[int], code: int | None) -> None:
+        await self._run(self.store.record_failure, ids, code)
+
+    async def figures(self) -> tuple[int, int | None, float]:
+        """Health figures in one trip to the writer thread (which proves it is not stuck)."""
+        return await self._run(self.store.figures)
+
+    async def restamp(self, boot: str, offset_ms: int) -> int:
+        return await self._run(self.store.restamp, boot, offset_ms)
+
+    async def release_other_boots(self, boot: str, policy: str) -> int:
+        return await self._run(self.store.release_other_boots, boot, policy)
+
+    async def set_state(self, **values: Any) -> None:
+        await self._run(self.store.set_state, values)

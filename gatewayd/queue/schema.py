@@ -145,6 +145,24 @@ def probe(conn: sqlite3.Connection) -> str | None:
     return None
 
 
+def whole_file_problem(path: Path) -> str | None:
+    """SQLite's quick_check on its own read-only connection: None if every page is sound.
+
+    Only corruption counts: a file that cannot be opened here (gone, locked) is not damaged.
+    """
+    try:
+        conn = connect(path, readonly=True)
+    except (QueueError, sqlite3.Error):
+        return None
+    try:
+        rows = [str(row[0]) for row in conn.execute("PRAGMA quick_check(5)")]
+    except sqlite3.DatabaseError as exc:
+        return str(exc) if getattr(exc, "sqlite_errorname", "") in CORRUPTION else None
+    finally:
+        conn.close()
+    return None if rows == ["ok"] else "; ".join(rows)
+
+
 def move_aside(path: Path) -> Path:
     """Keep a corrupt file (and its WAL) under a name with the time, so nothing is thrown away."""
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -172,14 +190,32 @@ def _refuse_unwritable(path: Path) -> None:
             )
 
 
-def open_connection(path: Path, synchronous: str, max_bytes: int) -> sqlite3.Connection:
+def quarantine(path: Path, problem: str) -> Path:
+    """Move a damaged queue aside (kept, for the salvage and the operator) and say so loudly."""
+    kept = move_aside(path)
+    log.critical(
+        "queue_corrupt path=%s problem=%r kept_as=%s action='started a fresh queue;"
+        " salvaging the readable rows into it'",
+        path,
+        problem,
+        kept,
+    )
+    return kept
+
+
+def open_connection(
+    path: Path, synchronous: str, max_bytes: int
+) -> tuple[sqlite3.Connection, Path | None]:
     """Open (or create) the queue; a corrupt file is moved aside and a fresh queue started.
+
+    Returns the connection and, when the file was damaged, where it was kept (to salvage from).
 
     A file that cannot be written (permissions, a read-only mount) is refused with QueueError
     and left exactly as it was: it is not corrupt, and its readings must still be sent.
     """
     _refuse_unwritable(path)
     conn = None
+    kept: Path | None = None
     try:
         conn = connect(path, synchronous=synchronous, max_bytes=max_bytes)
         problem = probe(conn)
@@ -194,13 +230,7 @@ def open_connection(path: Path, synchronous: str, max_bytes: int) -> sqlite3.Con
     if problem is not None:
         if conn is not None:
             conn.close()
-        kept = move_aside(path)
-        log.critical(
-            "queue_corrupt path=%s problem=%r kept_as=%s action='started a fresh queue'",
-            path,
-            problem,
-            kept,
-        )
+        kept = quarantine(path, problem)
         conn = connect(path, synchronous=synchronous, max_bytes=max_bytes)
     assert conn is not None
     try:
@@ -211,4 +241,4 @@ def open_connection(path: Path, synchronous: str, max_bytes: int) -> sqlite3.Con
     except QueueError:
         conn.close()
         raise
-    return conn
+    return conn, kept

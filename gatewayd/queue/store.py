@@ -19,6 +19,7 @@ import sqlite_utils
 from gatewayd.config import QueueConfig
 from gatewayd.model import QueuedSample, Sample
 from gatewayd.queue.eviction import Bounds, evict_old, evict_to_budget, used_bytes
+from gatewayd.queue.salvage import SalvageTarget
 from gatewayd.queue.schema import MIGRATIONS, connect, migrate, open_connection
 
 if TYPE_CHECKING:  # imports written before the split into modules keep working
@@ -66,11 +67,19 @@ def now_ms() -> int:
 def open_store(
     path: Path, synchronous: str, max_bytes: int, cfg: QueueConfig | None = None
 ) -> Store:
-    """Open (or create) the queue (see schema.open_connection) with its bounds."""
-    return Store(open_connection(path, synchronous, max_bytes), cfg)
+    """Open (or create) the queue (see schema.open_connection) with its bounds.
+
+    When the file was damaged, the fresh queue is marked to salvage the kept copy (SampleQueue
+    runs the salvage; `pending_salvage` says from where).
+    """
+    conn, kept = open_connection(path, synchronous, max_bytes)
+    store = Store(conn, cfg)
+    if kept is not None:
+        store.begin_salvage(kept)
+    return store
 
 
-class Store:
+class Store(SalvageTarget):
     """Synchronous queue operations on one connection; used from exactly one thread."""
 
     def __init__(self, conn: sqlite3.Connection, cfg: QueueConfig | None = None) -> None:
@@ -79,6 +88,7 @@ class Store:
         self.bounds = Bounds(cfg.max_bytes, cfg.max_age_s, cfg.overflow) if cfg else None
         self.evicting = False  # inside an episode of eviction (logged once per episode)
         self.episode_evicted = 0
+        self._init_salvage()
 
     def used_bytes(self) -> int:
         """Bytes of the database in use (pages not on the free list)."""
@@ -152,7 +162,10 @@ class Store:
             " WHERE id > ? AND held_boot IS NULL ORDER BY id LIMIT ?",
             (after_id, limit),
         )
-        return list(map(QueuedSample._make, cursor))
+        rows = list(map(QueuedSample._make, cursor))
+        if rows:
+            self.note_seen(rows[-1].id)
+        return rows
 
     def fetch_newest(self, after_id: int, limit: int) -> list[QueuedSample]:
         """The newest rows past `after_id`, newest first (a cheap scan from the end)."""
@@ -161,7 +174,10 @@ class Store:
             " WHERE id > ? AND held_boot IS NULL ORDER BY id DESC LIMIT ?",
             (after_id, limit),
         )
-        return list(map(QueuedSample._make, cursor))
+        rows = list(map(QueuedSample._make, cursor))
+        if rows:
+            self.note_seen(rows[0].id)
+        return rows
 
     def reject(self, ids: list[int], code: int, message: str) -> int:
         """Move rows the hub refused for their content into the dead-letter table."""
@@ -190,6 +206,7 @@ class Store:
             )
             self._bump("sent", cursor.rowcount)
             self._set_many({"last_reply_code": 200, "last_reply_ms": now_ms()})
+        self.note_acked(ids)
         return cursor.rowcount
 
     def record_failure(self, ids: list[int], code: int | None) -> None:

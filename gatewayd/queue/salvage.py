@@ -37,6 +37,10 @@ def is_corruption(exc: BaseException) -> bool:
     )
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    return getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL"
+
+
 def _one(conn: sqlite3.Connection, sql: str) -> int | None:
     try:
         row = conn.execute(sql).fetchone()
@@ -226,8 +230,8 @@ class SalvageTarget:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 keep,
             )
-            self._add("salvaged", len(keep))
-            self._add("salvage_skipped_confirmed", len(rows) - len(keep))
+            self.add_counter("salvaged", len(keep))
+            self.add_counter("salvage_skipped_confirmed", len(rows) - len(keep))
             self.conn.execute("UPDATE meta SET value = ? WHERE key = 'salvage_next_id'", (next_id,))
         return len(keep)
 
@@ -242,13 +246,14 @@ class SalvageTarget:
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rejected,
             )
-            self._add("lost_corrupt", lost)
-            self._add("lost_corrupt_rejected", lost_rejected)
+            self.add_counter("lost_corrupt", lost)
+            self.add_counter("lost_corrupt_rejected", lost_rejected)
             self.conn.execute("DELETE FROM meta WHERE key LIKE 'salvage_%'")
         self.salvage_base = 0
         self.acked_old.clear()
 
-    def _add(self, key: str, n: int) -> None:
+    def add_counter(self, key: str, n: int) -> None:
+        """Add to a counter in `state`, creating it (counters added after 0001 start absent)."""
         self.conn.execute(
             "INSERT INTO state (key, value) VALUES (?, ?)"
             " ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",

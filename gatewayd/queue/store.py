@@ -7,6 +7,7 @@ reply naming its request, eviction by the bounds, a move to `rejected`, or an op
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -268,6 +269,31 @@ class Store(SalvageTarget):
             "SELECT avg(n_points) FROM (SELECT n_points FROM samples ORDER BY id DESC LIMIT 1000)"
         ).fetchone()[0]
         return int(high - low + 1), int(oldest), float(mean or 0.0)
+
+    def count_lost(self, key: str, n: int) -> None:
+        with self.conn:
+            self.add_counter(key, n)
+
+    def limit_wal(self, max_wal_bytes: int) -> None:
+        """Checkpoint automatically once the WAL holds `max_wal_bytes` (or less: connect())."""
+        page = self.conn.execute("PRAGMA page_size").fetchone()[0]
+        current = self.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        pages = max(16, min(current, max_wal_bytes // page))
+        self.conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the file and truncate it (best effort: a full disk may refuse)."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def give_back_pages(self, keep_free_bytes: int) -> None:
+        """Hand free pages beyond `keep_free_bytes` back to the file system (for the reserve)."""
+        free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+        page = self.conn.execute("PRAGMA page_size").fetchone()[0]
+        surplus = free - keep_free_bytes // page
+        if surplus > 0:
+            list(self.conn.execute(f"PRAGMA incremental_vacuum({surplus})"))
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def set_state(self, values: dict[str, Any]) -> None:
         with self.db.atomic():

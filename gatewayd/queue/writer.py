@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 from gatewayd.config import QueueConfig
 from gatewayd.errors import QueueError
 from gatewayd.model import QueuedSample, Sample
-from gatewayd.queue.salvage import Salvage, describe, is_corruption
+from gatewayd.queue.reserve import DiskReserve, reserve_bytes
+from gatewayd.queue.salvage import Salvage, describe, is_corruption, is_disk_full
 from gatewayd.queue.schema import quarantine, whole_file_problem
 from gatewayd.queue.store import Store, open_store
 
@@ -31,6 +32,8 @@ T = TypeVar("T")
 
 #: A group this large is committed at once rather than at the next commit tick.
 GROUP_MAX_SAMPLES = 2000
+#: Store calls that free space: on a full disk they may use the reserve.
+FREES_SPACE = {"ack", "reject"}
 
 
 class SampleQueue:
@@ -51,6 +54,10 @@ class SampleQueue:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._salvage_task: asyncio.Task[None] | None = None
         self._check_task: asyncio.Task[None] | None = None
+        self.reserve = DiskReserve(self.path, reserve_bytes(cfg.max_bytes))
+        #: Ids the hub confirmed whose delete the disk refused: never handed out again.
+        self._confirmed: set[int] = set()
+        self._lost_recorded = 0  # of dropped_in_memory, how many are counted in the file
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -62,6 +69,10 @@ class SampleQueue:
             self._executor = None
             raise
         self._start_salvage()  # a file found damaged at the start, or a salvage left unfinished
+        await self._run(self.reserve.ensure)
+        # What the WAL holds beyond the file must fit in the reserve, or a checkpoint on a full
+        # disk (which grows the file by those pages) could never run: checkpoint at half of it.
+        await self._call("limit_wal", self.reserve.size // 2)
         self._check_task = asyncio.create_task(self._check_whole_file(self.store))
 
     def _open_store(self) -> Store:
@@ -106,10 +117,28 @@ class SampleQueue:
         try:
             return getattr(self.store, name)(*args)
         except sqlite3.DatabaseError as exc:
+            if is_disk_full(exc):
+                return self._retry_on_full_disk(name, *args)
             if not is_corruption(exc):
                 raise
             self._replace_damaged(self.store, str(exc))
             return getattr(self.store, name)(*args)
+
+    def _retry_on_full_disk(self, name: str, *args: Any) -> Any:
+        """A full disk: empty the WAL into the file and try again; a delete may use the reserve.
+
+        The WAL holds committed pages the main file has not taken yet; once they are copied
+        back and the WAL truncated, its blocks are free. If that is not enough for a delete of
+        confirmed rows, the reserve is given up so the delete, and with it progress, can happen.
+        """
+        self.store.checkpoint()
+        try:
+            return getattr(self.store, name)(*args)
+        except sqlite3.DatabaseError as exc:
+            if not (is_disk_full(exc) and name in FREES_SPACE and self.reserve.release()):
+                raise
+        self.store.checkpoint()
+        return getattr(self.store, name)(*args)
 
     def _replace_damaged(self, damaged: Store, problem: str) -> None:
         """Keep the damaged file aside, go on in a fresh one, salvage in the background."""
@@ -242,9 +271,16 @@ class SampleQueue:
         if self.write_failing:
             self.write_failing = False
             log.warning("queue_writes_recovered lost_while_failing=%d", self.dropped_in_memory)
-            await self._run(self.store.set_state, {"lost_disk": self.dropped_in_memory})
+            await self._record_lost()
         self.new_data.set()
         return len(group)
+
+    async def _record_lost(self) -> None:
+        """Add the samples dropped from memory since the last record to `lost_disk`."""
+        new = self.dropped_in_memory - self._lost_recorded
+        if new:
+            await self._call("count_lost", "lost_disk", new)
+            self._lost_recorded += new
 
     def _restore_if_failed(self, done: asyncio.Future[int], group: list[Sample]) -> None:
         if done.cancelled() or done.exception() is not None:
@@ -275,13 +311,42 @@ class SampleQueue:
                 await self.flush()
 
     async def fetch_after(self, after_id: int, limit: int) -> list[QueuedSample]:
-        return await self._call("fetch_after", after_id, limit)
+        return self._unconfirmed(await self._call("fetch_after", after_id, limit))
 
     async def fetch_newest(self, after_id: int, limit: int) -> list[QueuedSample]:
-        return await self._call("fetch_newest", after_id, limit)
+        return self._unconfirmed(await self._call("fetch_newest", after_id, limit))
 
     async def ack(self, ids: list[int]) -> int:
-        return await self._call("ack", ids)
+        """Delete confirmed rows; if the disk refuses even that, remember them (never re-sent).
+
+        Returns how many rows were deleted now (earlier remembered ones included).
+        """
+        self._confirmed.update(ids)
+        try:
+            deleted: int = await self._call("ack", sorted(self._confirmed))
+        except QueueError as exc:
+            log.error(
+                "queue_ack_failed error=%r confirmed_waiting=%d note='kept in memory, not re-sent'",
+                str(exc),
+                len(self._confirmed),
+            )
+            return 0
+        self._confirmed.clear()
+        if not self.reserve.held:
+            await self._run(self._restore_reserve)
+        return deleted
+
+    def _restore_reserve(self) -> None:
+        self.store.give_back_pages(3 * self.reserve.size)
+        if self.reserve.ensure():
+            log.info(
+                "queue_reserve_restored path=%s bytes=%d", self.reserve.path, self.reserve.size
+            )
+
+    def _unconfirmed(self, rows: list[QueuedSample]) -> list[QueuedSample]:
+        if not self._confirmed:
+            return rows
+        return [row for row in rows if row.id not in self._confirmed]
 
     async def reject(self, ids: list[int], code: int, message: str) -> int:
         return await self._call("reject", ids, code, message)

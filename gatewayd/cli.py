@@ -227,6 +227,13 @@ def stats(config: str | None, db: str | None, as_json: bool) -> None:
         figures = read_stats(queue_path(config, db))
     except GatewaydError as exc:
         fail(str(exc))
+    if figures.unreadable:
+        click.echo(
+            "warning: the file is damaged; unreadable: "
+            + "; ".join(figures.unreadable)
+            + f" ({figures.unreadable_samples:,} sample ids). Figures count what was read.",
+            err=True,
+        )
     if as_json:
         click.echo(json.dumps(asdict(figures), sort_keys=True))
         return

@@ -17,7 +17,10 @@ from typing import Any
 import sqlite_utils
 
 from gatewayd.errors import QueueError
-from gatewayd.queue.store import connect, file_bytes, now_ms
+from gatewayd.queue.salvage import RangeReader, describe, is_corruption
+from gatewayd.queue.schema import connect
+from gatewayd.queue.stats import file_bytes
+from gatewayd.queue.store import now_ms
 
 SAMPLE_COLUMNS = "id, product_key, device_key, ts_ms, points, enqueued_ms, attempts"
 
@@ -105,11 +108,43 @@ def export(
     since_ms: int | None = None,
     until_ms: int | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Pending samples (filtered) in queue order, one dict each; streams, never loads all."""
+    """Pending samples (filtered) in queue order, one dict each; streams, never loads all.
+
+    A damaged file is read around its damage (by id ranges, salvage.RangeReader); after the
+    last row, QueueError names the ids that could not be read.
+    """
     where, params = _filters(device, since_ms, until_ms)
+    last_id = 0
     with _open(path) as db:
-        for row in db.query(f"SELECT {SAMPLE_COLUMNS} FROM samples{where} ORDER BY id", params):
-            yield _decode(row)
+        try:
+            for row in db.query(f"SELECT {SAMPLE_COLUMNS} FROM samples{where} ORDER BY id", params):
+                last_id = row["id"]
+                yield _decode(row)
+            return
+        except sqlite3.DatabaseError as exc:
+            if not is_corruption(exc):
+                raise
+        reader = RangeReader(db.conn, "samples", SAMPLE_COLUMNS, start_id=last_id + 1)
+        names = [c.strip() for c in SAMPLE_COLUMNS.split(",")]
+        for rows in reader.chunks():
+            for values in rows:
+                row = dict(zip(names, values, strict=True))
+                if _matches(row, device, since_ms, until_ms):
+                    yield _decode(row)
+        raise QueueError(
+            f"{path} is damaged: unreadable sample ids {describe(reader.unreadable, 20)}"
+            f" ({reader.unreadable_ids:,} ids); every other row was exported"
+        )
+
+
+def _matches(
+    row: dict[str, Any], device: str | None, since_ms: int | None, until_ms: int | None
+) -> bool:
+    return (
+        (device is None or row["device_key"] == device)
+        and (since_ms is None or row["ts_ms"] >= since_ms)
+        and (until_ms is None or row["ts_ms"] < until_ms)
+    )
 
 
 def purge(path: Path, device: str | None = None, before_ms: int | None = None) -> int:

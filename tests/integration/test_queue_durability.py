@@ -75,7 +75,7 @@ def test_drop_newest_keeps_the_oldest(tmp_path: Path) -> None:
 def test_samples_older_than_max_age_are_evicted_and_counted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="gatewayd.queue.store")
+    caplog.set_level(logging.INFO, logger="gatewayd.queue")
     path = tmp_path / "q.db"
     s = store(path, max_age_s=3600)
     for second in range(0, 3 * 3600, 10):

@@ -1,0 +1,101 @@
+"""A full disk with the uplink back: confirmed rows must be deleted so that new readings fit.
+
+Deleting needs room too (SQLite writes the change to the WAL first). The queue keeps a reserve
+file of its own and gives it up when the disk is full, so a confirmation can always be saved;
+rows confirmed but not deleted are never sent again; every reading lost is counted. Real SQLite
+on a small tmpfs (root only; unmounted in teardown).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gatewayd.config import QueueConfig
+from gatewayd.errors import QueueError
+from gatewayd.model import Sample
+from gatewayd.queue.stats import read_stats
+from gatewayd.queue.writer import SampleQueue
+
+START_MS = 1_795_000_000_000
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def readings(start: int, count: int) -> list[Sample]:
+    return [
+        Sample("subPK", f"d{n % 3}", START_MS + n, {f"P{k}": n + k / 10 for k in range(8)})
+        for n in range(start, start + count)
+    ]
+
+
+async def fill_until_full(queue: SampleQueue) -> int:
+    """Put readings until the disk refuses the group; returns the next reading number."""
+    n = 0
+    with pytest.raises(QueueError, match="full"):
+        while True:
+            for sample in readings(n, 200):
+                queue.put(sample)
+            n += 200
+            await queue.flush()
+    return n
+
+
+async def test_a_full_disk_drains_when_the_uplink_is_back_and_new_readings_fit_again(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gatewayd.queue")
+    path = small_disk / "queue.db"
+    queue = SampleQueue(QueueConfig(path=path, memory_buffer_samples=100, commit_interval_ms=50))
+    await queue.open()
+    sent: list[int] = []
+    try:
+        n = await fill_until_full(queue)
+        for sample in readings(n, 300):  # polls go on: the newest 100 wait in memory
+            queue.put(sample)
+        n += 300
+        with contextlib.suppress(QueueError):
+            await queue.flush()
+        dropped = queue.dropped_in_memory
+        assert dropped > 0
+        # The uplink is back: the drain sends the backlog and each 200 reply is acknowledged.
+        for _ in range(200):
+            rows = await queue.fetch_after(0, 200)  # from the start: a re-sent row would show
+            if not rows:
+                break
+            sent += [r.ts_ms for r in rows]
+            await queue.ack([r.id for r in rows])
+            with contextlib.suppress(QueueError):
+                await queue.flush()
+        assert len(sent) == len(set(sent)), "a confirmed row was sent again"
+        # Room again: new readings are committed.
+        for sample in readings(n, 50):
+            queue.put(sample)
+        assert await queue.flush() == 50
+        assert not queue.write_failing
+    finally:
+        await queue.close()
+    stats = read_stats(path)
+    assert stats.state["lost_disk"] == dropped
+    assert stats.pending_samples == 50
+    assert len(sent) + dropped == n  # every reading sent once, or counted lost
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "queue_reserve_released" in messages
+    assert f"lost_while_failing={dropped}" in messages

@@ -38,7 +38,7 @@ def config_path(path: str | None) -> Path:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -76,7 +76,9 @@ def main() -> None:
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
 )
 def run(config: str | None, log_level: str) -> None:
-    """Run the daemon until SIGTERM or SIGINT.
+    """Run the daemon until SIGTERM or SIGINT (one daemon per queue file).
+
+    Exits 1 if a stage fails or stalls, or if another gatewayd already runs on the same queue.
 
     Example: gatewayd run -c /etc/gatewayd/config.toml
     """
@@ -89,6 +91,8 @@ def run(config: str | None, log_level: str) -> None:
         asyncio.run(_run_until_signal(Daemon(settings, loader=lambda: load_config(path))))
     except GatewaydError as exc:
         fail(str(exc))
+    except Exception as exc:  # a bug: one line for the operator, not a traceback
+        fail(f"unexpected {type(exc).__name__}: {exc}")
 
 
 async def _run_until_signal(daemon: Any) -> None:

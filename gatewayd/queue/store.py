@@ -30,6 +30,7 @@ from sqlite_utils.migrations import Migrations
 from gatewayd.config import QueueConfig
 from gatewayd.errors import QueueError
 from gatewayd.model import QueuedSample, Sample
+from gatewayd.runtime.watchdog import Pulse
 
 log = logging.getLogger(__name__)
 
@@ -543,6 +544,8 @@ class SampleQueue:
         self.evicted = 0  # by the bounds, since start
         self.write_failing = False
         self.dropped_in_memory = 0  # samples lost because the disk refused writes for too long
+        #: Beats every commit round; a writer thread stuck on the disk stops it (watchdog.py).
+        self.pulse = Pulse("queue-writer")
 
     async def open(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatewayd-db")
@@ -648,7 +651,8 @@ class SampleQueue:
         """Group-commit loop; runs until cancelled (the final flush happens in close())."""
         interval = self.cfg.commit_interval_ms / 1000
         while True:
-            with contextlib.suppress(TimeoutError):
+            self.pulse.beat()
+            with contextlib.suppress(TimeoutError), self.pulse.idle():
                 async with asyncio.timeout(interval):
                     await self._group_full.wait()
             self._group_full.clear()

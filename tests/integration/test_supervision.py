@@ -55,7 +55,12 @@ class Notifications:
                     self.received.append((time.monotonic(), recv.result().decode()))
                 else:
                     recv.cancel()
-        return time.monotonic()
+        gone = time.monotonic()
+        while True:  # what was sent before the exit and not read yet
+            try:
+                self.received.append((gone, self.sock.recv(4096).decode()))
+            except BlockingIOError:
+                return gone
 
     def times(self, key: str) -> list[float]:
         return [at for at, text in self.received if key in text]
@@ -106,11 +111,11 @@ async def test_a_stage_that_crashes_or_hangs_stops_the_daemon(
     log = err.decode()
     assert proc.returncode == 1, log
     pings = notify.times("WATCHDOG=1")
-    assert pings, "the watchdog was never fed before the fault"
+    assert pings, log
     fired = [line for line in log.splitlines() if "test_fault_injected" in line]
     assert len(fired) == 1, log
     reason = "stage_failed" if kind == "crash" else "stage_stalled"
-    critical = [line for line in log.splitlines() if "CRITICAL" in line]
+    critical = [line for line in log.splitlines() if "level=critical" in line]
     assert len(critical) == 1 and f"{reason} stage={stage}" in critical[0], log
     assert "Traceback" not in log
     if kind == "hang":

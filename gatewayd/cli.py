@@ -85,30 +85,15 @@ def run(config: str | None, log_level: str) -> None:
     settings = load_or_exit(config)
     setup_logging(log_level)
     from gatewayd.runtime.daemon import Daemon
+    from gatewayd.runtime.signals import run_until_signal
 
     try:
         path = config_path(config)
-        asyncio.run(_run_until_signal(Daemon(settings, loader=lambda: load_config(path))))
+        asyncio.run(run_until_signal(Daemon(settings, loader=lambda: load_config(path))))
     except GatewaydError as exc:
         fail(str(exc))
     except Exception as exc:  # a bug: one line for the operator, not a traceback
         fail(f"unexpected {type(exc).__name__}: {exc}")
-
-
-async def _run_until_signal(daemon: Any) -> None:
-    """The first SIGTERM/SIGINT starts a graceful stop; a second one stops the waiting."""
-    stop = asyncio.Event()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            daemon.hurry.set()
-        stop.set()
-
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal)
-    loop.add_signal_handler(signal.SIGHUP, daemon.reload_requested.set)
-    await daemon.run(stop)
 
 
 @main.command()

@@ -11,7 +11,6 @@ stalls triggers the same ordered stop, and `run` then raises StageFailed.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
@@ -32,7 +31,7 @@ from gatewayd.enos.protocol import (
     reply_topic,
 )
 from gatewayd.enos.topology import Topology, topology_topics
-from gatewayd.errors import ConfigError, GatewaydError, QueueError
+from gatewayd.errors import GatewaydError, QueueError
 from gatewayd.forward.loop import Forwarder
 from gatewayd.queue.store import SampleQueue, read_stats
 from gatewayd.runtime.faults import FaultHook
@@ -41,6 +40,7 @@ from gatewayd.runtime.health import DEFAULT_TICK_S, Health
 from gatewayd.runtime.lock import QueueLock
 from gatewayd.runtime.metrics import GatewayCollector, MetricsServer
 from gatewayd.runtime.notify import Notifier
+from gatewayd.runtime.reload import Reloader
 from gatewayd.runtime.supervisor import Supervisor, cancel
 from gatewayd.runtime.watchdog import Pulse, Watchdog, watchdog_usec_s
 
@@ -76,8 +76,9 @@ class Daemon:
     ) -> None:
         """`loader` re-reads the config on a reload request (SIGHUP); None: no reloads."""
         self.settings = settings
-        self.loader = loader
-        self.reload_requested = asyncio.Event()
+        self.reloader = Reloader(loader, lambda: self.settings, self._apply_devices)
+        #: Set by SIGHUP (runtime/signals.py).
+        self.reload_requested = self.reloader.requested
         self.clock = clock or ClockGuard(settings.clock)
         self.shutdown_timeout_s = shutdown_timeout_s
         self.queue = SampleQueue(settings.queue)
@@ -121,6 +122,7 @@ class Daemon:
 
     async def _run(self, stop: asyncio.Event) -> None:
         async with AsyncExitStack() as stack:
+            stack.callback(self.notifier.close)
             supervisor = self.supervisor
             supervisor.watch_threads()
             stack.callback(supervisor.unwatch_threads)
@@ -136,7 +138,7 @@ class Daemon:
             self._stage("health", self.health.run(), stack, self.health.pulse)
             self.scheduler = self._start_polling()
             stack.push_async_callback(self._stop_polling)
-            self._stage("reload", self._reloads(), stack)
+            self._stage("reload", self.reloader.run(), stack)
             self._stage("clock", self._watch_clock(), stack, self.clock_pulse)
             if self.settings.metrics.listen:
                 self.metrics = self._metrics_server()
@@ -227,48 +229,12 @@ class Daemon:
             )
             self.queue.new_data.set()
 
-    async def _reloads(self) -> None:
-        while True:
-            await self.reload_requested.wait()
-            self.reload_requested.clear()
-            await self.reload()
-
-    async def reload(self) -> bool:
-        """Apply a re-read config's devices without a restart; refuse an invalid one."""
-        if self.loader is None:
-            log.warning("reload_unavailable note='started without a config file'")
-            return False
-        try:
-            new = await asyncio.to_thread(self.loader)
-        except ConfigError as exc:
-            log.error(
-                "reload_refused problems=%s note='the running config stays'",
-                json.dumps(exc.problems),
-            )
-            return False
-        fixed = [
-            name
-            for name in ("gateway", "mqtt", "queue", "forward", "metrics")
-            if getattr(new, name) != getattr(self.settings, name)
-        ]
-        if fixed:
-            log.warning(
-                "reload_needs_restart sections=%s note='kept the running values'", ",".join(fixed)
-            )
-        old_names = {d.name for d in self.settings.devices}
-        new_names = {d.name for d in new.devices}
-        if new.devices != self.settings.devices:
-            self.settings = self.settings.model_copy(update={"devices": new.devices})
-            await self._stop_polling()
-            self.scheduler = self._start_polling()
-            self.topology.update(new.devices)
-        log.info(
-            "reloaded devices=%d added=%s removed=%s",
-            len(new.devices),
-            ",".join(sorted(new_names - old_names)) or "-",
-            ",".join(sorted(old_names - new_names)) or "-",
-        )
-        return True
+    async def _apply_devices(self, settings: Settings) -> None:
+        """A reloaded device list: new pollers, and the topology told."""
+        self.settings = settings
+        await self._stop_polling()
+        self.scheduler = self._start_polling()
+        self.topology.update(settings.devices)
 
     def _metrics_server(self) -> MetricsServer:
         collector = GatewayCollector(self.queue.path, lambda: self.health.snapshot)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -68,10 +69,12 @@ class Supervisor:
 
         task = asyncio.create_task(supervised(), name=f"gatewayd-{stage}")
         self._tasks[task] = stage
-        task.add_done_callback(self._ended)
+        task.add_done_callback(lambda done: self._ended(done, coro))
         return task
 
-    def _ended(self, task: asyncio.Task[None]) -> None:
+    def _ended(self, task: asyncio.Task[None], coro: Awaitable[None]) -> None:
+        if inspect.iscoroutine(coro):
+            coro.close()  # cancelled before it ever ran: not "never awaited"
         stage = self._tasks.pop(task, "?")
         if not task.cancelled() and self.failure is None and not self.stopping:
             self.fail(stage, RuntimeError("the stage ended by itself"))

@@ -136,6 +136,7 @@ class Daemon:
             self.watchdog.watch(self.forwarder.pulse)
             stack.push_async_callback(self._stop_forwarder, forwarder)
             self._stage("health", self.health.run(), stack, self.health.pulse)
+            self.watchdog.watch(self.health.writer_pulse)
             self.scheduler = self._start_polling()
             stack.push_async_callback(self._stop_polling)
             self._stage("reload", self.reloader.run(), stack)
@@ -197,6 +198,8 @@ class Daemon:
             return
         await (self.watchdog.fed if self.watchdog.enabled else self.started).wait()
         self.faults.arm()
+        if self.faults.blocks_writer:  # the writer thread itself stops answering
+            await self.queue._run(self.faults.thread_point, "queue-writer")
         await self.faults.break_uplink(lambda: self.session._client)
 
     async def _watch_clock(self) -> None:

@@ -8,6 +8,7 @@ gateway: it exists so that tests/integration/test_supervision.py can break each 
 - in a task stage (forwarder, topology, queue-writer, clock, health, watchdog, reload) the
   stage's work is cancelled and its task raises (crash) or awaits something that never comes
   (hang);
+- in `queue-writer` a hang blocks the SQLite writer thread itself (until the stop releases it);
 - in `acquire` the next scheduled poll raises or never returns;
 - in `metrics` the server's thread raises or blocks;
 - in `uplink` paho's callback raises in its network thread (crash only).
@@ -93,8 +94,14 @@ class FaultHook:
         log.warning("test_fault_injected stage=%s kind=%s", self.fault.stage, self.fault.kind)
         return self.fault.kind
 
+    @property
+    def blocks_writer(self) -> bool:
+        return self.fault == Fault("queue-writer", "hang")
+
     def wrap(self, stage: str, coro: Awaitable[None]) -> Awaitable[None]:
         """A task stage: unchanged, unless the fault is for it."""
+        if self.blocks_writer and stage == "queue-writer":
+            return coro  # hung in its thread instead (see `thread_point`)
         return self._faulty(coro) if self._mine(stage) else coro
 
     async def _faulty(self, coro: Awaitable[None]) -> None:

@@ -1,7 +1,7 @@
 """The daemon's figures: one tick takes a snapshot of every stage, on the event loop.
 
 Each tick asks the queue's writer thread for its figures (which also proves the thread is not
-stuck: the health pulse beats only when it answered in time), takes a `Snapshot` of the other
+stuck: the writer thread's pulse beats only when it answered in time), takes a `Snapshot` of the other
 stages, writes the live figures to the queue's `state` table (for `gatewayd queue stats`), and
 logs the drain's progress while a large backlog goes out. The watchdog (watchdog.py) sends the
 resulting STATUS= line; metrics and /healthz read the snapshot (metrics.py).
@@ -58,6 +58,9 @@ class Health:
         self.pollers = pollers
         self.tick_s = tick_s
         self.pulse = Pulse("health")
+        #: Beats when the writer thread answered a tick's figures request in time: it goes
+        #: stale when the thread is stuck even while the committer has nothing to commit.
+        self.writer_pulse = Pulse("queue-writer-thread")
         #: The latest figures; replaced whole, never changed (read from the metrics thread).
         self.snapshot = Snapshot()
         self.writer_ok = True
@@ -73,6 +76,7 @@ class Health:
             await self.tick()
 
     async def tick(self) -> None:
+        self.pulse.beat()
         now = time.monotonic()
         elapsed, self._last_tick = max(now - self._last_tick, 1e-3), now
         try:
@@ -85,7 +89,7 @@ class Health:
             self.writer_ok = False
             self.publish()
             return
-        self.pulse.beat()
+        self.writer_pulse.beat()
         forwarder = forwarder_stats(self.forwarder)
         connected, dropped, parked = uplink_figures(self.session, self.topology)
         rate = (forwarder.delivered - self._delivered) / elapsed

@@ -8,6 +8,7 @@ The `gatewayd queue …` commands do not take this lock: they go through SQLite'
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -33,11 +34,20 @@ class QueueLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise GatewaydError(f"cannot create the lock file {self.path}: {exc}") from None
+            hint = ""
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                hint = (
+                    f"; the directory {self.path.parent} is not writable (read-only file or file"
+                    " system?), and gatewayd needs to write the queue and its lock there"
+                )
+            raise GatewaydError(
+                f"queue {self.queue}: cannot create the lock file {self.path}: "
+                f"{exc.strerror}{hint}. Nothing was changed."
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

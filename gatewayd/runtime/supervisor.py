@@ -101,7 +101,8 @@ class Supervisor:
 
     def unwatch_threads(self) -> None:
         if self._previous_hook is not None:
-            threading.excepthook = self._previous_hook
+            if threading.excepthook == self._thread_died:  # not if someone hooked in after us
+                threading.excepthook = self._previous_hook
             self._previous_hook = None
 
     def _thread_died(self, args: threading.ExceptHookArgs) -> None:

@@ -145,9 +145,9 @@ class Watchdog:
     def feed(self) -> bool:
         """One round: WATCHDOG=1 (with STATUS=) if nothing is stale; raise if a stage stalled."""
         stale = self.check()
-        for s in stale:
-            if s.silent_s > self.deadline_s + self.period_s:
-                raise StageStalled(s.stage, s.silent_s)
+        worst = max(stale, key=lambda s: s.silent_s, default=None)  # the first to go quiet
+        if worst is not None and worst.silent_s > self.deadline_s + self.period_s:
+            raise StageStalled(worst.stage, worst.silent_s)
         if stale:
             self.notifier.status("stale=" + ",".join(s.stage for s in stale))
             return False

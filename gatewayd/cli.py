@@ -38,7 +38,7 @@ def config_path(path: str | None) -> Path:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -76,35 +76,24 @@ def main() -> None:
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
 )
 def run(config: str | None, log_level: str) -> None:
-    """Run the daemon until SIGTERM or SIGINT.
+    """Run the daemon until SIGTERM or SIGINT (one daemon per queue file).
+
+    Exits 1 if a stage fails or stalls, or if another gatewayd already runs on the same queue.
 
     Example: gatewayd run -c /etc/gatewayd/config.toml
     """
     settings = load_or_exit(config)
     setup_logging(log_level)
     from gatewayd.runtime.daemon import Daemon
+    from gatewayd.runtime.signals import run_until_signal
 
     try:
         path = config_path(config)
-        asyncio.run(_run_until_signal(Daemon(settings, loader=lambda: load_config(path))))
+        asyncio.run(run_until_signal(Daemon(settings, loader=lambda: load_config(path))))
     except GatewaydError as exc:
         fail(str(exc))
-
-
-async def _run_until_signal(daemon: Any) -> None:
-    """The first SIGTERM/SIGINT starts a graceful stop; a second one stops the waiting."""
-    stop = asyncio.Event()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            daemon.hurry.set()
-        stop.set()
-
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal)
-    loop.add_signal_handler(signal.SIGHUP, daemon.reload_requested.set)
-    await daemon.run(stop)
+    except Exception as exc:  # a bug: one line for the operator, not a traceback
+        fail(f"unexpected {type(exc).__name__}: {exc}")
 
 
 @main.command()

@@ -39,6 +39,7 @@ from gatewayd.enos.protocol import (
     topo_topic,
 )
 from gatewayd.errors import ReplyTimeout, UplinkDown
+from gatewayd.runtime.watchdog import Pulse
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class Topology:
         self.generation = 0
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        #: Beats every round; waits on the uplink or the hub are idle (runtime/watchdog.py).
+        self.pulse = Pulse("topology")
         session.command_handler = self.on_command
 
     @staticmethod
@@ -149,7 +152,9 @@ class Topology:
     async def run(self) -> None:
         """Synchronise after every connect, re-try parked devices while connected; until cancelled."""
         while True:
-            await self.session.connected.wait()
+            self.pulse.beat()
+            with self.pulse.idle():
+                await self.session.connected.wait()
             await self.sync()
             self.ready.set()
             while self.session.connected.is_set():
@@ -161,7 +166,8 @@ class Topology:
                             asyncio.ensure_future(self._wake.wait()),
                         }
                         try:
-                            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                            with self.pulse.idle():
+                                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                         finally:
                             for waiter in waiters:
                                 waiter.cancel()
@@ -220,7 +226,8 @@ class Topology:
     async def _request(self, topic: str, method: str, params: object) -> Reply:
         request_id = self.session.next_id()
         payload = request(request_id, method, params)
-        return await self.session.request(topic, request_id, payload, self.cfg.reply_timeout_s)
+        with self.pulse.idle():
+            return await self.session.request(topic, request_id, payload, self.cfg.reply_timeout_s)
 
     async def _topology(self) -> set[Key]:
         gw = self.gateway

@@ -47,6 +47,7 @@ from gatewayd.enos.topology import Topology
 from gatewayd.errors import QueueError, ReplyTimeout, UplinkDown
 from gatewayd.model import QueuedSample
 from gatewayd.queue.store import SampleQueue
+from gatewayd.runtime.watchdog import Pulse
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ class Forwarder:
         self.replies: dict[str, int] = {}
         #: Set whenever samples leave the queue (delivered or dead-lettered).
         self.progress = asyncio.Event()
+        #: Beats every round; waits on the hub or the topology are idle (runtime/watchdog.py).
+        self.pulse = Pulse("forwarder")
 
     @property
     def inflight(self) -> int:
@@ -115,14 +118,18 @@ class Forwarder:
     async def run(self) -> None:
         """Forward until cancelled."""
         while True:
-            await self.topology.ready.wait()
+            self.pulse.beat()
+            with self.pulse.idle():
+                await self.topology.ready.wait()
             if self._rewind:
-                await self._restart_from_oldest()
+                with self.pulse.idle():
+                    await self._restart_from_oldest()
                 continue
             if self.topology.generation != self._generation:
                 self._generation = self.topology.generation
                 self._cursor = self._live_cursor = 0  # parked rows may be sendable now
-            await self._window.acquire()
+            with self.pulse.idle():
+                await self._window.acquire()
             try:
                 batch = await self._next_batch()
             except QueueError as exc:

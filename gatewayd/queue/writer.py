@@ -25,6 +25,7 @@ from gatewayd.queue.reserve import DiskReserve, reserve_bytes
 from gatewayd.queue.salvage import Salvage, describe, is_corruption, is_disk_full
 from gatewayd.queue.schema import quarantine, whole_file_problem
 from gatewayd.queue.store import Store, open_store
+from gatewayd.runtime.watchdog import Pulse
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class SampleQueue:
         self.evicted = 0  # by the bounds, since start
         self.write_failing = False
         self.dropped_in_memory = 0  # samples lost because the disk refused writes for too long
+        #: Beats every commit round; a writer thread stuck on the disk stops it (watchdog.py).
+        self.pulse = Pulse("queue-writer")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._salvage_task: asyncio.Task[None] | None = None
         self._check_task: asyncio.Task[None] | None = None
@@ -303,7 +306,8 @@ class SampleQueue:
         """Group-commit loop; runs until cancelled (the final flush happens in close())."""
         interval = self.cfg.commit_interval_ms / 1000
         while True:
-            with contextlib.suppress(TimeoutError):
+            self.pulse.beat()
+            with contextlib.suppress(TimeoutError), self.pulse.idle():
                 async with asyncio.timeout(interval):
                     await self._group_full.wait()
             self._group_full.clear()

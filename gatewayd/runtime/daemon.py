@@ -1,20 +1,21 @@
 """Wiring and lifecycle: the only module that knows every part.
 
-Start order: queue → MQTT session → forwarder → polling. Each start registers its teardown on an
-AsyncExitStack, so a failed start unwinds what was already opened, in reverse. A stop runs the
-same stack: polling stops first, the in-flight replies get `shutdown_timeout_s` to arrive, the
-session closes, and the queue commits its last group and closes.
+Start order: instance lock → queue → MQTT session → forwarder → polling → metrics → watchdog.
+Each start registers its teardown on an AsyncExitStack, so a failed start unwinds what was
+already opened, in reverse. A stop runs the same stack: polling stops first, the in-flight
+replies get `shutdown_timeout_s` to arrive, the session closes, and the queue commits its last
+group and closes. Every stage runs under the supervisor (supervisor.py): one that fails or
+stalls triggers the same ordered stop, and `run` then raises StageFailed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -30,12 +31,18 @@ from gatewayd.enos.protocol import (
     reply_topic,
 )
 from gatewayd.enos.topology import Topology, topology_topics
-from gatewayd.errors import ConfigError, GatewaydError, QueueError
+from gatewayd.errors import GatewaydError, QueueError
 from gatewayd.forward.loop import Forwarder
 from gatewayd.queue.store import SampleQueue, read_stats
-from gatewayd.runtime.health import Health
+from gatewayd.runtime.faults import FaultHook
+from gatewayd.runtime.faults import from_env as faults_from_env
+from gatewayd.runtime.health import DEFAULT_TICK_S, Health
+from gatewayd.runtime.lock import QueueLock
 from gatewayd.runtime.metrics import GatewayCollector, MetricsServer
 from gatewayd.runtime.notify import Notifier
+from gatewayd.runtime.reload import Reloader
+from gatewayd.runtime.supervisor import Supervisor, cancel
+from gatewayd.runtime.watchdog import Pulse, Watchdog, watchdog_usec_s
 
 log = logging.getLogger(__name__)
 
@@ -53,14 +60,12 @@ def session_topics(settings: Settings) -> list[str]:
     return data + topology_topics(gw)
 
 
-async def _cancel(task: asyncio.Task[Any]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
 class Daemon:
-    """The running gateway: build with a validated Settings, then `await run(stop_event)`."""
+    """The running gateway: build with a validated Settings, then `await run(stop_event)`.
+
+    `run` ends with StageFailed when a stage failed or stalled (runtime/supervisor.py), and with
+    QueueLocked when another daemon runs on the same queue (runtime/lock.py).
+    """
 
     def __init__(
         self,
@@ -71,8 +76,9 @@ class Daemon:
     ) -> None:
         """`loader` re-reads the config on a reload request (SIGHUP); None: no reloads."""
         self.settings = settings
-        self.loader = loader
-        self.reload_requested = asyncio.Event()
+        self.reloader = Reloader(loader, lambda: self.settings, self._apply_devices)
+        #: Set by SIGHUP (runtime/signals.py).
+        self.reload_requested = self.reloader.requested
         self.clock = clock or ClockGuard(settings.clock)
         self.shutdown_timeout_s = shutdown_timeout_s
         self.queue = SampleQueue(settings.queue)
@@ -84,31 +90,66 @@ class Daemon:
         self.pollers: list[DevicePoller] = []
         self.started = asyncio.Event()
         self.notifier = Notifier()
-        self.health = Health(self.queue, self.session, self.forwarder, self.topology, self.notifier)
+        self.supervisor = Supervisor()
+        self.faults = FaultHook(faults_from_env())
+        self.watchdog = Watchdog(self.notifier, watchdog_usec_s())
+        self.health = Health(
+            self.queue,
+            self.session,
+            self.forwarder,
+            self.topology,
+            lambda: self.pollers,
+            tick_s=min(DEFAULT_TICK_S, self.watchdog.period_s),
+        )
+        self.watchdog.status = self.health.status_line
+        self.clock_pulse = Pulse("clock")
+        self.metrics_pulse = Pulse("metrics")
         self.metrics: MetricsServer | None = None
         #: Set by a second stop signal: stop waiting for in-flight replies, leave now.
         self.hurry = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Run until `stop` is set, then stop gracefully."""
+        """Run until `stop` is set or a stage fails, then stop in order."""
+        lock = QueueLock(Path(self.settings.queue.path))
+        lock.acquire()
+        try:
+            await self._run(stop)
+        finally:
+            lock.release()
+        await self._report_left()
+        if self.supervisor.failure is not None:
+            raise self.supervisor.failure
+
+    async def _run(self, stop: asyncio.Event) -> None:
         async with AsyncExitStack() as stack:
+            stack.callback(self.notifier.close)
+            supervisor = self.supervisor
+            supervisor.watch_threads()
+            stack.callback(supervisor.unwatch_threads)
             await self.queue.open()
             stack.push_async_callback(self.queue.close)
-            stack.push_async_callback(_cancel, self._spawn(self.queue.run_committer()))
+            self._stage("queue-writer", self.queue.run_committer(), stack, self.queue.pulse)
             await self.session.start()
             stack.push_async_callback(self.session.stop)
-            stack.push_async_callback(_cancel, self._spawn(self.topology.run()))
-            forwarder = self._spawn(self.forwarder.run())
+            self._stage("topology", self.topology.run(), stack, self.topology.pulse)
+            forwarder = self._spawn("forwarder", self.forwarder.run())
+            self.watchdog.watch(self.forwarder.pulse)
             stack.push_async_callback(self._stop_forwarder, forwarder)
-            stack.push_async_callback(_cancel, self._spawn(self.health.run()))
+            self._stage("health", self.health.run(), stack, self.health.pulse)
+            self.watchdog.watch(self.health.writer_pulse)
             self.scheduler = self._start_polling()
             stack.push_async_callback(self._stop_polling)
-            stack.push_async_callback(_cancel, self._spawn(self._reloads()))
-            stack.push_async_callback(_cancel, self._spawn(self._watch_clock()))
+            self._stage("reload", self.reloader.run(), stack)
+            self._stage("clock", self._watch_clock(), stack, self.clock_pulse)
             if self.settings.metrics.listen:
                 self.metrics = self._metrics_server()
                 await asyncio.to_thread(self.metrics.start)
-                stack.callback(self.metrics.stop)
+                self.watchdog.watch(self.metrics_pulse)
+                stack.push_async_callback(self.metrics.aclose)
+            self._stage("watchdog", self.watchdog.run(), stack)
+            arming = asyncio.create_task(self._arm_faults())
+            stack.push_async_callback(cancel, arming)
+            stack.callback(self.faults.release)  # a hung test thread must not hold the stop
             log.info(
                 "started devices=%d queue=%s broker=%s:%d",
                 len(self.pollers),
@@ -118,15 +159,54 @@ class Daemon:
             )
             self.started.set()
             self.notifier.ready(f"polling {len(self.pollers)} devices")
-            await stop.wait()
+            await self._until_stop_or_failure(stop)
+            supervisor.stopping = True
+            if supervisor.failure is not None:
+                self.hurry.set()  # a broken daemon does not wait for replies
             log.info("stopping")
             self.notifier.stopping()
-        await self._report_left()
+
+    async def _until_stop_or_failure(self, stop: asyncio.Event) -> None:
+        waiters = {
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self.supervisor.failed.wait()),
+        }
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    def _spawn(self, stage: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        return self.supervisor.spawn(stage, self.faults.wrap(stage, coro))
+
+    def _stage(
+        self,
+        stage: str,
+        coro: Coroutine[Any, Any, None],
+        stack: AsyncExitStack,
+        pulse: Pulse | None = None,
+    ) -> None:
+        """Spawn a supervised stage, watch its pulse, and cancel it on the way out."""
+        if pulse is not None:
+            self.watchdog.watch(pulse)
+        stack.push_async_callback(cancel, self._spawn(stage, coro))
+
+    async def _arm_faults(self) -> None:
+        """Test hook (runtime/faults.py): arm once the watchdog was fed, or once started."""
+        if self.faults.fault is None:
+            return
+        await (self.watchdog.fed if self.watchdog.enabled else self.started).wait()
+        self.faults.arm()
+        if self.faults.blocks_writer:  # the writer thread itself stops answering
+            await self.queue._run(self.faults.thread_point, "queue-writer")
+        await self.faults.break_uplink(lambda: self.session._client)
 
     async def _watch_clock(self) -> None:
         """Re-stamp held readings once the wall clock can be trusted (gatewayd/acquire/clock.py)."""
         first = True
         while True:
+            self.clock_pulse.beat()
             became_trusted = self.clock.check()
             if self.clock.trusted and (became_trusted or first):
                 await self._release_held()
@@ -152,54 +232,36 @@ class Daemon:
             )
             self.queue.new_data.set()
 
-    async def _reloads(self) -> None:
-        while True:
-            await self.reload_requested.wait()
-            self.reload_requested.clear()
-            await self.reload()
-
-    async def reload(self) -> bool:
-        """Apply a re-read config's devices without a restart; refuse an invalid one."""
-        if self.loader is None:
-            log.warning("reload_unavailable note='started without a config file'")
-            return False
-        try:
-            new = await asyncio.to_thread(self.loader)
-        except ConfigError as exc:
-            log.error(
-                "reload_refused problems=%s note='the running config stays'",
-                json.dumps(exc.problems),
-            )
-            return False
-        fixed = [
-            name
-            for name in ("gateway", "mqtt", "queue", "forward", "metrics")
-            if getattr(new, name) != getattr(self.settings, name)
-        ]
-        if fixed:
-            log.warning(
-                "reload_needs_restart sections=%s note='kept the running values'", ",".join(fixed)
-            )
-        old_names = {d.name for d in self.settings.devices}
-        new_names = {d.name for d in new.devices}
-        if new.devices != self.settings.devices:
-            self.settings = self.settings.model_copy(update={"devices": new.devices})
-            await self._stop_polling()
-            self.scheduler = self._start_polling()
-            self.topology.update(new.devices)
-        log.info(
-            "reloaded devices=%d added=%s removed=%s",
-            len(new.devices),
-            ",".join(sorted(new_names - old_names)) or "-",
-            ",".join(sorted(old_names - new_names)) or "-",
-        )
-        return True
+    async def _apply_devices(self, settings: Settings) -> None:
+        """A reloaded device list: new pollers, and the topology told."""
+        self.settings = settings
+        await self._stop_polling()
+        self.scheduler = self._start_polling()
+        self.topology.update(settings.devices)
 
     def _metrics_server(self) -> MetricsServer:
-        collector = GatewayCollector(
-            self.queue, self.session, self.forwarder, self.health, lambda: self.pollers
+        collector = GatewayCollector(self.queue.path, lambda: self.health.snapshot)
+
+        def tick() -> None:  # in the server's thread, between requests
+            self.faults.thread_point("metrics")
+            self.metrics_pulse.beat()
+
+        return MetricsServer(
+            self.settings.metrics.address,
+            collector,
+            self._problem,
+            on_tick=tick,
+            wrap=lambda fn: self.supervisor.in_thread("metrics", fn),
         )
-        return MetricsServer(self.settings.metrics.address, collector, self.health)
+
+    def _problem(self) -> str | None:
+        """Why /healthz says 503 (read from the metrics thread: immutable values only)."""
+        problem = self.watchdog.problem()
+        if problem is not None:
+            return problem
+        if not self.health.snapshot.writer_ok:
+            return "stalled: the queue's writer thread does not answer"
+        return None
 
     async def _report_left(self) -> None:
         """After the queue is closed: say what stays behind for the next start."""
@@ -209,19 +271,19 @@ class Daemon:
             return
         log.info("stopped pending=%d rejected=%d", stats.pending_samples, stats.rejected)
 
-    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
-        async def guarded() -> None:
-            try:
-                await coro
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("task_failed")
-                raise
-
-        return asyncio.create_task(guarded())
+    async def _poll(self, poller: DevicePoller, pulse: Pulse) -> None:
+        """One scheduled poll, supervised: APScheduler would only log what it raised."""
+        try:
+            await self.faults.point("acquire")
+            await poller.poll()
+        except Exception as exc:
+            self.supervisor.fail(pulse.name, exc)
+            return
+        pulse.beat()
 
     def _start_polling(self) -> AsyncIOScheduler:
+        for old in self.pollers:
+            self.watchdog.drop(f"acquire/{old.device.name}")
         self.pollers, _endpoints = build_pollers(
             self.settings.devices, self.queue.put, self.clock.stamp
         )
@@ -235,9 +297,15 @@ class Daemon:
             # and loads the network and the CPU in spikes (bench/poll.py, 200 devices: p99
             # jitter 35 ms when all started together, 1 ms spread).
             first = now + timedelta(seconds=interval * index / count)
+            # A poll every `interval` that may take `worst_case_s` (the first one up to an
+            # interval late): that much silence is no stall.
+            grace = 2 * interval + poller.worst_case_s
+            pulse = Pulse(f"acquire/{poller.device.name}", grace_s=grace)
+            self.watchdog.watch(pulse)
             scheduler.add_job(
-                poller.poll,
+                self._poll,
                 "interval",
+                args=(poller, pulse),
                 seconds=interval,
                 id=poller.device.name,
                 max_instances=1,  # an overrunning poll skips the next one instead of piling up
@@ -257,7 +325,7 @@ class Daemon:
 
     async def _stop_forwarder(self, task: asyncio.Task[None]) -> None:
         """Let in-flight requests get their replies, up to the bound or a second stop signal."""
-        await _cancel(task)
+        await cancel(task)
         waiting = asyncio.ensure_future(self.forwarder.wait_inflight(self.shutdown_timeout_s))
         hurry = asyncio.ensure_future(self.hurry.wait())
         await asyncio.wait({waiting, hurry}, return_when=asyncio.FIRST_COMPLETED)

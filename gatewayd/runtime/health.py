@@ -1,8 +1,10 @@
-"""The daemon's pulse: systemd watchdog and status, live figures in the queue, drain progress.
+"""The daemon's figures: one tick takes a snapshot of every stage, on the event loop.
 
-WATCHDOG=1 is sent from the event loop, and only after the writer thread has answered a ping:
-a hung loop or a writer stuck on the disk stops the heartbeat, and systemd restarts the
-service (`WatchdogSec=` in the unit). STATUS= tells `systemctl status` what the gateway is doing.
+Each tick asks the queue's writer thread for its figures (which also proves the thread is not
+stuck: the writer thread's pulse beats only when it answered in time), takes a `Snapshot` of the other
+stages, writes the live figures to the queue's `state` table (for `gatewayd queue stats`), and
+logs the drain's progress while a large backlog goes out. The watchdog (watchdog.py) sends the
+resulting STATUS= line; metrics and /healthz read the snapshot (metrics.py).
 """
 
 from __future__ import annotations
@@ -10,15 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
+from collections.abc import Callable
+from dataclasses import replace
 
+from gatewayd.acquire.poller import DevicePoller
 from gatewayd.enos.client import MqttSession
 from gatewayd.enos.topology import Topology
 from gatewayd.errors import QueueError
 from gatewayd.forward.loop import Forwarder
 from gatewayd.queue.store import SampleQueue, now_ms
-from gatewayd.runtime.notify import Notifier
+from gatewayd.runtime.snapshots import (
+    QueueFigures,
+    Snapshot,
+    forwarder_stats,
+    poller_stats,
+    uplink_figures,
+)
+from gatewayd.runtime.watchdog import Pulse
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +39,8 @@ PROGRESS_BACKLOG = 1000
 PROGRESS_EVERY_S = 30.0
 
 
-def watchdog_interval_s(environ: dict[str, str] | None = None) -> float | None:
-    """Half of systemd's WatchdogSec (from $WATCHDOG_USEC), or None when there is no watchdog."""
-    env = os.environ if environ is None else environ
-    usec = env.get("WATCHDOG_USEC", "")
-    pid = env.get("WATCHDOG_PID", "")
-    if not usec.isdigit() or (pid and pid != str(os.getpid())):
-        return None
-    return int(usec) / 1_000_000 / 2
-
-
 class Health:
-    """Runs until cancelled; one tick every `tick_s` (shorter when the watchdog needs it)."""
+    """Runs until cancelled; one tick every `tick_s`."""
 
     def __init__(
         self,
@@ -47,26 +48,27 @@ class Health:
         session: MqttSession,
         forwarder: Forwarder,
         topology: Topology,
-        notifier: Notifier,
+        pollers: Callable[[], list[DevicePoller]] = list,
+        tick_s: float = DEFAULT_TICK_S,
     ) -> None:
         self.queue = queue
         self.session = session
         self.forwarder = forwarder
         self.topology = topology
-        self.notifier = notifier
-        self.watchdog_s = watchdog_interval_s()
-        self.tick_s = min(DEFAULT_TICK_S, self.watchdog_s or DEFAULT_TICK_S)
+        self.pollers = pollers
+        self.tick_s = tick_s
+        self.pulse = Pulse("health")
+        #: Beats when the writer thread answered a tick's figures request in time: it goes
+        #: stale when the thread is stuck even while the committer has nothing to commit.
+        self.writer_pulse = Pulse("queue-writer-thread")
+        #: The latest figures; replaced whole, never changed (read from the metrics thread).
+        self.snapshot = Snapshot()
         self.writer_ok = True
         self._uplink = ""
         self._since_ms = 0
         self._delivered = forwarder.delivered
         self._last_tick = time.monotonic()
         self._last_progress = 0.0
-        self.pending = 0
-        self.points_per_sample = 0.0
-        self.oldest_ts_ms: int | None = None
-        self.rate = 0.0
-        self.last_ok = time.monotonic()  # the loop ran a tick and the writer answered
 
     async def run(self) -> None:
         while True:
@@ -74,42 +76,65 @@ class Health:
             await self.tick()
 
     async def tick(self) -> None:
+        self.pulse.beat()
         now = time.monotonic()
         elapsed, self._last_tick = max(now - self._last_tick, 1e-3), now
         try:
             async with asyncio.timeout(max(self.tick_s, 1.0)):
-                pending, self.oldest_ts_ms, self.points_per_sample = await self.queue.figures()
+                pending, oldest, per_sample = await self.queue.figures()
             self.writer_ok = True
-            self.last_ok = time.monotonic()
         except (TimeoutError, QueueError) as exc:
             if self.writer_ok:
-                log.error(
-                    "writer_unresponsive error=%r action='withholding the watchdog'", str(exc)
-                )
+                log.error("writer_unresponsive error=%r", str(exc))
             self.writer_ok = False
+            self.publish()
             return
-        uplink = "connected" if self.session.connected.is_set() else "disconnected"
+        self.writer_pulse.beat()
+        forwarder = forwarder_stats(self.forwarder)
+        connected, dropped, parked = uplink_figures(self.session, self.topology)
+        rate = (forwarder.delivered - self._delivered) / elapsed
+        self._delivered = forwarder.delivered
+        self.publish(
+            Snapshot(
+                queue=QueueFigures(
+                    pending, oldest, per_sample, self.queue.buffered, self.queue.evicted
+                ),
+                forwarder=forwarder,
+                pollers=tuple(poller_stats(p) for p in self.pollers()),
+                connected=connected,
+                dropped_replies=dropped,
+                parked=parked,
+                rate=rate,
+            )
+        )
+        self._progress(pending, rate, now)
+        await self._write_state(self.snapshot)
+
+    def publish(self, snapshot: Snapshot | None = None) -> None:
+        """Swap in a new snapshot (or the last one with the writer's current state)."""
+        self.snapshot = replace(snapshot or self.snapshot, writer_ok=self.writer_ok)
+
+    def status_line(self) -> str:
+        """STATUS= for `systemctl status`."""
+        s = self.snapshot
+        status = (
+            f"pending={s.queue.pending} uplink={'connected' if s.connected else 'disconnected'}"
+            f" sent_per_s={s.rate:.0f}"
+        )
+        return status + (f" parked={s.parked}" if s.parked else "")
+
+    async def _write_state(self, s: Snapshot) -> None:
+        uplink = "connected" if s.connected else "disconnected"
         if uplink != self._uplink:
             self._uplink, self._since_ms = uplink, now_ms()
-        rate = (self.forwarder.delivered - self._delivered) / elapsed
-        self.pending, self.rate = pending, rate
-        self._delivered = self.forwarder.delivered
-        status = f"pending={pending} uplink={uplink} sent_per_s={rate:.0f}"
-        if self.topology.parked:
-            status += f" parked={len(self.topology.parked)}"
-        if self.watchdog_s is not None:
-            self.notifier.send(watchdog=1, status=status)
-        else:
-            self.notifier.status(status)
-        self._progress(pending, rate, now)
         # On disk trouble the committer reports; the figures can wait for the next tick.
         with contextlib.suppress(QueueError):
             await self.queue.set_state(
                 uplink=uplink,
                 uplink_since_ms=self._since_ms,
-                drain_rate_per_s=round(rate, 1),
-                inflight_requests=self.forwarder.inflight,
-                parked_devices=len(self.topology.parked),
+                drain_rate_per_s=round(s.rate, 1),
+                inflight_requests=s.forwarder.inflight,
+                parked_devices=s.parked,
                 updated_ms=now_ms(),
             )
 
@@ -124,7 +149,3 @@ class Health:
             rate,
             pending / rate,
         )
-
-    def alive(self) -> bool:
-        """The loop ticked and the writer answered recently (for /healthz, from another thread)."""
-        return self.writer_ok and time.monotonic() - self.last_ok < 3 * self.tick_s + 2

@@ -1,16 +1,19 @@
 """Prometheus metrics and a health check over HTTP (`[metrics] listen = "127.0.0.1:9108"`).
 
-Figures are read from the running parts at scrape time, so they are right while the uplink is
-down (when a monitoring system needs them most). `/healthz` answers 200 while the event loop
-ticks and the queue's writer thread answers, 503 otherwise.
+Figures come from the latest snapshot the health tick took on the event loop (snapshots.py),
+so they are right while the uplink is down (when a monitoring system needs them most) and the
+HTTP thread never reads a live object. `/healthz` answers 200 while every stage's heartbeat is
+fresh and the queue's writer thread answers, else 503 with the stale stages named.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -19,11 +22,8 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from gatewayd.acquire.poller import DevicePoller
-from gatewayd.enos.client import MqttSession
-from gatewayd.forward.loop import Forwarder
-from gatewayd.queue.store import SampleQueue, file_bytes
-from gatewayd.runtime.health import Health
+from gatewayd.queue.store import file_bytes
+from gatewayd.runtime.snapshots import PollerStats, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -32,67 +32,55 @@ StartResponse = Callable[..., Any]
 
 
 class GatewayCollector(Collector):
-    """Builds every metric from the live objects on each scrape."""
+    """Builds every metric from the latest snapshot on each scrape (in the HTTP thread)."""
 
-    def __init__(
-        self,
-        queue: SampleQueue,
-        session: MqttSession,
-        forwarder: Forwarder,
-        health: Health,
-        pollers: Callable[[], list[DevicePoller]],
-    ) -> None:
-        self.queue = queue
-        self.session = session
-        self.forwarder = forwarder
-        self.health = health
-        self.pollers = pollers
+    def __init__(self, queue_path: Path, snapshot: Callable[[], Snapshot]) -> None:
+        self.queue_path = queue_path
+        self.snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
-        h, f = self.health, self.forwarder
-        yield GaugeMetricFamily("gatewayd_queue_samples", "Samples waiting in the queue", h.pending)
+        s = self.snapshot()
+        q, f = s.queue, s.forwarder
+        yield GaugeMetricFamily("gatewayd_queue_samples", "Samples waiting in the queue", q.pending)
         yield GaugeMetricFamily(
             "gatewayd_queue_points",
             "Points waiting (estimate: samples x mean points of the newest samples)",
-            round(h.pending * h.points_per_sample),
+            round(q.pending * q.points_per_sample),
         )
         yield GaugeMetricFamily(
-            "gatewayd_queue_bytes", "Queue file size with WAL", file_bytes(self.queue.path)
+            "gatewayd_queue_bytes", "Queue file size with WAL", file_bytes(self.queue_path)
         )
-        age = 0.0 if h.oldest_ts_ms is None else max(0.0, time.time() - h.oldest_ts_ms / 1000)
+        age = 0.0 if q.oldest_ts_ms is None else max(0.0, time.time() - q.oldest_ts_ms / 1000)
         yield GaugeMetricFamily(
             "gatewayd_queue_oldest_age_seconds", "Age of the oldest sample", age
         )
         yield GaugeMetricFamily(
-            "gatewayd_queue_buffered_samples",
-            "Samples read but not yet committed",
-            self.queue.buffered,
+            "gatewayd_queue_buffered_samples", "Samples read but not yet committed", q.buffered
         )
         yield GaugeMetricFamily(
-            "gatewayd_drain_rate_samples_per_second", "Samples sent per second", h.rate
+            "gatewayd_drain_rate_samples_per_second", "Samples sent per second", s.rate
         )
         yield GaugeMetricFamily(
-            "gatewayd_uplink_connected",
-            "1 while the MQTT session is up",
-            1 if self.session.connected.is_set() else 0,
+            "gatewayd_uplink_connected", "1 while the MQTT session is up", int(s.connected)
         )
         yield CounterMetricFamily("gatewayd_sent_samples", "Samples the hub confirmed", f.delivered)
         yield CounterMetricFamily("gatewayd_rejected_samples", "Samples dead-lettered", f.rejected)
         yield CounterMetricFamily(
             "gatewayd_replies_dropped",
             "Messages on reply topics that were garbage, unknown or late",
-            self.session.dropped_replies,
+            s.dropped_replies,
         )
         yield CounterMetricFamily(
-            "gatewayd_evicted_samples", "Samples evicted by the bounds", self.queue.evicted
+            "gatewayd_evicted_samples", "Samples evicted by the bounds", q.evicted
         )
         replies = CounterMetricFamily("gatewayd_replies", "Replies by code", labels=["code"])
-        for code, count in sorted(f.replies.items()):
+        for code, count in f.replies:
             replies.add_metric([code], count)
         yield replies
-        yield from self._polls()
+        yield from self._polls(s.pollers)
 
-    def _polls(self) -> Iterable[Metric]:
+    @staticmethod
+    def _polls(pollers: tuple[PollerStats, ...]) -> Iterable[Metric]:
         polls = CounterMetricFamily(
             "gatewayd_polls", "Polls by device and result", labels=["device", "result"]
         )
@@ -126,14 +114,14 @@ class GatewayCollector(Collector):
             labels=["device"],
         )
         lines: dict[str, int] = {}
-        for p in self.pollers():
-            name = p.device.name
+        for p in pollers:
+            name = p.device
             polls.add_metric([name, "ok"], p.polls - p.failures - p.refused_polls)
             polls.add_metric([name, "refused"], p.refused_polls)
             polls.add_metric([name, "failed"], p.failures)
             refused.add_metric([name], p.refused_reads)
-            suppressed.add_metric([name], p.report_by_exception.suppressed)
-            lines[str(p.endpoint)] = p.endpoint.late_discarded + p.endpoint.strays
+            suppressed.add_metric([name], p.suppressed)
+            lines[p.endpoint] = p.late_discarded
             polls.add_metric([name, "skipped"], p.skipped)
             seconds.add_metric([name], p.poll_seconds)
             last.add_metric([name], p.last_success_s)
@@ -146,6 +134,11 @@ class GatewayCollector(Collector):
 
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
+    #: Called by serve_forever() between requests, at least every poll interval (0.5 s).
+    on_tick: Callable[[], None] = staticmethod(lambda: None)
+
+    def service_actions(self) -> None:
+        self.on_tick()
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -154,15 +147,27 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class MetricsServer:
-    """Serves /metrics and /healthz from a thread; start() and stop() from the daemon."""
+    """Serves /metrics and /healthz from a thread; start() and stop() from the daemon.
+
+    `problem()` says why the daemon is unhealthy (None when it is not); `on_tick` runs in the
+    server's thread between requests (the daemon beats the metrics stage's pulse there), and
+    `wrap` wraps the thread's target (the daemon's supervisor: its exception stops the daemon).
+    """
 
     def __init__(
-        self, address: tuple[str, int], collector: GatewayCollector, health: Health
+        self,
+        address: tuple[str, int],
+        collector: GatewayCollector,
+        problem: Callable[[], str | None],
+        on_tick: Callable[[], None] = lambda: None,
+        wrap: Callable[[Callable[[], None]], Callable[[], None]] = lambda fn: fn,
     ) -> None:
         self.address = address
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(collector)
-        self.health = health
+        self.problem = problem
+        self.on_tick = on_tick
+        self.wrap = wrap
         self._metrics_app = make_wsgi_app(self.registry)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -170,11 +175,12 @@ class MetricsServer:
     def app(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/healthz":
-            ok = self.health.alive()
+            problem = self.problem()
             start_response(
-                "200 OK" if ok else "503 Service Unavailable", [("Content-Type", "text/plain")]
+                "200 OK" if problem is None else "503 Service Unavailable",
+                [("Content-Type", "text/plain")],
             )
-            return [b"ok\n" if ok else b"stalled\n"]
+            return [b"ok\n" if problem is None else f"{problem}\n".encode()]
         if path == "/metrics":
             return self._metrics_app(environ, start_response)
         start_response("404 Not Found", [("Content-Type", "text/plain")])
@@ -183,8 +189,9 @@ class MetricsServer:
     def start(self) -> None:
         host, port = self.address
         self._server = make_server(host, port, self.app, _Server, handler_class=_QuietHandler)
+        self._server.on_tick = self.on_tick
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="gatewayd-metrics", daemon=True
+            target=self.wrap(self._server.serve_forever), name="gatewayd-metrics", daemon=True
         )
         self._thread.start()
         log.info("metrics_listening address=%s:%d", host, self.port)
@@ -195,7 +202,12 @@ class MetricsServer:
         return int(self._server.server_address[1])
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        """Blocks until the server's thread ended: call it off the event loop (`aclose`)."""
+        server, self._server = self._server, None
+        if server is not None:
+            if self._thread is not None and self._thread.is_alive():
+                server.shutdown()
+            server.server_close()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.stop)

@@ -26,10 +26,6 @@ class Notifier:
         if address:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
 
-    @property
-    def enabled(self) -> bool:
-        return self._sock is not None
-
     def send(self, **fields: str | int) -> bool:
         if self._sock is None:
             return False

@@ -47,7 +47,8 @@ async def test_metrics_during_an_outage_and_after_the_drain(
         broker.stop()
         await asyncio.wait_for(daemon.session.disconnected.wait(), 10)
         await daemon.health.tick()
-        while daemon.health.pending < 10:  # readings pile up while the uplink is down
+        # Readings pile up while the uplink is down.
+        while daemon.health.snapshot.queue.pending < 10:
             await asyncio.wait_for(daemon.queue.new_data.wait(), 5)
             daemon.queue.new_data.clear()
             await daemon.health.tick()
@@ -64,12 +65,13 @@ async def test_metrics_during_an_outage_and_after_the_drain(
         assert await asyncio.to_thread(healthz, port) == 200  # offline is not unhealthy
         broker.start()
         await asyncio.wait_for(daemon.session.connected.wait(), 15)
-        while daemon.health.pending > 5:  # the backlog drains
+        while daemon.health.snapshot.queue.pending > 5:  # the backlog drains
             daemon.forwarder.progress.clear()
             await asyncio.wait_for(daemon.forwarder.progress.wait(), 10)
             await daemon.health.tick()
         after = await asyncio.to_thread(scrape, port)
         daemon.health.writer_ok = False  # as after a ping the writer thread did not answer
+        daemon.health.publish()
         assert await asyncio.to_thread(healthz, port) == 503
     assert after[("gatewayd_uplink_connected", ())] == 1
     assert after[("gatewayd_sent_samples_total", ())] > during[("gatewayd_sent_samples_total", ())]

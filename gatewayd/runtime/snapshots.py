@@ -1,0 +1,99 @@
+"""Frozen figures of every stage, taken on the event loop and read from anywhere.
+
+The metrics thread, `/healthz`, systemd's STATUS= and the queue's `state` table read only these:
+a live dict of the forwarder's reply codes read from the HTTP thread can change size under the
+reader (RuntimeError), and a counter read half-way through an update is a wrong figure. The
+health tick takes a new `Snapshot` on the loop and swaps it in with one assignment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gatewayd.acquire.poller import DevicePoller
+from gatewayd.enos.client import MqttSession
+from gatewayd.enos.topology import Topology
+from gatewayd.forward.loop import Forwarder
+
+
+@dataclass(frozen=True)
+class PollerStats:
+    device: str
+    polls: int
+    failures: int
+    skipped: int
+    bad_values: int
+    poll_seconds: float
+    last_success_s: float
+    failing: bool
+    refused_reads: int = 0
+    refused_polls: int = 0
+    suppressed: int = 0
+    #: The device's line ("rtu:/dev/ttyUSB0") and the answers thrown away on it so far.
+    endpoint: str = ""
+    late_discarded: int = 0
+
+
+@dataclass(frozen=True)
+class ForwarderStats:
+    delivered: int = 0
+    rejected: int = 0
+    inflight: int = 0
+    #: Replies by code, sorted ("timeout" and "no_connection" for requests that got none).
+    replies: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class QueueFigures:
+    pending: int = 0
+    oldest_ts_ms: int | None = None
+    points_per_sample: float = 0.0
+    buffered: int = 0
+    evicted: int = 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The daemon's figures at one health tick."""
+
+    queue: QueueFigures = field(default_factory=QueueFigures)
+    forwarder: ForwarderStats = field(default_factory=ForwarderStats)
+    pollers: tuple[PollerStats, ...] = ()
+    connected: bool = False
+    dropped_replies: int = 0
+    parked: int = 0
+    rate: float = 0.0
+    #: The queue's writer thread answered the last tick's figures request in time.
+    writer_ok: bool = True
+
+
+def poller_stats(p: DevicePoller) -> PollerStats:
+    return PollerStats(
+        device=p.device.name,
+        polls=p.polls,
+        failures=p.failures,
+        skipped=p.skipped,
+        bad_values=p.bad_values,
+        poll_seconds=p.poll_seconds,
+        last_success_s=p.last_success_s,
+        failing=p.failing,
+        refused_reads=p.refused_reads,
+        refused_polls=p.refused_polls,
+        suppressed=p.report_by_exception.suppressed,
+        endpoint=str(p.endpoint),
+        late_discarded=p.endpoint.late_discarded + p.endpoint.strays,
+    )
+
+
+def forwarder_stats(f: Forwarder) -> ForwarderStats:
+    return ForwarderStats(
+        delivered=f.delivered,
+        rejected=f.rejected,
+        inflight=f.inflight,
+        replies=tuple(sorted(f.replies.items())),
+    )
+
+
+def uplink_figures(session: MqttSession, topology: Topology) -> tuple[bool, int, int]:
+    """(connected, replies dropped, devices parked)."""
+    return session.connected.is_set(), session.dropped_replies, len(topology.parked)

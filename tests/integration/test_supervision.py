@@ -1,0 +1,130 @@
+"""A stage that crashes or hangs stops the daemon: exit 1, the watchdog unfed, the queue intact.
+
+Each case runs `gatewayd run` as a child with NOTIFY_SOCKET on a socket this test owns and
+WATCHDOG_USEC set, and injects the fault through the test-only hook GATEWAYD_TEST_FAULT
+(gatewayd/runtime/faults.py). The fault fires once the watchdog was fed at least once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from gatewayd.queue.store import read_stats
+from gatewayd.sim.broker import free_port
+from gatewayd.sim.hub import HubSimulator
+from tests.support.brokers import Broker
+from tests.support.daemon import config_data, modbus_device, start_gatewayd, write_config
+from tests.support.modbus import KNOWN_POINTS, KnownModbusServer
+
+WATCHDOG_USEC = 3_000_000  # pings every 1.5 s; a stage silent for 3 s is stale
+PING_S = WATCHDOG_USEC / 2_000_000
+
+CASES = [
+    (stage, kind)
+    for stage in ("acquire", "queue-writer", "forwarder", "topology", "clock", "health", "metrics")
+    for kind in ("crash", "hang")
+] + [("uplink", "crash")]
+
+
+class Notifications:
+    """The notify socket, with the monotonic time each datagram arrived."""
+
+    def __init__(self, path: Path) -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self.path = path
+        self.received: list[tuple[float, str]] = []
+
+    async def collect(self, proc: asyncio.subprocess.Process, timeout_s: float) -> float:
+        """Read until the child exits; returns the time it exited."""
+        loop = asyncio.get_running_loop()
+        exited = asyncio.ensure_future(proc.wait())
+        async with asyncio.timeout(timeout_s):
+            while not exited.done():
+                recv = asyncio.ensure_future(loop.sock_recv(self.sock, 4096))
+                await asyncio.wait({recv, exited}, return_when=asyncio.FIRST_COMPLETED)
+                if recv.done():
+                    self.received.append((time.monotonic(), recv.result().decode()))
+                else:
+                    recv.cancel()
+        gone = time.monotonic()
+        while True:  # what was sent before the exit and not read yet
+            try:
+                self.received.append((gone, self.sock.recv(4096).decode()))
+            except BlockingIOError:
+                return gone
+
+    def times(self, key: str) -> list[float]:
+        return [at for at, text in self.received if key in text]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def fault_config(tmp_path: Path, broker: Broker, modbus_port: int) -> Path:
+    devices = [modbus_device("dev1", modbus_port, 1, KNOWN_POINTS, 0.2)]
+    data = config_data(
+        tmp_path,
+        broker.port,
+        devices,
+        queue={"path": str(tmp_path / "q.db")},
+        metrics={"listen": f"127.0.0.1:{free_port()}"},
+    )
+    return write_config(tmp_path / "config.toml", data)
+
+
+@pytest.mark.parametrize(("stage", "kind"), CASES)
+async def test_a_stage_that_crashes_or_hangs_stops_the_daemon(
+    stage: str,
+    kind: str,
+    tmp_path: Path,
+    broker: Broker,
+    hub: HubSimulator,
+    known_modbus: KnownModbusServer,
+) -> None:
+    hub.register("subPK", "dev1", "secret-of-dev1")
+    config = fault_config(tmp_path, broker, known_modbus.port)
+    notify = Notifications(tmp_path / "notify.sock")
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": str(notify.path),
+        "WATCHDOG_USEC": str(WATCHDOG_USEC),
+        "GATEWAYD_TEST_FAULT": f"{stage}:{kind}",
+    }
+    proc = await start_gatewayd("run", "-c", str(config), env=env)
+    try:
+        exited_at = await notify.collect(proc, timeout_s=40)
+        _, err = await proc.communicate()
+    finally:
+        notify.close()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    log = err.decode()
+    assert proc.returncode == 1, log
+    pings = notify.times("WATCHDOG=1")
+    assert pings, log
+    fired = [line for line in log.splitlines() if "test_fault_injected" in line]
+    assert len(fired) == 1, log
+    reason = "stage_failed" if kind == "crash" else "stage_stalled"
+    critical = [line for line in log.splitlines() if "level=critical" in line]
+    assert len(critical) == 1 and f"{reason} stage={stage}" in critical[0], log
+    assert "Traceback" not in log
+    if kind == "hang":
+        # Alive but unfed: no ping for longer than the ping period before it gave up.
+        assert exited_at - pings[-1] > PING_S, (pings, exited_at)
+    stopping = notify.times("STOPPING=1")
+    assert stopping and all(at < stopping[0] for at in pings)
+    # The queue was closed cleanly: every committed reading is accounted for.
+    assert "stopped pending=" in log
+    stats = read_stats(tmp_path / "q.db")
+    assert stats.state["queued"] == stats.state["sent"] + stats.pending_samples
+    assert stats.state["queued"] > 0

@@ -32,7 +32,7 @@ KNOWN_POINTS: list[dict[str, Any]] = [
     {"id": "E", "table": "holding", "address": 4, "type": "uint32", "order": "CDAB"},
     {"id": "Q", "table": "input", "address": 0, "type": "float32"},
 ]
-KNOWN_VALUES: dict[str, Any] = {"P": 12.5, "U": 2301 * 0.1, "T": -1.5, "E": 70000, "Q": -3.25}
+KNOWN_VALUES: dict[str, Any] = {"P": 12.5, "U": 230.1, "T": -1.5, "E": 70000, "Q": -3.25}
 
 
 def known_device(unit_id: int) -> SimDevice:

@@ -19,7 +19,13 @@ import sqlite_utils
 
 from gatewayd.config import QueueConfig
 from gatewayd.model import QueuedSample, Sample
-from gatewayd.queue.eviction import Bounds, evict_old, evict_to_budget, used_bytes
+from gatewayd.queue.eviction import (
+    Bounds,
+    evict_old,
+    evict_rejected,
+    evict_to_budget,
+    used_bytes,
+)
 from gatewayd.queue.salvage import SalvageTarget
 from gatewayd.queue.schema import MIGRATIONS, connect, migrate, open_connection
 
@@ -86,7 +92,17 @@ class Store(SalvageTarget):
     def __init__(self, conn: sqlite3.Connection, cfg: QueueConfig | None = None) -> None:
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
-        self.bounds = Bounds(cfg.max_bytes, cfg.max_age_s, cfg.overflow) if cfg else None
+        self.bounds = (
+            Bounds(
+                cfg.max_bytes,
+                cfg.max_age_s,
+                cfg.overflow,
+                cfg.rejected_max_bytes,
+                cfg.rejected_max_age_s,
+            )
+            if cfg
+            else None
+        )
         self.evicting = False  # inside an episode of eviction (logged once per episode)
         self.episode_evicted = 0
         self._init_salvage()
@@ -108,14 +124,40 @@ class Store(SalvageTarget):
             ):
                 evicted = len(samples)
                 samples = []
+            first_new = self._next_id()
             self._insert_rows(samples, enqueued)
             if bounds:
-                evicted += evict_old(self.conn, enqueued - bounds.max_age_s * 1000)
+                evicted += evict_old(self.conn, enqueued - bounds.max_age_s * 1000, first_new)
                 if bounds.overflow == "drop_oldest":
-                    evicted += evict_to_budget(self.conn, bounds.data_budget, max(64, len(samples)))
+                    evicted += evict_to_budget(
+                        self.conn, bounds.data_budget, max(64, len(samples)), first_new
+                    )
                 self._bump("evicted", evicted)
+                self._evict_rejected(bounds, enqueued, by_bytes=False)
         self._episode(evicted)
         return evicted
+
+    def _next_id(self) -> int:
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'samples'").fetchone()
+        return int(row[0]) + 1 if row else 1
+
+    def _evict_rejected(self, bounds: Bounds, clock_ms: int, *, by_bytes: bool) -> None:
+        """Dead letters past their age (cheap: an index) or, after a rejection, their bytes."""
+        if by_bytes:
+            evicted = evict_rejected(self.conn, bounds, clock_ms)
+        else:
+            cutoff = clock_ms - bounds.rejected_max_age_s * 1000
+            evicted = self.conn.execute(
+                "DELETE FROM rejected WHERE rejected_ms < ?", (cutoff,)
+            ).rowcount
+        if evicted:
+            self.add_counter("rejected_evicted", evicted)
+            log.warning(
+                "dead_letters_evicted count=%d max_bytes=%d max_age_s=%d",
+                evicted,
+                bounds.rejected_budget,
+                bounds.rejected_max_age_s,
+            )
 
     def _episode(self, evicted: int) -> None:
         if evicted and not self.evicting:
@@ -195,6 +237,8 @@ class Store(SalvageTarget):
                 (json.dumps(ids),),
             )
             self._bump("rejected", moved)
+            if self.bounds:
+                self._evict_rejected(self.bounds, now_ms(), by_bytes=True)
             self._set_many({"last_reply_code": code, "last_reply_ms": now_ms()})
         return moved
 

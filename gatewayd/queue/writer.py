@@ -39,8 +39,9 @@ FREES_SPACE = {"ack", "reject"}
 class SampleQueue:
     """The daemon's handle on the queue: async methods that run on the single writer thread."""
 
-    def __init__(self, cfg: QueueConfig) -> None:
+    def __init__(self, cfg: QueueConfig, *, check_at_start: bool = True) -> None:
         self.cfg = cfg
+        self.check_at_start = check_at_start  # read every page in the background after open
         self.path = Path(cfg.path)
         self._executor: ThreadPoolExecutor | None = None
         self._store: Store | None = None
@@ -73,7 +74,8 @@ class SampleQueue:
         # What the WAL holds beyond the file must fit in the reserve, or a checkpoint on a full
         # disk (which grows the file by those pages) could never run: checkpoint at half of it.
         await self._call("limit_wal", self.reserve.size // 2)
-        self._check_task = asyncio.create_task(self._check_whole_file(self.store))
+        if self.check_at_start:
+            self._check_task = asyncio.create_task(self._check_whole_file(self.store))
 
     def _open_store(self) -> Store:
         return open_store(self.path, self.cfg.synchronous, self.cfg.max_bytes, self.cfg)
@@ -107,38 +109,41 @@ class SampleQueue:
 
     async def _call(self, name: str, *args: Any) -> Any:
         """Run Store.`name` on the writer thread (see _on_store)."""
-        return await self._run(self._on_store, name, *args)
+        return await self._run(self._on_store, self.store, name, *args)
 
-    def _on_store(self, name: str, *args: Any) -> Any:
+    def _on_store(self, store: Store, name: str, *args: Any) -> Any:
         """Call a Store method; if SQLite finds the file damaged, switch to a fresh file and retry.
 
         Runs on the writer thread, so nothing else touches the store while it is replaced.
+        `store` is the store when the call was queued: close() may have let go of it since.
         """
+        if self._store is not None:
+            store = self._store  # replaced (damage) since the call was queued: the fresh one
         try:
-            return getattr(self.store, name)(*args)
+            return getattr(store, name)(*args)
         except sqlite3.DatabaseError as exc:
             if is_disk_full(exc):
-                return self._retry_on_full_disk(name, *args)
+                return self._retry_on_full_disk(store, name, *args)
             if not is_corruption(exc):
                 raise
-            self._replace_damaged(self.store, str(exc))
+            self._replace_damaged(store, str(exc))
             return getattr(self.store, name)(*args)
 
-    def _retry_on_full_disk(self, name: str, *args: Any) -> Any:
+    def _retry_on_full_disk(self, store: Store, name: str, *args: Any) -> Any:
         """A full disk: empty the WAL into the file and try again; a delete may use the reserve.
 
         The WAL holds committed pages the main file has not taken yet; once they are copied
         back and the WAL truncated, its blocks are free. If that is not enough for a delete of
         confirmed rows, the reserve is given up so the delete, and with it progress, can happen.
         """
-        self.store.checkpoint()
+        store.checkpoint()
         try:
-            return getattr(self.store, name)(*args)
+            return getattr(store, name)(*args)
         except sqlite3.DatabaseError as exc:
             if not (is_disk_full(exc) and name in FREES_SPACE and self.reserve.release()):
                 raise
-        self.store.checkpoint()
-        return getattr(self.store, name)(*args)
+        store.checkpoint()
+        return getattr(store, name)(*args)
 
     def _replace_damaged(self, damaged: Store, problem: str) -> None:
         """Keep the damaged file aside, go on in a fresh one, salvage in the background."""
@@ -255,7 +260,7 @@ class SampleQueue:
             self._buffer[:0] = group
             raise QueueError("queue is not open")
         insert = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._on_store, "insert", group
+            self._executor, self._on_store, self.store, "insert", group
         )
         try:
             # Shielded: a cancelled flush (a stop) must not lose a group that is being written.

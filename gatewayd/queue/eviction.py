@@ -42,12 +42,14 @@ def used_bytes(conn: sqlite3.Connection) -> int:
 def evict_old(conn: sqlite3.Connection, cutoff_ms: int, below_id: int) -> int:
     """Evict samples older than the age bound, looking only at the head of the queue.
 
-    Only ids below `below_id` (the group being inserted is never its own victim).
+    Old means both taken and queued before the cutoff: the queue's clock does not step within
+    a run (ClockGuard.queue_now_ms), so a wall-clock step never makes rows old. Only ids below
+    `below_id` (the group being inserted is never its own victim).
     """
     cursor = conn.execute(
         "DELETE FROM samples WHERE id IN (SELECT id FROM samples WHERE id < ? ORDER BY id"
-        " LIMIT 1000) AND ts_ms < ? AND held_boot IS NULL",
-        (below_id, cutoff_ms),
+        " LIMIT 1000) AND ts_ms < ? AND enqueued_ms < ? AND held_boot IS NULL",
+        (below_id, cutoff_ms, cutoff_ms),
     )
     return cursor.rowcount
 
@@ -78,12 +80,15 @@ def rejected_bytes(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
-def evict_rejected(conn: sqlite3.Connection, bounds: Bounds, now_ms: int) -> int:
-    """Keep dead letters within their own bound: age since rejection, then bytes; oldest first."""
-    evicted = conn.execute(
-        "DELETE FROM rejected WHERE rejected_ms < ?",
-        (now_ms - bounds.rejected_max_age_s * 1000,),
-    ).rowcount
+def evict_rejected(conn: sqlite3.Connection, bounds: Bounds, now_ms: int | None) -> int:
+    """Keep dead letters within their own bound: age since rejection (unless `now_ms` is None:
+    an untrusted clock), then bytes; oldest rejection first."""
+    evicted = 0
+    if now_ms is not None:
+        evicted = conn.execute(
+            "DELETE FROM rejected WHERE rejected_ms < ?",
+            (now_ms - bounds.rejected_max_age_s * 1000,),
+        ).rowcount
     budget = bounds.rejected_budget
     while (size := rejected_bytes(conn)) > budget:
         rows = conn.execute("SELECT count(*) FROM rejected").fetchone()[0]

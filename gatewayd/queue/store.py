@@ -12,6 +12,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +107,10 @@ class Store(SalvageTarget):
         self.evicting = False  # inside an episode of eviction (logged once per episode)
         self.episode_evicted = 0
         self._init_salvage()
+        #: The time rows are noted in by (enqueued_ms), and the time their age is judged by
+        #: (None: the clock is not trusted, judge nothing): ClockGuard's, step-proof.
+        self.enqueue_clock: Callable[[], int] = now_ms
+        self.age_clock: Callable[[], int | None] = now_ms
 
     def used_bytes(self) -> int:
         """Bytes of the database in use (pages not on the free list)."""
@@ -113,7 +118,8 @@ class Store(SalvageTarget):
 
     def insert(self, samples: list[Sample], clock_ms: int | None = None) -> int:
         """Commit a group; returns how many samples the bounds evicted (or refused)."""
-        enqueued = clock_ms if clock_ms is not None else now_ms()
+        enqueued = clock_ms if clock_ms is not None else self.enqueue_clock()
+        age_now = clock_ms if clock_ms is not None else self.age_clock()
         with self.db.atomic():
             evicted = 0
             bounds = self.bounds
@@ -127,13 +133,14 @@ class Store(SalvageTarget):
             first_new = self._next_id()
             self._insert_rows(samples, enqueued)
             if bounds:
-                evicted += evict_old(self.conn, enqueued - bounds.max_age_s * 1000, first_new)
+                if age_now is not None:
+                    evicted += evict_old(self.conn, age_now - bounds.max_age_s * 1000, first_new)
                 if bounds.overflow == "drop_oldest":
                     evicted += evict_to_budget(
                         self.conn, bounds.data_budget, max(64, len(samples)), first_new
                     )
                 self._bump("evicted", evicted)
-                self._evict_rejected(bounds, enqueued, by_bytes=False)
+                self._evict_rejected(bounds, age_now, by_bytes=False)
         self._episode(evicted)
         return evicted
 
@@ -141,9 +148,16 @@ class Store(SalvageTarget):
         row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'samples'").fetchone()
         return int(row[0]) + 1 if row else 1
 
-    def _evict_rejected(self, bounds: Bounds, clock_ms: int, *, by_bytes: bool) -> None:
-        """Dead letters past their age (cheap: an index) or, after a rejection, their bytes."""
-        if by_bytes:
+    def _evict_rejected(self, bounds: Bounds, clock_ms: int | None, *, by_bytes: bool) -> None:
+        """Dead letters past their age (cheap: an index) or, after a rejection, their bytes.
+
+        `clock_ms` None: the clock is not trusted, nothing is judged by age.
+        """
+        if clock_ms is None and by_bytes:
+            evicted = evict_rejected(self.conn, bounds, None)
+        elif clock_ms is None:
+            return
+        elif by_bytes:
             evicted = evict_rejected(self.conn, bounds, clock_ms)
         else:
             cutoff = clock_ms - bounds.rejected_max_age_s * 1000
@@ -238,7 +252,7 @@ class Store(SalvageTarget):
             )
             self._bump("rejected", moved)
             if self.bounds:
-                self._evict_rejected(self.bounds, now_ms(), by_bytes=True)
+                self._evict_rejected(self.bounds, self.age_clock(), by_bytes=True)
             self._set_many({"last_reply_code": code, "last_reply_ms": now_ms()})
         return moved
 

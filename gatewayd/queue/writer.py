@@ -24,7 +24,7 @@ from gatewayd.model import QueuedSample, Sample
 from gatewayd.queue.reserve import DiskReserve, reserve_bytes
 from gatewayd.queue.salvage import Salvage, describe, is_corruption, is_disk_full
 from gatewayd.queue.schema import quarantine, whole_file_problem
-from gatewayd.queue.store import Store, open_store
+from gatewayd.queue.store import Store, now_ms, open_store
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,19 @@ FREES_SPACE = {"ack", "reject"}
 class SampleQueue:
     """The daemon's handle on the queue: async methods that run on the single writer thread."""
 
-    def __init__(self, cfg: QueueConfig, *, check_at_start: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: QueueConfig,
+        *,
+        check_at_start: bool = True,
+        age_clock: Callable[[], int | None] = now_ms,
+        enqueue_clock: Callable[[], int] = now_ms,
+    ) -> None:
         self.cfg = cfg
+        #: The times rows are queued and aged by (ClockGuard.queue_now_ms / age_now_ms: no
+        #: step within a run; age None while the clock is untrusted: no age eviction then).
+        self.age_clock = age_clock
+        self.enqueue_clock = enqueue_clock
         self.check_at_start = check_at_start  # read every page in the background after open
         self.path = Path(cfg.path)
         self._executor: ThreadPoolExecutor | None = None
@@ -78,7 +89,10 @@ class SampleQueue:
             self._check_task = asyncio.create_task(self._check_whole_file(self.store))
 
     def _open_store(self) -> Store:
-        return open_store(self.path, self.cfg.synchronous, self.cfg.max_bytes, self.cfg)
+        store = open_store(self.path, self.cfg.synchronous, self.cfg.max_bytes, self.cfg)
+        store.age_clock = self.age_clock
+        store.enqueue_clock = self.enqueue_clock
+        return store
 
     async def close(self) -> None:
         """Commit what is buffered, then close the connection and stop the writer thread."""

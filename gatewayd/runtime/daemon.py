@@ -14,13 +14,11 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime, timedelta
 from typing import Any
-
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from gatewayd.acquire.clock import ClockGuard
 from gatewayd.acquire.poller import DevicePoller, build_pollers
+from gatewayd.acquire.schedule import PollSchedule
 from gatewayd.config import Settings
 from gatewayd.enos.client import MqttSession
 from gatewayd.enos.protocol import (
@@ -75,7 +73,9 @@ class Daemon:
         self.reload_requested = asyncio.Event()
         self.clock = clock or ClockGuard(settings.clock)
         self.shutdown_timeout_s = shutdown_timeout_s
-        self.queue = SampleQueue(settings.queue)
+        self.queue = SampleQueue(
+            settings.queue, age_clock=self.clock.age_now_ms, enqueue_clock=self.clock.queue_now_ms
+        )
         self.session = MqttSession(settings.mqtt, settings.gateway, session_topics(settings))
         self.topology = Topology(self.session, settings.gateway, settings.devices, settings.forward)
         self.forwarder = Forwarder(
@@ -221,32 +221,15 @@ class Daemon:
 
         return asyncio.create_task(guarded())
 
-    def _start_polling(self) -> AsyncIOScheduler:
+    def _start_polling(self) -> PollSchedule:
         self.pollers, _endpoints = build_pollers(
             self.settings.devices, self.queue.put, self.clock.stamp
         )
-        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
-        now = datetime.now(UTC)
-        count = len(self.pollers)
-        for index, poller in enumerate(self.pollers):
-            interval = poller.device.interval_s
-            # Spread the first polls over one interval, so devices are not all read at the same
-            # instant every period: a burst of hundreds of reads delays the last ones (jitter)
-            # and loads the network and the CPU in spikes (bench/poll.py, 200 devices: p99
-            # jitter 35 ms when all started together, 1 ms spread).
-            first = now + timedelta(seconds=interval * index / count)
-            scheduler.add_job(
-                poller.poll,
-                "interval",
-                seconds=interval,
-                id=poller.device.name,
-                max_instances=1,  # an overrunning poll skips the next one instead of piling up
-                coalesce=True,
-                misfire_grace_time=max(1, int(interval)),
-                next_run_time=first,
-            )
-        scheduler.start()
-        return scheduler
+        schedule = PollSchedule(
+            [(p.device.name, p.device.interval_s, p.poll) for p in self.pollers]
+        )
+        schedule.start()
+        return schedule
 
     async def _stop_polling(self) -> None:
         if self.scheduler.running:  # a reload cancelled by a stop may have shut it down already

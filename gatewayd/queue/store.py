@@ -27,6 +27,7 @@ from gatewayd.queue.eviction import (
     evict_to_budget,
     used_bytes,
 )
+from gatewayd.queue.marker import check_and_mark
 from gatewayd.queue.salvage import SalvageTarget
 from gatewayd.queue.schema import MIGRATIONS, connect, migrate, open_connection
 
@@ -73,14 +74,25 @@ def now_ms() -> int:
 
 
 def open_store(
-    path: Path, synchronous: str, max_bytes: int, cfg: QueueConfig | None = None
+    path: Path,
+    synchronous: str,
+    max_bytes: int,
+    cfg: QueueConfig | None = None,
+    *,
+    replaced: bool = False,
 ) -> Store:
     """Open (or create) the queue (see schema.open_connection) with its bounds.
 
+    `replaced`: gatewayd moved the file aside itself (no "queue gone" report; marker.py).
     When the file was damaged, the fresh queue is marked to salvage the kept copy (SampleQueue
     runs the salvage; `pending_salvage` says from where).
     """
     conn, kept = open_connection(path, synchronous, max_bytes)
+    try:
+        check_and_mark(conn, path, replaced=replaced or kept is not None)
+    except sqlite3.Error:
+        conn.close()
+        raise
     store = Store(conn, cfg)
     if kept is not None:
         store.begin_salvage(kept)

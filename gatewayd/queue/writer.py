@@ -70,6 +70,7 @@ class SampleQueue:
         #: Ids the hub confirmed whose delete the disk refused: never handed out again.
         self._confirmed: set[int] = set()
         self._lost_recorded = 0  # of dropped_in_memory, how many are counted in the file
+        self.lost_at_stop = 0  # samples in memory when a stop found the disk still refusing
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -88,8 +89,10 @@ class SampleQueue:
         if self.check_at_start:
             self._check_task = asyncio.create_task(self._check_whole_file(self.store))
 
-    def _open_store(self) -> Store:
-        store = open_store(self.path, self.cfg.synchronous, self.cfg.max_bytes, self.cfg)
+    def _open_store(self, replaced: bool = False) -> Store:
+        store = open_store(
+            self.path, self.cfg.synchronous, self.cfg.max_bytes, self.cfg, replaced=replaced
+        )
         store.age_clock = self.age_clock
         store.enqueue_clock = self.enqueue_clock
         return store
@@ -105,12 +108,38 @@ class SampleQueue:
                     await task
         try:
             await self.flush()
+        except QueueError as exc:
+            await self._lose_at_stop(exc)
         finally:
             store, self._store = self._store, None
             if store is not None:
                 await self._run(store.conn.close)
             self._executor.shutdown(wait=True)
             self._executor = None
+
+    async def _lose_at_stop(self, exc: QueueError) -> None:
+        """The disk still refuses the last group at a stop: count and say what memory held."""
+        self.lost_at_stop = len(self._buffer)
+        self._buffer.clear()
+        recorded = "recorded in lost_disk"
+        self.dropped_in_memory += self.lost_at_stop
+        try:
+            await self._record_lost()
+        except QueueError:
+            recorded = "not recorded in the file: the disk refuses writes"
+        log.error(
+            "queue_lost_at_stop samples=%d lost_while_failing=%d error=%r note='%s'",
+            self.lost_at_stop,
+            self.dropped_in_memory - self.lost_at_stop,
+            str(exc),
+            recorded,
+        )
+        if self._confirmed:
+            log.warning(
+                "queue_confirmed_not_deleted samples=%d note='the hub has them; they stay"
+                " queued and are sent again after the restart (at least once)'",
+                len(self._confirmed),
+            )
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
@@ -166,7 +195,7 @@ class SampleQueue:
         with contextlib.suppress(sqlite3.Error):
             damaged.conn.close()
         kept = quarantine(self.path, problem)
-        fresh = self._open_store()
+        fresh = self._open_store(replaced=True)
         fresh.max_id_seen = damaged.max_id_seen
         fresh.begin_salvage(kept)
         self._store = fresh

@@ -145,6 +145,17 @@ class QueueConfig(Section):
     #: While the disk refuses writes (full, read-only), keep at most this many new samples in
     #: memory, the newest; older ones are dropped and counted.
     memory_buffer_samples: int = Field(default=10_000, ge=100, le=10_000_000)
+    #: Dead letters (`rejected`) have a bound of their own, so that they never crowd out new
+    #: readings: bytes (0 = a quarter of max_bytes) and age since the rejection. The oldest
+    #: rejections go first, counted in `rejected_evicted`.
+    rejected_max_bytes: int = Field(default=0, ge=0)
+    rejected_max_age_s: int = Field(default=2_592_000, ge=60)
+
+    @model_validator(mode="after")
+    def _check_rejected(self) -> QueueConfig:
+        if self.rejected_max_bytes > self.max_bytes // 2:
+            raise ValueError("rejected_max_bytes must not exceed half of max_bytes")
+        return self
 
 
 class ForwardConfig(Section):

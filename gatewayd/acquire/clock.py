@@ -98,6 +98,7 @@ class ClockGuard:
         self.floor_ms = floor_ms(cfg.floor)
         self._offset = wall_ms() - mono_ms()
         self.trusted = cfg.trust == "always" or self._plausible()
+        self._start_offset = self._offset  # wall - monotonic at the start (queue_now_ms)
         if not self.trusted:
             log.warning(
                 "clock_untrusted wall=%s note='readings are held until it is'",
@@ -127,6 +128,15 @@ class ClockGuard:
     def stamp(self) -> tuple[int, int, str | None]:
         """(wall ms, monotonic ms, boot id if the reading must be held else None)."""
         return self.wall_ms(), self.mono_ms(), None if self.trusted else self.boot
+
+    def queue_now_ms(self) -> int:
+        """The time the queue notes rows in and judges their stay by: the wall clock at the
+        start carried on by the monotonic clock, so no step moves it within a run."""
+        return self.mono_ms() + self._start_offset
+
+    def age_now_ms(self) -> int | None:
+        """`queue_now_ms()`, or None while the wall clock is not trusted (judge no age then)."""
+        return self.queue_now_ms() if self.trusted else None
 
     def offset_ms(self) -> int:
         """wall - monotonic now: what turns a held reading's monotonic time into wall time."""

@@ -16,6 +16,12 @@ class Bounds:
     max_bytes: int
     max_age_s: int
     overflow: str
+    rejected_max_bytes: int = 0  # 0: a quarter of max_bytes
+    rejected_max_age_s: int = 2_592_000
+
+    @property
+    def rejected_budget(self) -> int:
+        return self.rejected_max_bytes or self.max_bytes // 4
 
     @property
     def data_budget(self) -> int:
@@ -33,24 +39,65 @@ def used_bytes(conn: sqlite3.Connection) -> int:
     return int((pages - free) * size)
 
 
-def evict_old(conn: sqlite3.Connection, cutoff_ms: int) -> int:
-    """Evict samples older than the age bound, looking only at the head of the queue."""
+def evict_old(conn: sqlite3.Connection, cutoff_ms: int, below_id: int) -> int:
+    """Evict samples older than the age bound, looking only at the head of the queue.
+
+    Old means both taken and queued before the cutoff: the queue's clock does not step within
+    a run (ClockGuard.queue_now_ms), so a wall-clock step never makes rows old. Only ids below
+    `below_id` (the group being inserted is never its own victim).
+    """
     cursor = conn.execute(
-        "DELETE FROM samples WHERE id IN (SELECT id FROM samples ORDER BY id LIMIT 1000)"
-        " AND ts_ms < ? AND held_boot IS NULL",
-        (cutoff_ms,),
+        "DELETE FROM samples WHERE id IN (SELECT id FROM samples WHERE id < ? ORDER BY id"
+        " LIMIT 1000) AND ts_ms < ? AND enqueued_ms < ? AND held_boot IS NULL",
+        (below_id, cutoff_ms, cutoff_ms),
     )
     return cursor.rowcount
 
 
-def evict_to_budget(conn: sqlite3.Connection, budget: int, chunk: int) -> int:
+def evict_to_budget(conn: sqlite3.Connection, budget: int, chunk: int, below_id: int) -> int:
+    """Evict the oldest samples (ids below `below_id`) until the file is within `budget`."""
     evicted = 0
     while used_bytes(conn) > budget:
         cursor = conn.execute(
-            "DELETE FROM samples WHERE id IN (SELECT id FROM samples ORDER BY id LIMIT ?)",
-            (chunk,),
+            "DELETE FROM samples WHERE id IN (SELECT id FROM samples WHERE id < ?"
+            " ORDER BY id LIMIT ?)",
+            (below_id, chunk),
         )
         if cursor.rowcount == 0:
             break
         evicted += cursor.rowcount
+    return evicted
+
+
+def rejected_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of the dead-letter table's pages (dbstat), else an estimate from its rows."""
+    try:
+        row = conn.execute("SELECT sum(pgsize) FROM dbstat WHERE name = 'rejected'").fetchone()
+    except sqlite3.OperationalError:  # SQLite built without dbstat
+        row = conn.execute(
+            "SELECT sum(length(points) + length(message) + 120) FROM rejected"
+        ).fetchone()
+    return int(row[0] or 0)
+
+
+def evict_rejected(conn: sqlite3.Connection, bounds: Bounds, now_ms: int | None) -> int:
+    """Keep dead letters within their own bound: age since rejection (unless `now_ms` is None:
+    an untrusted clock), then bytes; oldest rejection first."""
+    evicted = 0
+    if now_ms is not None:
+        evicted = conn.execute(
+            "DELETE FROM rejected WHERE rejected_ms < ?",
+            (now_ms - bounds.rejected_max_age_s * 1000,),
+        ).rowcount
+    budget = bounds.rejected_budget
+    while (size := rejected_bytes(conn)) > budget:
+        rows = conn.execute("SELECT count(*) FROM rejected").fetchone()[0]
+        if not rows:
+            break
+        excess = max(1, -(-rows * (size - budget) // size))
+        evicted += conn.execute(
+            "DELETE FROM rejected WHERE rowid IN"
+            " (SELECT rowid FROM rejected ORDER BY rejected_ms, id LIMIT ?)",
+            (excess,),
+        ).rowcount
     return evicted

@@ -18,7 +18,7 @@ from gatewayd.errors import QueueError
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Migrations("gatewayd")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 COUNTERS = ("polled", "queued", "sent", "evicted", "rejected", "retried")
 
 
@@ -70,6 +70,12 @@ def _m0003_held_index(db: sqlite_utils.Database) -> None:
     Partial: normally no row is held, so the index is empty and inserts do not pay for it.
     """
     db.execute("CREATE INDEX samples_held ON samples (held_boot) WHERE held_boot IS NOT NULL")
+
+
+@MIGRATIONS(name="0004_rejected_age_index")
+def _m0004_rejected_age_index(db: sqlite_utils.Database) -> None:
+    """Dead letters are evicted by the age of their rejection, oldest first: without a scan."""
+    db.execute("CREATE INDEX rejected_age ON rejected (rejected_ms)")
 
 
 def _create_private(path: Path) -> None:

@@ -12,6 +12,7 @@ import json
 import logging
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,14 @@ import sqlite_utils
 
 from gatewayd.config import QueueConfig
 from gatewayd.model import QueuedSample, Sample
-from gatewayd.queue.eviction import Bounds, evict_old, evict_to_budget, used_bytes
+from gatewayd.queue.eviction import (
+    Bounds,
+    evict_old,
+    evict_rejected,
+    evict_to_budget,
+    used_bytes,
+)
+from gatewayd.queue.marker import check_and_mark
 from gatewayd.queue.salvage import SalvageTarget
 from gatewayd.queue.schema import MIGRATIONS, connect, migrate, open_connection
 
@@ -66,14 +74,25 @@ def now_ms() -> int:
 
 
 def open_store(
-    path: Path, synchronous: str, max_bytes: int, cfg: QueueConfig | None = None
+    path: Path,
+    synchronous: str,
+    max_bytes: int,
+    cfg: QueueConfig | None = None,
+    *,
+    replaced: bool = False,
 ) -> Store:
     """Open (or create) the queue (see schema.open_connection) with its bounds.
 
+    `replaced`: gatewayd moved the file aside itself (no "queue gone" report; marker.py).
     When the file was damaged, the fresh queue is marked to salvage the kept copy (SampleQueue
     runs the salvage; `pending_salvage` says from where).
     """
     conn, kept = open_connection(path, synchronous, max_bytes)
+    try:
+        check_and_mark(conn, path, replaced=replaced or kept is not None)
+    except sqlite3.Error:
+        conn.close()
+        raise
     store = Store(conn, cfg)
     if kept is not None:
         store.begin_salvage(kept)
@@ -86,10 +105,24 @@ class Store(SalvageTarget):
     def __init__(self, conn: sqlite3.Connection, cfg: QueueConfig | None = None) -> None:
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
-        self.bounds = Bounds(cfg.max_bytes, cfg.max_age_s, cfg.overflow) if cfg else None
+        self.bounds = (
+            Bounds(
+                cfg.max_bytes,
+                cfg.max_age_s,
+                cfg.overflow,
+                cfg.rejected_max_bytes,
+                cfg.rejected_max_age_s,
+            )
+            if cfg
+            else None
+        )
         self.evicting = False  # inside an episode of eviction (logged once per episode)
         self.episode_evicted = 0
         self._init_salvage()
+        #: The time rows are noted in by (enqueued_ms), and the time their age is judged by
+        #: (None: the clock is not trusted, judge nothing): ClockGuard's, step-proof.
+        self.enqueue_clock: Callable[[], int] = now_ms
+        self.age_clock: Callable[[], int | None] = now_ms
 
     def used_bytes(self) -> int:
         """Bytes of the database in use (pages not on the free list)."""
@@ -97,7 +130,8 @@ class Store(SalvageTarget):
 
     def insert(self, samples: list[Sample], clock_ms: int | None = None) -> int:
         """Commit a group; returns how many samples the bounds evicted (or refused)."""
-        enqueued = clock_ms if clock_ms is not None else now_ms()
+        enqueued = clock_ms if clock_ms is not None else self.enqueue_clock()
+        age_now = clock_ms if clock_ms is not None else self.age_clock()
         with self.db.atomic():
             evicted = 0
             bounds = self.bounds
@@ -108,14 +142,48 @@ class Store(SalvageTarget):
             ):
                 evicted = len(samples)
                 samples = []
+            first_new = self._next_id()
             self._insert_rows(samples, enqueued)
             if bounds:
-                evicted += evict_old(self.conn, enqueued - bounds.max_age_s * 1000)
+                if age_now is not None:
+                    evicted += evict_old(self.conn, age_now - bounds.max_age_s * 1000, first_new)
                 if bounds.overflow == "drop_oldest":
-                    evicted += evict_to_budget(self.conn, bounds.data_budget, max(64, len(samples)))
+                    evicted += evict_to_budget(
+                        self.conn, bounds.data_budget, max(64, len(samples)), first_new
+                    )
                 self._bump("evicted", evicted)
+                self._evict_rejected(bounds, age_now, by_bytes=False)
         self._episode(evicted)
         return evicted
+
+    def _next_id(self) -> int:
+        row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'samples'").fetchone()
+        return int(row[0]) + 1 if row else 1
+
+    def _evict_rejected(self, bounds: Bounds, clock_ms: int | None, *, by_bytes: bool) -> None:
+        """Dead letters past their age (cheap: an index) or, after a rejection, their bytes.
+
+        `clock_ms` None: the clock is not trusted, nothing is judged by age.
+        """
+        if clock_ms is None and by_bytes:
+            evicted = evict_rejected(self.conn, bounds, None)
+        elif clock_ms is None:
+            return
+        elif by_bytes:
+            evicted = evict_rejected(self.conn, bounds, clock_ms)
+        else:
+            cutoff = clock_ms - bounds.rejected_max_age_s * 1000
+            evicted = self.conn.execute(
+                "DELETE FROM rejected WHERE rejected_ms < ?", (cutoff,)
+            ).rowcount
+        if evicted:
+            self.add_counter("rejected_evicted", evicted)
+            log.warning(
+                "dead_letters_evicted count=%d max_bytes=%d max_age_s=%d",
+                evicted,
+                bounds.rejected_budget,
+                bounds.rejected_max_age_s,
+            )
 
     def _episode(self, evicted: int) -> None:
         if evicted and not self.evicting:
@@ -195,6 +263,8 @@ class Store(SalvageTarget):
                 (json.dumps(ids),),
             )
             self._bump("rejected", moved)
+            if self.bounds:
+                self._evict_rejected(self.bounds, self.age_clock(), by_bytes=True)
             self._set_many({"last_reply_code": code, "last_reply_ms": now_ms()})
         return moved
 

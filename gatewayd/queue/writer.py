@@ -24,7 +24,7 @@ from gatewayd.model import QueuedSample, Sample
 from gatewayd.queue.reserve import DiskReserve, reserve_bytes
 from gatewayd.queue.salvage import Salvage, describe, is_corruption, is_disk_full
 from gatewayd.queue.schema import quarantine, whole_file_problem
-from gatewayd.queue.store import Store, open_store
+from gatewayd.queue.store import Store, now_ms, open_store
 from gatewayd.runtime.watchdog import Pulse
 
 log = logging.getLogger(__name__)
@@ -40,8 +40,20 @@ FREES_SPACE = {"ack", "reject"}
 class SampleQueue:
     """The daemon's handle on the queue: async methods that run on the single writer thread."""
 
-    def __init__(self, cfg: QueueConfig) -> None:
+    def __init__(
+        self,
+        cfg: QueueConfig,
+        *,
+        check_at_start: bool = True,
+        age_clock: Callable[[], int | None] = now_ms,
+        enqueue_clock: Callable[[], int] = now_ms,
+    ) -> None:
         self.cfg = cfg
+        #: The times rows are queued and aged by (ClockGuard.queue_now_ms / age_now_ms: no
+        #: step within a run; age None while the clock is untrusted: no age eviction then).
+        self.age_clock = age_clock
+        self.enqueue_clock = enqueue_clock
+        self.check_at_start = check_at_start  # read every page in the background after open
         self.path = Path(cfg.path)
         self._executor: ThreadPoolExecutor | None = None
         self._store: Store | None = None
@@ -61,6 +73,7 @@ class SampleQueue:
         #: Ids the hub confirmed whose delete the disk refused: never handed out again.
         self._confirmed: set[int] = set()
         self._lost_recorded = 0  # of dropped_in_memory, how many are counted in the file
+        self.lost_at_stop = 0  # samples in memory when a stop found the disk still refusing
 
     async def open(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -76,10 +89,16 @@ class SampleQueue:
         # What the WAL holds beyond the file must fit in the reserve, or a checkpoint on a full
         # disk (which grows the file by those pages) could never run: checkpoint at half of it.
         await self._call("limit_wal", self.reserve.size // 2)
-        self._check_task = asyncio.create_task(self._check_whole_file(self.store))
+        if self.check_at_start:
+            self._check_task = asyncio.create_task(self._check_whole_file(self.store))
 
-    def _open_store(self) -> Store:
-        return open_store(self.path, self.cfg.synchronous, self.cfg.max_bytes, self.cfg)
+    def _open_store(self, replaced: bool = False) -> Store:
+        store = open_store(
+            self.path, self.cfg.synchronous, self.cfg.max_bytes, self.cfg, replaced=replaced
+        )
+        store.age_clock = self.age_clock
+        store.enqueue_clock = self.enqueue_clock
+        return store
 
     async def close(self) -> None:
         """Commit what is buffered, then close the connection and stop the writer thread."""
@@ -92,12 +111,38 @@ class SampleQueue:
                     await task
         try:
             await self.flush()
+        except QueueError as exc:
+            await self._lose_at_stop(exc)
         finally:
             store, self._store = self._store, None
             if store is not None:
                 await self._run(store.conn.close)
             self._executor.shutdown(wait=True)
             self._executor = None
+
+    async def _lose_at_stop(self, exc: QueueError) -> None:
+        """The disk still refuses the last group at a stop: count and say what memory held."""
+        self.lost_at_stop = len(self._buffer)
+        self._buffer.clear()
+        recorded = "recorded in lost_disk"
+        self.dropped_in_memory += self.lost_at_stop
+        try:
+            await self._record_lost()
+        except QueueError:
+            recorded = "not recorded in the file: the disk refuses writes"
+        log.error(
+            "queue_lost_at_stop samples=%d lost_while_failing=%d error=%r note='%s'",
+            self.lost_at_stop,
+            self.dropped_in_memory - self.lost_at_stop,
+            str(exc),
+            recorded,
+        )
+        if self._confirmed:
+            log.warning(
+                "queue_confirmed_not_deleted samples=%d note='the hub has them; they stay"
+                " queued and are sent again after the restart (at least once)'",
+                len(self._confirmed),
+            )
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
@@ -110,38 +155,41 @@ class SampleQueue:
 
     async def _call(self, name: str, *args: Any) -> Any:
         """Run Store.`name` on the writer thread (see _on_store)."""
-        return await self._run(self._on_store, name, *args)
+        return await self._run(self._on_store, self.store, name, *args)
 
-    def _on_store(self, name: str, *args: Any) -> Any:
+    def _on_store(self, store: Store, name: str, *args: Any) -> Any:
         """Call a Store method; if SQLite finds the file damaged, switch to a fresh file and retry.
 
         Runs on the writer thread, so nothing else touches the store while it is replaced.
+        `store` is the store when the call was queued: close() may have let go of it since.
         """
+        if self._store is not None:
+            store = self._store  # replaced (damage) since the call was queued: the fresh one
         try:
-            return getattr(self.store, name)(*args)
+            return getattr(store, name)(*args)
         except sqlite3.DatabaseError as exc:
             if is_disk_full(exc):
-                return self._retry_on_full_disk(name, *args)
+                return self._retry_on_full_disk(store, name, *args)
             if not is_corruption(exc):
                 raise
-            self._replace_damaged(self.store, str(exc))
+            self._replace_damaged(store, str(exc))
             return getattr(self.store, name)(*args)
 
-    def _retry_on_full_disk(self, name: str, *args: Any) -> Any:
+    def _retry_on_full_disk(self, store: Store, name: str, *args: Any) -> Any:
         """A full disk: empty the WAL into the file and try again; a delete may use the reserve.
 
         The WAL holds committed pages the main file has not taken yet; once they are copied
         back and the WAL truncated, its blocks are free. If that is not enough for a delete of
         confirmed rows, the reserve is given up so the delete, and with it progress, can happen.
         """
-        self.store.checkpoint()
+        store.checkpoint()
         try:
-            return getattr(self.store, name)(*args)
+            return getattr(store, name)(*args)
         except sqlite3.DatabaseError as exc:
             if not (is_disk_full(exc) and name in FREES_SPACE and self.reserve.release()):
                 raise
-        self.store.checkpoint()
-        return getattr(self.store, name)(*args)
+        store.checkpoint()
+        return getattr(store, name)(*args)
 
     def _replace_damaged(self, damaged: Store, problem: str) -> None:
         """Keep the damaged file aside, go on in a fresh one, salvage in the background."""
@@ -150,7 +198,7 @@ class SampleQueue:
         with contextlib.suppress(sqlite3.Error):
             damaged.conn.close()
         kept = quarantine(self.path, problem)
-        fresh = self._open_store()
+        fresh = self._open_store(replaced=True)
         fresh.max_id_seen = damaged.max_id_seen
         fresh.begin_salvage(kept)
         self._store = fresh
@@ -258,7 +306,7 @@ class SampleQueue:
             self._buffer[:0] = group
             raise QueueError("queue is not open")
         insert = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._on_store, "insert", group
+            self._executor, self._on_store, self.store, "insert", group
         )
         try:
             # Shielded: a cancelled flush (a stop) must not lose a group that is being written.

@@ -14,14 +14,12 @@ import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
 from gatewayd.acquire.clock import ClockGuard
 from gatewayd.acquire.poller import DevicePoller, build_pollers
+from gatewayd.acquire.schedule import PollSchedule
 from gatewayd.config import Settings
 from gatewayd.enos.client import MqttSession
 from gatewayd.enos.protocol import (
@@ -81,7 +79,9 @@ class Daemon:
         self.reload_requested = self.reloader.requested
         self.clock = clock or ClockGuard(settings.clock)
         self.shutdown_timeout_s = shutdown_timeout_s
-        self.queue = SampleQueue(settings.queue)
+        self.queue = SampleQueue(
+            settings.queue, age_clock=self.clock.age_now_ms, enqueue_clock=self.clock.queue_now_ms
+        )
         self.session = MqttSession(settings.mqtt, settings.gateway, session_topics(settings))
         self.topology = Topology(self.session, settings.gateway, settings.devices, settings.forward)
         self.forwarder = Forwarder(
@@ -272,7 +272,7 @@ class Daemon:
         log.info("stopped pending=%d rejected=%d", stats.pending_samples, stats.rejected)
 
     async def _poll(self, poller: DevicePoller, pulse: Pulse) -> None:
-        """One scheduled poll, supervised: APScheduler would only log what it raised."""
+        """One scheduled poll, supervised: an exception stops the daemon, never just a log line."""
         try:
             await self.faults.point("acquire")
             await poller.poll()
@@ -281,40 +281,29 @@ class Daemon:
             return
         pulse.beat()
 
-    def _start_polling(self) -> AsyncIOScheduler:
+    def _start_polling(self) -> PollSchedule:
         for old in self.pollers:
             self.watchdog.drop(f"acquire/{old.device.name}")
         self.pollers, _endpoints = build_pollers(
             self.settings.devices, self.queue.put, self.clock.stamp
         )
-        scheduler = AsyncIOScheduler(event_loop=asyncio.get_running_loop())
-        now = datetime.now(UTC)
-        count = len(self.pollers)
-        for index, poller in enumerate(self.pollers):
+        jobs = []
+        for poller in self.pollers:
             interval = poller.device.interval_s
-            # Spread the first polls over one interval, so devices are not all read at the same
-            # instant every period: a burst of hundreds of reads delays the last ones (jitter)
-            # and loads the network and the CPU in spikes (bench/poll.py, 200 devices: p99
-            # jitter 35 ms when all started together, 1 ms spread).
-            first = now + timedelta(seconds=interval * index / count)
             # A poll every `interval` that may take `worst_case_s` (the first one up to an
             # interval late): that much silence is no stall.
             grace = 2 * interval + poller.worst_case_s
             pulse = Pulse(f"acquire/{poller.device.name}", grace_s=grace)
             self.watchdog.watch(pulse)
-            scheduler.add_job(
-                self._poll,
-                "interval",
-                args=(poller, pulse),
-                seconds=interval,
-                id=poller.device.name,
-                max_instances=1,  # an overrunning poll skips the next one instead of piling up
-                coalesce=True,
-                misfire_grace_time=max(1, int(interval)),
-                next_run_time=first,
-            )
-        scheduler.start()
-        return scheduler
+            jobs.append((poller.device.name, interval, self._poll_job(poller, pulse)))
+        schedule = PollSchedule(jobs)
+        schedule.start()
+        return schedule
+
+    def _poll_job(
+        self, poller: DevicePoller, pulse: Pulse
+    ) -> Callable[[], Coroutine[Any, Any, None]]:
+        return lambda: self._poll(poller, pulse)
 
     async def _stop_polling(self) -> None:
         if self.scheduler.running:  # a reload cancelled by a stop may have shut it down already

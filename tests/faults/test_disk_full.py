@@ -99,3 +99,24 @@ async def test_a_full_disk_drains_when_the_uplink_is_back_and_new_readings_fit_a
     messages = " ".join(r.getMessage() for r in caplog.records)
     assert "queue_reserve_released" in messages
     assert f"lost_while_failing={dropped}" in messages
+
+
+async def test_a_stop_while_writes_fail_counts_and_logs_what_memory_held(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gatewayd.queue")
+    path = small_disk / "queue.db"
+    queue = SampleQueue(QueueConfig(path=path, memory_buffer_samples=100, commit_interval_ms=50))
+    await queue.open()
+    n = await fill_until_full(queue)
+    for sample in readings(n, 300):
+        queue.put(sample)
+    with contextlib.suppress(QueueError):
+        await queue.flush()
+    dropped, held = queue.dropped_in_memory, queue.buffered
+    assert held == 100
+    await queue.close()  # the disk still refuses: what memory held is lost, and said so
+    assert queue.lost_at_stop == held
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any(f"queue_lost_at_stop samples={held} " in m for m in messages), messages
+    assert any(f"lost_while_failing={dropped}" in m for m in messages), messages

@@ -89,8 +89,9 @@ async def test_refused_reads_are_counted_per_device(
     settings = gateway_config(
         tmp_path, broker.port, devices, metrics={"listen": f"127.0.0.1:{port}"}
     )
-    async with running(settings, hub):
+    async with running(settings, hub) as daemon:
         await asyncio.to_thread(hub.wait_for, lambda h: h.delivered_count() >= 3, 20)
+        await daemon.health.tick()  # metrics read the snapshot the health tick takes
         figures = await asyncio.to_thread(scrape, port)
     refused = figures[("gatewayd_refused_reads_total", (("device", "dev1"),))]
     polls_refused = figures[("gatewayd_polls_total", (("device", "dev1"), ("result", "refused")))]

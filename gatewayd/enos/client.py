@@ -6,6 +6,13 @@ reconnect delay has no jitter). paho's callbacks never touch shared state: they 
 to the asyncio loop with `call_soon_threadsafe`, and all bookkeeping happens there.
 A request is answered by the message on its `_reply` topic carrying the same `id`; anything else
 on a reply topic (garbage, unknown or late ids) is logged and dropped.
+
+A session can be connected and useless: a path that loses PUBLISH packets but carries pings
+keeps the keepalive happy while paho's window of unacknowledged QoS 1 messages fills, after which
+paho sends nothing at all (MQTT 3.1.1 resends only on a new connection). So the session watches
+its own progress: when requests time out and no PUBACK and no reply arrived for
+`STALL_FACTOR` reply timeouts, it is declared dead, counted in `stalls`, logged once, and
+reconnected.
 """
 
 from __future__ import annotations
@@ -40,6 +47,10 @@ from gatewayd.errors import ReplyFormatError, ReplyTimeout, UplinkDown
 
 log = logging.getLogger(__name__)
 
+#: No acknowledgement and no reply for this many reply timeouts, with requests timing out: the
+#: session is dead even if pings still pass.
+STALL_FACTOR = 2.0
+
 
 class MqttSession:
     """One MQTT connection for the gateway, kept up for the life of the daemon."""
@@ -71,6 +82,10 @@ class MqttSession:
         self._stopping = threading.Event()
         self._network: threading.Thread | None = None
         self._healthy = False  # the current connection got as far as subscribing
+        #: Sessions declared dead for want of acknowledgements or replies (then reconnected).
+        self.stalls = 0
+        #: Since when requests have gone unanswered with no PUBACK or reply (monotonic), or None.
+        self._silent_since: float | None = None
 
     def next_id(self) -> str:
         return str(next(self._ids))
@@ -101,6 +116,7 @@ class MqttSession:
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         self._client = client
         self._stopping.clear()
         self._network = threading.Thread(
@@ -184,9 +200,32 @@ class MqttSession:
             async with asyncio.timeout(timeout_s):
                 return await future
         except TimeoutError:
+            self._timed_out(timeout_s)
             raise ReplyTimeout(request_id, timeout_s) from None
         finally:
             self._pending.pop(key, None)
+
+    def _timed_out(self, timeout_s: float) -> None:
+        """A request got no reply: if nothing at all came back for long enough, reconnect."""
+        now = time.monotonic()
+        if self._silent_since is None:
+            self._silent_since = now - timeout_s  # the request went out timeout_s ago
+            return
+        silent_s = now - self._silent_since
+        if silent_s < STALL_FACTOR * timeout_s or self._client is None:
+            return
+        self.stalls += 1
+        self._silent_since = None
+        log.warning(
+            "uplink_stalled silent_s=%.1f unacknowledged=%d action=reconnect"
+            " note='no PUBACK and no reply while requests timed out'",
+            silent_s,
+            len(self._pending),
+        )
+        self._client.disconnect()  # thread-safe; the network thread connects again
+
+    def _progressed(self) -> None:
+        self._silent_since = None
 
     # --- paho thread: hand over only -------------------------------------------------------
 
@@ -228,6 +267,11 @@ class MqttSession:
     ) -> None:
         self._call(self._connection_lost, str(reason))
 
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
+    ) -> None:
+        self._call(self._progressed)
+
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._call(self._deliver, message.topic, bytes(message.payload))
 
@@ -256,6 +300,7 @@ class MqttSession:
             log.error("uplink_subscribe_refused topics=%d reasons=%s", len(failed), failed)
         log.info("uplink_connected host=%s port=%d", self.cfg.host, self.cfg.port)
         self._was_connected = True
+        self._silent_since = None
         self.disconnected.clear()
         self.connected.set()
 
@@ -288,6 +333,7 @@ class MqttSession:
             self.dropped_replies += 1
             log.info("reply_unmatched topic=%s id=%s code=%d", topic, reply.id, reply.code)
             return
+        self._silent_since = None
         future.set_result(reply)
 
     def _obey(self, topic: str, payload: bytes) -> None:

@@ -84,6 +84,11 @@ class GatewayCollector(Collector):
             self.session.dropped_replies,
         )
         yield CounterMetricFamily(
+            "gatewayd_uplink_stalls",
+            "Sessions declared dead for want of acknowledgements or replies, then reconnected",
+            self.session.stalls,
+        )
+        yield CounterMetricFamily(
             "gatewayd_evicted_samples", "Samples evicted by the bounds", self.queue.evicted
         )
         replies = CounterMetricFamily("gatewayd_replies", "Replies by code", labels=["code"])

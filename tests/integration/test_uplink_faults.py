@@ -1,0 +1,68 @@
+"""The uplink faults of issue 15 against a real mosquitto, the hub simulator and the daemon.
+
+Each test here reproduced a way the uplink wedged, starved a device or hid one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gatewayd.queue.store import read_stats
+from gatewayd.runtime.daemon import Daemon
+from gatewayd.runtime.metrics import GatewayCollector
+from gatewayd.sim.hub import HubSimulator
+from gatewayd.sim.relay import Relay
+from tests.integration.test_uplink import drained, old_samples, prefill, silent_devices, until
+from tests.support.brokers import Broker
+from tests.support.daemon import gateway_config, running
+
+
+def metric(daemon: Daemon, name: str) -> float:
+    """One counter's value as the metrics endpoint would show it."""
+    collector = GatewayCollector(
+        daemon.queue, daemon.session, daemon.forwarder, daemon.health, lambda: daemon.pollers
+    )
+    family = next(m for m in collector.collect() if m.name == name)
+    return sum(s.value for s in family.samples if s.name == name + "_total")
+
+
+async def publishes_dropped(relay: Relay, n: int, timeout_s: float = 30.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while relay.dropped_publish < n:
+            relay.publish_dropped.clear()
+            await relay.publish_dropped.wait()
+
+
+async def test_a_link_that_drops_publish_packets_is_reconnected(
+    tmp_path: Path, broker: Broker, hub: HubSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PINGREQ passes, PUBLISH does not: paho's window of 20 unacknowledged messages fills and
+    nothing more is ever sent, on a session that still looks connected. It must be declared
+    dead and reconnected, and the backlog must drain once the path is healthy."""
+    relay = Relay("127.0.0.1", broker.port)
+    port = await relay.start()
+    try:
+        settings = gateway_config(
+            tmp_path,
+            port,
+            silent_devices("dev1"),
+            forward={"reply_timeout_s": 1, "batch_max_samples": 10, "inflight": 4},
+        )
+        await prefill(settings.queue.path, old_samples("dev1", 2000))
+        async with running(settings, hub) as daemon:
+            await until(hub, lambda h: h.delivered_count() >= 100)
+            relay.drop_publish()
+            await publishes_dropped(relay, 20)
+            relay.restore()
+            await drained(daemon, hub, 2000, timeout_s=30)
+            stalls = daemon.session.stalls
+            assert stalls >= 1
+            assert metric(daemon, "gatewayd_uplink_stalls") == stalls
+    finally:
+        await relay.stop()
+    assert read_stats(settings.queue.path).pending_samples == 0
+    logged = [r for r in caplog.records if r.getMessage().startswith("uplink_stalled")]
+    assert len(logged) == stalls  # once per dead session, not once per request

@@ -52,6 +52,20 @@ log = logging.getLogger(__name__)
 STALL_FACTOR = 2.0
 
 
+def disconnect_reason(from_broker: bool, reason: ReasonCode) -> str:
+    """Why a connection ended, as the broker said it, without paho's invented 'Unspecified error'.
+
+    An MQTT 3.1.1 broker says nothing: it closes the socket (mosquitto does so for a packet over
+    its `max_packet_size`), which paho reports as code 128. Only a DISCONNECT packet from the
+    broker carries a reason of its own.
+    """
+    if from_broker:
+        return f"broker said: {reason}"
+    if reason.value == 0:
+        return "closed by us"
+    return "closed by the broker or the network without a reason (MQTT 3.1.1 gives none)"
+
+
 class MqttSession:
     """One MQTT connection for the gateway, kept up for the life of the daemon."""
 
@@ -265,7 +279,9 @@ class MqttSession:
         reason: ReasonCode,
         properties: Any,
     ) -> None:
-        self._call(self._connection_lost, str(reason))
+        self._call(
+            self._connection_lost, disconnect_reason(flags.is_disconnect_packet_from_server, reason)
+        )
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any

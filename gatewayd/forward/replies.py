@@ -19,6 +19,7 @@ import logging
 from gatewayd.config import ForwardConfig
 from gatewayd.enos.client import MqttSession
 from gatewayd.enos.protocol import (
+    BATCH_ENVELOPE_BYTES,
     CODE_NO_SUB_DEVICE_PERMISSION,
     CONTENT_CODES,
     Reply,
@@ -31,6 +32,15 @@ from gatewayd.model import QueuedSample
 from gatewayd.queue.store import SampleQueue
 
 log = logging.getLogger(__name__)
+
+
+#: The code of a sample dead-lettered by gatewayd itself, never sent (the hub's codes are > 0).
+REJECTED_LOCALLY = 0
+
+
+def request_bytes(elements: list[str]) -> int:
+    """The size of the batch request these elements make, envelope included (an upper bound)."""
+    return BATCH_ENVELOPE_BYTES + sum(len(e.encode("utf-8")) + 1 for e in elements)
 
 
 class ReplyHandler:
@@ -61,6 +71,9 @@ class ReplyHandler:
     async def send(self, rows: list[QueuedSample], elements: list[str], method: str) -> None:
         """Deliver one batch; failures are counted and logged, never raised."""
         try:
+            if len(rows) == 1 and request_bytes(elements) > self.cfg.batch_max_bytes:
+                await self._too_large(rows[0], request_bytes(elements))
+                return
             await self._deliver(rows, method, elements, repaired=False)
         except (UplinkDown, ReplyTimeout) as exc:
             log.warning("batch_unconfirmed reason=%r samples=%d", str(exc), len(rows))
@@ -68,6 +81,27 @@ class ReplyHandler:
         except QueueError as exc:
             log.error("batch_queue_error error=%r", str(exc))
             self.mark_failed()
+
+    async def _too_large(self, row: QueuedSample, size: int) -> None:
+        """A sample that cannot fit a request alone would make the broker drop the connection
+        at every attempt, and hold every other device behind it: it is dead-lettered unsent."""
+        message = (
+            f"sample needs a request of {size} bytes, over forward.batch_max_bytes="
+            f"{self.cfg.batch_max_bytes}; not sent"
+        )
+        await self.queue.reject([row.id], REJECTED_LOCALLY, message)
+        self.rejected += 1
+        self.progress.set()
+        log.error(
+            "sample_too_large id=%d device=%s/%s ts_ms=%d bytes=%d max_bytes=%d"
+            " action=dead_lettered",
+            row.id,
+            row.product_key,
+            row.device_key,
+            row.ts_ms,
+            size,
+            self.cfg.batch_max_bytes,
+        )
 
     async def _request(
         self, rows: list[QueuedSample], method: str, elements: list[str] | None

@@ -6,16 +6,28 @@ Each test here reproduced a way the uplink wedged, starved a device or hid one.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from gatewayd.forward.replies import REJECTED_LOCALLY
+from gatewayd.model import Sample
 from gatewayd.queue.store import read_stats
 from gatewayd.runtime.daemon import Daemon
 from gatewayd.runtime.metrics import GatewayCollector
 from gatewayd.sim.hub import HubSimulator
+from gatewayd.sim.mosquitto import MosquittoBroker
 from gatewayd.sim.relay import Relay
-from tests.integration.test_uplink import drained, old_samples, prefill, silent_devices, until
+from tests.integration.test_uplink import (
+    HOUR_AGO_MS,
+    drained,
+    old_samples,
+    prefill,
+    rejected_rows,
+    silent_devices,
+    until,
+)
 from tests.support.brokers import Broker
 from tests.support.daemon import gateway_config, running
 
@@ -66,3 +78,44 @@ async def test_a_link_that_drops_publish_packets_is_reconnected(
     assert read_stats(settings.queue.path).pending_samples == 0
     logged = [r for r in caplog.records if r.getMessage().startswith("uplink_stalled")]
     assert len(logged) == stalls  # once per dead session, not once per request
+
+
+@pytest.fixture
+def small_packet_broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
+    """A mosquitto that drops a client sending a packet over 16 KB, as the issue's hub did."""
+    instance = MosquittoBroker(tmp_path, extra="max_packet_size 16384\n")
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+async def test_a_sample_too_large_for_any_request_is_dead_lettered_locally(
+    tmp_path: Path, small_packet_broker: MosquittoBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One sample of ~40 KB ahead of another device's backlog, a request cap of 8 KB and a broker
+    that drops oversize packets: the sample goes to `rejected` with a local reason, never to the
+    broker, and the rest drains."""
+    hub = HubSimulator("127.0.0.1", small_packet_broker.port)
+    hub.start()
+    try:
+        settings = gateway_config(
+            tmp_path,
+            small_packet_broker.port,
+            silent_devices("big", "small"),
+            forward={"batch_max_bytes": 8192, "batch_max_samples": 20},
+        )
+        huge = Sample("subPK", "big", HOUR_AGO_MS - 1000, {"P": "x" * 40_000})
+        await prefill(settings.queue.path, [huge, *old_samples("small", 100)])
+        async with running(settings, hub) as daemon:
+            await drained(daemon, hub, 101, timeout_s=20)
+            assert daemon.session.stalls == 0
+    finally:
+        hub.stop()
+    assert {d.device_key for d in hub.deliveries} == {"small"}
+    assert hub.delivered_count() == 100
+    [(ts, code, message)] = rejected_rows(settings.queue.path)
+    assert (ts, code) == (huge.ts_ms, REJECTED_LOCALLY)
+    assert "batch_max_bytes" in message
+    assert not [r for r in caplog.records if r.getMessage().startswith("uplink_lost")]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
+from gatewayd.enos.client import disconnect_reason
 from gatewayd.enos.protocol import parse_command, parse_reply
 from gatewayd.errors import ReplyFormatError
 
@@ -34,3 +37,13 @@ def test_data_sent_as_text_too_deep_to_read_stays_text() -> None:
     """`data` may come as JSON text (§1.2); if it cannot be read it is kept as it came."""
     reply = parse_reply(b'{"id":"1","code":200,"data":"' + DEEP + b'"}')
     assert (reply.code, reply.data) == (200, DEEP.decode())
+
+
+def test_a_dropped_connection_is_not_called_an_unspecified_error() -> None:
+    """paho turns a socket the broker closed into 'Unspecified error'; the log says what
+    happened, and a reason the broker did send is passed on as it was given."""
+    lost = ReasonCode(PacketTypes.DISCONNECT, "Unspecified error")
+    assert "Unspecified" not in disconnect_reason(False, lost)
+    assert "without a reason" in disconnect_reason(False, lost)
+    too_large = ReasonCode(PacketTypes.DISCONNECT, identifier=0x95)
+    assert disconnect_reason(True, too_large) == "broker said: Packet too large"

@@ -81,6 +81,8 @@ class Topology:
         self.disabled: set[Key] = set()
         self.parked: dict[Key, float] = {}  # key -> when to try again (monotonic)
         self._park_counts: dict[Key, int] = {}
+        #: Times each device was parked since start (never reset; for metrics and tests).
+        self.park_counts: dict[Key, int] = {}
         self.park_events = 0
         #: Set whenever a device is parked (for whoever needs to react, and for tests).
         self.parked_signal = asyncio.Event()
@@ -118,31 +120,56 @@ class Topology:
             return False
         return key not in self.parked or self.cfg.allow_offline_sub_device
 
+    def unsendable(self) -> set[Key]:
+        """The devices whose samples are held back now (disabled, or parked)."""
+        if self.cfg.allow_offline_sub_device:
+            return set(self.disabled)
+        return set(self.disabled) | set(self.parked)
+
+    @property
+    def has_park_history(self) -> bool:
+        """Some device's park delay is still grown (cheap to ask for every reply)."""
+        return bool(self._park_counts)
+
+    def confirmed(self, keys: set[Key]) -> None:
+        """The hub took samples of these devices: their next park starts at the shortest delay."""
+        for key in keys:
+            self._park_counts.pop(key, None)
+
     def park(self, key: Key, reason: str) -> None:
-        """Hold a device's samples back and try it again later, with a growing delay."""
+        """Hold a device's samples back and try it again later, with a growing delay.
+
+        Requests in flight for a device that was just parked come back refused too: those are
+        the same refusal and change nothing. A retry that fails parks it again, for longer.
+        """
+        now = self.clock()
+        if self.parked.get(key, now) > now:
+            return
         self.park_events += 1
-        self.parked_signal.set()
+        self.park_counts[key] = self.park_counts.get(key, 0) + 1
         count = self._park_counts.get(key, 0) + 1
         self._park_counts[key] = count
         delay = min(self.cfg.retry_max_s * 5, self.cfg.retry_min_s * 5 * 2 ** (count - 1))
-        first = key not in self.parked
-        self.parked[key] = self.clock() + delay
+        self.parked[key] = now + delay
         self.online.discard(key)
-        if first:
-            log.warning(
-                "sub_device_parked device=%s/%s reason=%r retry_in_s=%.1f note='samples stay queued'",
-                key[0],
-                key[1],
-                reason,
-                delay,
-            )
+        log.warning(
+            "sub_device_parked device=%s/%s reason=%r retry_in_s=%.1f times=%d"
+            " note='samples stay queued'",
+            key[0],
+            key[1],
+            reason,
+            delay,
+            count,
+        )
+        self.parked_signal.set()
         self._wake.set()
 
-    def _unpark(self, key: Key) -> None:
+    def _unpark(self, key: Key, forget: bool = True) -> None:
         if self.parked.pop(key, None) is not None:
             log.info("sub_device_unparked device=%s/%s", key[0], key[1])
             self.generation += 1
-        self._park_counts.pop(key, None)
+        if forget:
+            self._park_counts.pop(key, None)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -186,7 +213,9 @@ class Topology:
         managed = [self.managed[k] for k in due if k in self.managed and k not in self.disabled]
         for key in due:
             if key not in self.managed:
-                self._unpark(key)  # nothing we can do but try its data again
+                # Nothing we can do but try its data again; its next park waits longer, until
+                # the hub takes a sample of it (confirmed()).
+                self._unpark(key, forget=False)
         if managed:
             async with self._lock:
                 try:

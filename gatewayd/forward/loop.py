@@ -88,6 +88,10 @@ class Forwarder:
         self._window = asyncio.Semaphore(forward.inflight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._generation = topology.generation
+        #: Queue rows read to build requests (sent or skipped): what skipping parked rows costs.
+        self.rows_read = 0
+        #: Jumps over rows of parked or disabled devices (see _skip_held_back).
+        self.skips = 0
         self.handler = ReplyHandler(queue, session, topology, forward, self.topics)
         #: Set whenever samples leave the queue (delivered or dead-lettered).
         self.progress = self.handler.progress
@@ -147,6 +151,7 @@ class Forwarder:
         young_after = self._young_after()
         if self.cfg.live_max_age_s > 0:
             newest = await self.queue.fetch_newest(self._live_cursor, limit)
+            self.rows_read += len(newest)
             if newest:
                 self._live_cursor = max(self._live_cursor, newest[0].id)
                 live = [r for r in reversed(newest) if r.ts_ms >= young_after and self._eligible(r)]
@@ -156,6 +161,7 @@ class Forwarder:
         # Clear before reading: a commit that lands after the read sets the event again.
         self.queue.new_data.clear()
         fetched = await self.queue.fetch_after(self._cursor, limit)
+        self.rows_read += len(fetched)
         if not fetched:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(IDLE_RECHECK_S):
@@ -163,7 +169,7 @@ class Forwarder:
             return None
         candidates = [r for r in fetched if self._eligible(r)]
         if not candidates:
-            self._cursor = fetched[-1].id
+            self._cursor = await self._skip_held_back(fetched)
             return None
         young = candidates[0].ts_ms >= young_after
         same_kind = []
@@ -174,6 +180,22 @@ class Forwarder:
         rows, elements = pack_batch(same_kind, self.cfg.batch_max_bytes)
         self._cursor = rows[-1].id
         return rows, elements, METHOD_POST_BATCH if young else METHOD_RESUME_BATCH
+
+    async def _skip_held_back(self, fetched: list[QueuedSample]) -> int:
+        """Where the backlog cursor goes after a read that held nothing to send.
+
+        If every row read belongs to a parked or disabled device, the rows after them may be
+        millions more of the same (a device refused for a day ahead of a healthy backlog):
+        the queue's device index jumps to the next row of any other device instead.
+        """
+        held = self.topology.unsendable()
+        if not held or any((r.product_key, r.device_key) not in held for r in fetched):
+            return fetched[-1].id  # rows in flight among them: just step over
+        following = await self.queue.next_id_excluding(fetched[-1].id, held)
+        if following is None:
+            return fetched[-1].id  # nothing else queued; new rows come after the newest id
+        self.skips += 1
+        return following - 1
 
     def _young_after(self) -> int:
         """The time stamp from which a row counts as live, moved in whole steps of AGE_STEP_MS.

@@ -148,6 +148,8 @@ class ReplyHandler:
         ids = [row.id for row in rows]
         if reply.ok:
             await self.queue.ack(ids)
+            if self.topology.has_park_history:
+                self.topology.confirmed({(r.product_key, r.device_key) for r in rows})
             self.delivered += len(ids)
             self.failures = 0
             self.progress.set()

@@ -41,6 +41,15 @@ def metric(daemon: Daemon, name: str) -> float:
     return sum(s.value for s in family.samples if s.name == name + "_total")
 
 
+async def parks(daemon: Daemon, key: tuple[str, str], n: int, timeout_s: float) -> None:
+    """Wait until the device was parked n times."""
+    topology = daemon.topology
+    async with asyncio.timeout(timeout_s):
+        while topology.park_counts.get(key, 0) < n:
+            topology.parked_signal.clear()
+            await topology.parked_signal.wait()
+
+
 async def publishes_dropped(relay: Relay, n: int, timeout_s: float = 30.0) -> None:
     async with asyncio.timeout(timeout_s):
         while relay.dropped_publish < n:
@@ -119,3 +128,33 @@ async def test_a_sample_too_large_for_any_request_is_dead_lettered_locally(
     assert (ts, code) == (huge.ts_ms, REJECTED_LOCALLY)
     assert "batch_max_bytes" in message
     assert not [r for r in caplog.records if r.getMessage().startswith("uplink_lost")]
+
+
+async def test_a_parked_device_without_secret_does_not_starve_the_others(
+    tmp_path: Path, broker: Broker, hub: HubSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A device the hub answers 1212 for ever (no secret: no login of ours can fix it) with
+    200,000 rows ahead of a healthy device's 20,000: the healthy backlog must drain, the parked
+    rows must not be re-read at every unpark, and the parked device must be retried with a
+    growing delay."""
+    devices = silent_devices("lost", "good")
+    devices[0].pop("device_secret")
+    settings = gateway_config(
+        tmp_path, broker.port, devices, forward={"batch_max_samples": 500, "inflight": 4}
+    )
+    await prefill(settings.queue.path, old_samples("lost", 200_000) + old_samples("good", 20_000))
+    hub.register("subPK", "good", "secret-of-good")
+    async with running(settings) as daemon:
+        await until(hub, lambda h: sum(d.device_key == "good" for d in h.deliveries) >= 20_000, 40)
+        await daemon.forwarder.wait_inflight(5)
+        # Only the rows worth sending are read: not the parked ones again at every unpark.
+        assert daemon.forwarder.rows_read < 50_000, daemon.forwarder.rows_read
+        await parks(daemon, ("subPK", "lost"), 3, timeout_s=30)
+    assert {d.device_key for d in hub.deliveries} == {"good"}
+    assert read_stats(settings.queue.path).pending_samples == 200_000  # lost's, all kept
+    delays = [
+        float(r.getMessage().split("retry_in_s=")[1].split()[0])
+        for r in caplog.records
+        if r.getMessage().startswith("sub_device_parked device=subPK/lost")
+    ]
+    assert len(delays) >= 3 and delays == sorted(delays) and delays[-1] > delays[0], delays

@@ -3,7 +3,11 @@
 - 200: the request's rows are deleted, exactly those.
 - 1008/1204/1206/1220 (the content is refused): the batch is split in halves until the samples
   that cause it are alone; those go to the `rejected` table with the code and message, and the
-  rest is delivered. One bad sample never holds the queue hostage.
+  rest is delivered. One bad sample never holds the queue hostage. But a sample is dead-lettered
+  only on evidence that the hub takes other samples meanwhile (a 200 since the batch was first
+  refused), or when every refused sample is of one device. Refusals of lone samples of several
+  devices with no 200 in between are a hub refusing everything (a storm): the bisection stops,
+  the samples stay queued, and the loop backs off as after any failure.
 - 1212 (a sub-device is not online through this gateway): the topology is repaired (get, add,
   login) and the batch re-sent; if that still fails, splitting finds the devices that cause it,
   which are parked: their samples stay queued while every other device's flow.
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 
 from gatewayd.config import ForwardConfig
 from gatewayd.enos.client import MqttSession
@@ -33,9 +38,36 @@ from gatewayd.queue.store import SampleQueue
 
 log = logging.getLogger(__name__)
 
+#: Text copied from the hub into a log line is cut to this many characters.
+HUB_TEXT_MAX = 300
+#: ... and to this many where it is kept with a dead-lettered sample.
+HUB_TEXT_STORED_MAX = 2000
+
+
+def clip(text: str, limit: int = HUB_TEXT_MAX) -> str:
+    """Hub text for a log line: long messages (54 KB were seen) are cut, and say so."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text) - limit} more characters]"
+
 
 #: The code of a sample dead-lettered by gatewayd itself, never sent (the hub's codes are > 0).
 REJECTED_LOCALLY = 0
+
+
+class HubStorm(Exception):
+    """Lone samples of several devices refused with no 200 in between: the hub, not the data."""
+
+
+@dataclass
+class Probe:
+    """The bisection of one batch: the refused lone samples held until the evidence is in."""
+
+    ok_serial: int  # the handler's count of 200 replies when the batch was sent
+    suspects: list[tuple[QueuedSample, Reply]] = field(default_factory=list)
+
+    def devices(self) -> set[tuple[str, str]]:
+        return {(row.product_key, row.device_key) for row, _ in self.suspects}
 
 
 def request_bytes(elements: list[str]) -> int:
@@ -67,6 +99,10 @@ class ReplyHandler:
         self.replies: dict[str, int] = {}
         #: Set whenever samples leave the queue (delivered or dead-lettered).
         self.progress = asyncio.Event()
+        self.ok_serial = 0  # 200 replies so far: evidence that the hub takes samples
+        #: Batches whose refusals were put down to the hub (see HubStorm).
+        self.storms = 0
+        self._in_storm = False
 
     async def send(self, rows: list[QueuedSample], elements: list[str], method: str) -> None:
         """Deliver one batch; failures are counted and logged, never raised."""
@@ -74,7 +110,17 @@ class ReplyHandler:
             if len(rows) == 1 and request_bytes(elements) > self.cfg.batch_max_bytes:
                 await self._too_large(rows[0], request_bytes(elements))
                 return
-            await self._deliver(rows, method, elements, repaired=False)
+            probe = Probe(self.ok_serial)
+            await self._deliver(rows, method, elements, False, probe)
+            await self._settle(probe)
+        except HubStorm as exc:
+            self.storms += 1
+            if not self._in_storm:
+                self._in_storm = True
+                log.warning(
+                    "hub_refuses_everything %s action='samples stay queued; backing off'", exc
+                )
+            await self._failed([row.id for row in rows], None)
         except (UplinkDown, ReplyTimeout) as exc:
             log.warning("batch_unconfirmed reason=%r samples=%d", str(exc), len(rows))
             await self._failed([row.id for row in rows], None)
@@ -133,7 +179,7 @@ class ReplyHandler:
                 request_id,
                 method,
                 reply.code,
-                reply.message,
+                clip(reply.message),
                 len(rows),
             )
         return reply
@@ -142,7 +188,12 @@ class ReplyHandler:
         self.replies[outcome] = self.replies.get(outcome, 0) + 1
 
     async def _deliver(
-        self, rows: list[QueuedSample], method: str, elements: list[str] | None, repaired: bool
+        self,
+        rows: list[QueuedSample],
+        method: str,
+        elements: list[str] | None,
+        repaired: bool,
+        probe: Probe,
     ) -> None:
         reply = await self._request(rows, method, elements)
         ids = [row.id for row in rows]
@@ -151,46 +202,71 @@ class ReplyHandler:
             if self.topology.has_park_history:
                 self.topology.confirmed({(r.product_key, r.device_key) for r in rows})
             self.delivered += len(ids)
+            self.ok_serial += 1
             self.failures = 0
+            if self._in_storm:
+                self._in_storm = False
+                log.info("hub_accepts_again storms=%d", self.storms)
             self.progress.set()
         elif reply.code in CONTENT_CODES:
             if len(rows) == 1:
-                await self.queue.reject(ids, reply.code, reply.message)
-                self.rejected += 1
-                self.progress.set()
-                log.warning(
-                    "sample_rejected id=%d device=%s/%s ts_ms=%d code=%d message=%r",
-                    rows[0].id,
-                    rows[0].product_key,
-                    rows[0].device_key,
-                    rows[0].ts_ms,
-                    reply.code,
-                    reply.message,
-                )
+                await self._refused_alone(rows[0], reply, probe)
             else:
-                await self._split(rows, method, repaired)
+                await self._split(rows, method, repaired, probe)
         elif reply.code == CODE_NO_SUB_DEVICE_PERMISSION:
-            await self._no_permission(rows, method, repaired)
+            await self._no_permission(rows, method, repaired, probe)
         else:
             await self._failed(ids, reply.code)
 
-    async def _split(self, rows: list[QueuedSample], method: str, repaired: bool) -> None:
-        half = len(rows) // 2
-        await self._deliver(rows[:half], method, None, repaired)
-        await self._deliver(rows[half:], method, None, repaired)
+    async def _refused_alone(self, row: QueuedSample, reply: Reply, probe: Probe) -> None:
+        """A lone sample refused for its content: dead-letter it if the hub takes others."""
+        probe.suspects.append((row, reply))
+        if self.ok_serial != probe.ok_serial:
+            await self._settle(probe)
+        elif len(probe.devices()) > 1:
+            raise HubStorm(
+                f"code={reply.code} message={clip(reply.message)!r}"
+                f" lone_samples_refused={len(probe.suspects)} devices={len(probe.devices())}"
+            )
 
-    async def _no_permission(self, rows: list[QueuedSample], method: str, repaired: bool) -> None:
+    async def _settle(self, probe: Probe) -> None:
+        """The end of a bisection (or evidence during one): dead-letter the suspects."""
+        suspects, probe.suspects = probe.suspects, []
+        for row, reply in suspects:
+            await self.queue.reject([row.id], reply.code, clip(reply.message, HUB_TEXT_STORED_MAX))
+            self.rejected += 1
+            self.progress.set()
+            log.warning(
+                "sample_rejected id=%d device=%s/%s ts_ms=%d code=%d message=%r",
+                row.id,
+                row.product_key,
+                row.device_key,
+                row.ts_ms,
+                reply.code,
+                clip(reply.message),
+            )
+
+    async def _split(
+        self, rows: list[QueuedSample], method: str, repaired: bool, probe: Probe
+    ) -> None:
+        half = len(rows) // 2
+        await self._deliver(rows[:half], method, None, repaired, probe)
+        await self._deliver(rows[half:], method, None, repaired, probe)
+
+    async def _no_permission(
+        self, rows: list[QueuedSample], method: str, repaired: bool, probe: Probe
+    ) -> None:
         if not repaired:
             await self.topology.repair()
             still = [r for r in rows if self.topology.sendable((r.product_key, r.device_key))]
             if still:
-                await self._deliver(still, method, None, repaired=True)
+                await self._deliver(still, method, None, True, probe)
             return
         devices = {(r.product_key, r.device_key) for r in rows}
         if len(devices) == 1:
             self.topology.park(devices.pop(), "1212 after topology repair")
             return
-        await self._split(rows, method, repaired)
+        await self._split(rows, method, repaired, probe)
 
     async def _failed(self, ids: list[int], code: int | None) -> None:
         self.mark_failed()

@@ -21,6 +21,7 @@ from gatewayd.sim.mosquitto import MosquittoBroker
 from gatewayd.sim.relay import Relay
 from tests.integration.test_uplink import (
     HOUR_AGO_MS,
+    config,
     drained,
     old_samples,
     prefill,
@@ -158,3 +159,28 @@ async def test_a_parked_device_without_secret_does_not_starve_the_others(
         if r.getMessage().startswith("sub_device_parked device=subPK/lost")
     ]
     assert len(delays) >= 3 and delays == sorted(delays) and delays[-1] > delays[0], delays
+
+
+@pytest.mark.parametrize("code", [1220, 1204, 1206])
+async def test_a_hub_that_refuses_everything_dead_letters_nothing(
+    tmp_path: Path, broker: Broker, hub: HubSimulator, code: int
+) -> None:
+    """The hub answers a content code to every data request for a while, across devices: that
+    is the hub's fault, not the samples'. They stay queued and go once it accepts again."""
+    settings = config(tmp_path, broker, silent_devices("a", "b"), batch_max_samples=50)
+    samples = [
+        s for pair in zip(old_samples("a", 300), old_samples("b", 300), strict=True) for s in pair
+    ]
+    await prefill(settings.queue.path, samples)
+    hub.set_faults(reply_code=code)
+    async with running(settings, hub) as daemon:
+        await until(hub, lambda h: sum(r.code == code for r in h.requests) >= 40)
+        hub.set_faults(reply_code=200)
+        await until(hub, lambda h: h.delivered_count() >= 600, 30)
+        await daemon.forwarder.wait_inflight(5)
+        assert daemon.forwarder.handler.storms >= 1
+    assert read_stats(settings.queue.path).rejected == 0
+    assert read_stats(settings.queue.path).pending_samples == 0
+    assert sorted(d.ts_ms for d in hub.deliveries if d.device_key == "a") == [
+        s.ts_ms for s in old_samples("a", 300)
+    ]

@@ -44,6 +44,7 @@ from gatewayd.enos.protocol import (
     parse_reply,
 )
 from gatewayd.errors import ReplyFormatError, ReplyTimeout, UplinkDown
+from gatewayd.logs import clip
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +348,9 @@ class MqttSession:
         future = self._pending.get((topic, reply.id))
         if future is None or future.done():
             self.dropped_replies += 1
-            log.info("reply_unmatched topic=%s id=%s code=%d", topic, reply.id, reply.code)
+            log.info(
+                "reply_unmatched topic=%s id=%s code=%d", topic, clip(reply.id, 64), reply.code
+            )
             return
         self._silent_since = None
         future.set_result(reply)

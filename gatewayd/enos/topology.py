@@ -39,6 +39,7 @@ from gatewayd.enos.protocol import (
     topo_topic,
 )
 from gatewayd.errors import ReplyTimeout, UplinkDown
+from gatewayd.logs import clip
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +258,7 @@ class Topology:
             topo_topic(gw.product_key, gw.device_key, METHOD_TOPO_GET), METHOD_TOPO_GET, {}
         )
         if not reply.ok:
-            log.warning("topology_get_refused code=%d message=%r", reply.code, reply.message)
+            log.warning("topology_get_refused code=%d message=%r", reply.code, clip(reply.message))
             return set()
         return device_keys(reply.data)
 
@@ -274,7 +275,7 @@ class Topology:
             log.warning(
                 "topology_add_refused code=%d message=%r devices=%s",
                 reply.code,
-                reply.message,
+                clip(reply.message),
                 names,
             )
 
@@ -296,7 +297,7 @@ class Topology:
             self.online.add(key)
             self._unpark(key)
         for key in wanted - logged:
-            self.park(key, f"login refused: {reply.code} {reply.message}".strip())
+            self.park(key, f"login refused: {reply.code} {clip(reply.message)}".strip())
         log.info("sub_devices_logged_in ok=%d failed=%d", len(logged), len(wanted - logged))
 
     # --- commands from the hub -----------------------------------------------------------------

@@ -33,26 +33,16 @@ from gatewayd.enos.protocol import (
 )
 from gatewayd.enos.topology import Topology
 from gatewayd.errors import QueueError, ReplyTimeout, UplinkDown
+from gatewayd.logs import clip
 from gatewayd.model import QueuedSample
 from gatewayd.queue.store import SampleQueue
 
 log = logging.getLogger(__name__)
 
-#: Text copied from the hub into a log line is cut to this many characters.
-HUB_TEXT_MAX = 300
-#: ... and to this many where it is kept with a dead-lettered sample.
-HUB_TEXT_STORED_MAX = 2000
-
-
-def clip(text: str, limit: int = HUB_TEXT_MAX) -> str:
-    """Hub text for a log line: long messages (54 KB were seen) are cut, and say so."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}...[{len(text) - limit} more characters]"
-
-
 #: The code of a sample dead-lettered by gatewayd itself, never sent (the hub's codes are > 0).
 REJECTED_LOCALLY = 0
+#: Hub text kept with a dead-lettered sample is cut to this many characters.
+HUB_TEXT_STORED_MAX = 2000
 
 
 class HubStorm(Exception):

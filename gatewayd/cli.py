@@ -23,6 +23,7 @@ from rich.table import Table
 
 from gatewayd import __version__
 from gatewayd.config import DEFAULT_CONFIG_PATH, Settings, load_config
+from gatewayd.early import hold_reloads, reload_was_requested
 from gatewayd.errors import ConfigError, GatewaydError
 from gatewayd.logs import setup_logging
 
@@ -80,6 +81,7 @@ def run(config: str | None, log_level: str) -> None:
 
     Example: gatewayd run -c /etc/gatewayd/config.toml
     """
+    hold_reloads()  # the console script comes here without gatewayd/__main__.py
     settings = load_or_exit(config)
     setup_logging(log_level)
     from gatewayd.runtime.daemon import Daemon
@@ -104,6 +106,8 @@ async def _run_until_signal(daemon: Any) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload_requested.set)
+    if reload_was_requested():  # a SIGHUP while starting (gatewayd/early.py)
+        daemon.reload_requested.set()
     await daemon.run(stop)
 
 

@@ -18,6 +18,7 @@ reconnected.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 #: No acknowledgement and no reply for this many reply timeouts, with requests timing out: the
 #: session is dead even if pings still pass.
 STALL_FACTOR = 2.0
+#: Errors of the network thread in a row, with no healthy session between, before giving up.
+THREAD_ERRORS_MAX = 3
 
 
 def disconnect_reason(from_broker: bool, reason: ReasonCode) -> str:
@@ -99,6 +102,11 @@ class MqttSession:
         self._healthy = False  # the current connection got as far as subscribing
         #: Sessions declared dead for want of acknowledgements or replies (then reconnected).
         self.stalls = 0
+        #: Exceptions that escaped paho's loop in the network thread (logged, then reconnected).
+        self.thread_errors = 0
+        #: Set when the network thread gave up (THREAD_ERRORS_MAX errors in a row); why in `failure`.
+        self.failed = asyncio.Event()
+        self.failure = ""
         #: Since when requests have gone unanswered with no PUBACK or reply (monotonic), or None.
         self._silent_since: float | None = None
 
@@ -140,22 +148,55 @@ class MqttSession:
         self._network.start()
 
     def _network_loop(self, client: mqtt.Client) -> None:
-        """Connect, serve, and after a failure wait a jittered backoff; until stop()."""
+        """Connect, serve, and after a failure wait a jittered backoff; until stop().
+
+        An exception escaping paho's loop (from one of our callbacks, or paho itself) would
+        end this thread silently and leave a daemon that polls and queues but never forwards.
+        It is logged with its traceback and the connection started afresh; if it happens
+        `THREAD_ERRORS_MAX` times without a healthy session in between, the session gives up
+        and sets `failed`, which stops the daemon (never half dead).
+        """
         failures = 0
+        errors = 0
         while not self._stopping.is_set():
             self._healthy = False
             try:
-                client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                self._call(self._connect_failed, f"{type(exc).__name__}: {exc}")
-            else:
-                self._no_delay(client)
-                self._serve(client)
+                self._connect_and_serve(client)
+            except Exception as exc:
+                errors = 0 if self._healthy else errors + 1
+                self._thread_error(client, exc, errors)
+                if errors >= THREAD_ERRORS_MAX:
+                    return
             failures = 1 if self._healthy else failures + 1
             delay = backoff_delay(
                 failures, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, random.random
             )
             self._stopping.wait(delay)
+
+    def _connect_and_serve(self, client: mqtt.Client) -> None:
+        try:
+            client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self._call(self._connect_failed, f"{type(exc).__name__}: {exc}")
+        else:
+            self._no_delay(client)
+            self._serve(client)
+
+    def _thread_error(self, client: mqtt.Client, exc: Exception, errors: int) -> None:
+        """Log an error of the network thread, close the connection; give up at the limit."""
+        reason = f"{type(exc).__name__}: {exc}"
+        fatal = errors >= THREAD_ERRORS_MAX
+        log.error(
+            "uplink_thread_error error=%r consecutive=%d action=%s",
+            reason,
+            errors,
+            "stopping" if fatal else "reconnecting",
+            exc_info=exc,
+        )
+        with contextlib.suppress(Exception):
+            client.disconnect()
+            client.loop(timeout=0.1)  # let paho close the socket
+        self._call(self._count_thread_error, reason, fatal)
 
     @staticmethod
     def _no_delay(client: mqtt.Client) -> None:
@@ -293,6 +334,13 @@ class MqttSession:
         self._call(self._deliver, message.topic, bytes(message.payload))
 
     # --- event loop --------------------------------------------------------------------------
+
+    def _count_thread_error(self, reason: str, fatal: bool) -> None:
+        self.thread_errors += 1
+        self._connection_lost(f"network thread error: {reason}")
+        if fatal:
+            self.failure = reason
+            self.failed.set()
 
     def _connect_failed(self, reason: str = "") -> None:
         self.connect_failures += 1

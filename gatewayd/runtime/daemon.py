@@ -118,10 +118,29 @@ class Daemon:
             )
             self.started.set()
             self.notifier.ready(f"polling {len(self.pollers)} devices")
-            await stop.wait()
+            await self._until_stop_or_uplink_failure(stop)
             log.info("stopping")
             self.notifier.stopping()
         await self._report_left()
+        if self.session.failed.is_set():
+            raise GatewaydError(f"the MQTT session failed: {self.session.failure}")
+
+    async def _until_stop_or_uplink_failure(self, stop: asyncio.Event) -> None:
+        """A session that gave up (gatewayd/enos/client.py) stops the daemon: never half dead."""
+        waiters = {
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self.session.failed.wait()),
+        }
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if self.session.failed.is_set():
+            log.critical(
+                "uplink_failed error=%r action='stopping; the service manager restarts us'",
+                self.session.failure,
+            )
 
     async def _watch_clock(self) -> None:
         """Re-stamp held readings once the wall clock can be trusted (gatewayd/acquire/clock.py)."""

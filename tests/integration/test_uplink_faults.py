@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from gatewayd.errors import GatewaydError
 from gatewayd.forward.replies import REJECTED_LOCALLY
 from gatewayd.model import Sample
 from gatewayd.queue.store import read_stats
@@ -184,3 +185,19 @@ async def test_a_hub_that_refuses_everything_dead_letters_nothing(
     assert sorted(d.ts_ms for d in hub.deliveries if d.device_key == "a") == [
         s.ts_ms for s in old_samples("a", 300)
     ]
+
+
+async def test_an_error_in_the_mqtt_thread_stops_the_daemon_loudly(
+    tmp_path: Path, broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception escaping paho's callbacks killed its thread silently: the daemon polled and
+    queued but never forwarded, and looked healthy. Here paho refuses a subscription filter
+    (as it did for a gateway key with `#`): the daemon must end with the error named."""
+    settings = config(tmp_path, broker, silent_devices("dev1"))
+    daemon = Daemon(settings, shutdown_timeout_s=1.0)
+    daemon.session.topics.append("bad/#/filter")  # a filter paho refuses in on_connect
+    async with asyncio.timeout(30):
+        with pytest.raises(GatewaydError, match="Invalid subscription filter"):
+            await daemon.run(asyncio.Event())
+    assert daemon.session.thread_errors >= 1
+    assert any(r.getMessage().startswith("uplink_thread_error") for r in caplog.records)

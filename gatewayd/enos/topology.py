@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from gatewayd.config import DeviceConfig, ForwardConfig, GatewayConfig
 from gatewayd.enos.client import MqttSession
@@ -44,6 +46,7 @@ from gatewayd.logs import clip
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+T = TypeVar("T")
 #: How often a connected gateway re-checks parked sub-devices at the longest.
 RECHECK_S = 60.0
 
@@ -59,6 +62,23 @@ def topology_topics(gateway: GatewayConfig) -> list[str]:
         session_topic(pk, dk, METHOD_ENABLE),
         session_topic(pk, dk, METHOD_DELETE),
     ]
+
+
+def split_by_size(items: list[T], sizes: list[int], budget: int) -> list[list[T]]:
+    """Consecutive groups of items whose sizes add up to at most `budget` (an item larger than
+    the budget goes alone: the hub may still take it, and nothing is left out)."""
+    groups: list[list[T]] = []
+    group: list[T] = []
+    used = 0
+    for item, size in zip(items, sizes, strict=True):
+        if group and used + size > budget:
+            groups.append(group)
+            group, used = [], 0
+        group.append(item)
+        used += size
+    if group:
+        groups.append(group)
+    return groups
 
 
 class Topology:
@@ -262,24 +282,46 @@ class Topology:
             return set()
         return device_keys(reply.data)
 
+    def _chunks(self, devices: list[SubDevice], method: str) -> list[list[SubDevice]]:
+        """The devices in groups whose request stays within forward.batch_max_bytes."""
+        ts = int(time.time() * 1000)
+        if method == METHOD_TOPO_ADD:
+            entries: list[object] = list(topo_add_params(devices, ts))
+            empty: object = []
+        else:
+            entries = list(login_batch_params(devices, ts)["subDevices"])
+            empty = login_batch_params([], ts)
+        overhead = len(request("9" * 40, method, empty)) + 64
+        sizes = [len(json.dumps(entry, separators=(",", ":"))) + 1 for entry in entries]
+        return split_by_size(devices, sizes, self.cfg.batch_max_bytes - overhead)
+
     async def _add(self, devices: list[SubDevice]) -> None:
+        for group in self._chunks(devices, METHOD_TOPO_ADD):
+            await self._add_group(group)
+
+    async def _add_group(self, devices: list[SubDevice]) -> None:
         gw = self.gateway
         params = topo_add_params(devices, int(time.time() * 1000))
         reply = await self._request(
             topo_topic(gw.product_key, gw.device_key, METHOD_TOPO_ADD), METHOD_TOPO_ADD, params
         )
-        names = ",".join(f"{d.product_key}/{d.device_key}" for d in devices)
+        names = clip(",".join(f"{d.product_key}/{d.device_key}" for d in devices))
         if reply.ok:
-            log.info("topology_added devices=%s", names)
+            log.info("topology_added count=%d devices=%s", len(devices), names)
         else:
             log.warning(
-                "topology_add_refused code=%d message=%r devices=%s",
+                "topology_add_refused code=%d message=%r count=%d devices=%s",
                 reply.code,
                 clip(reply.message),
+                len(devices),
                 names,
             )
 
     async def _login(self, devices: list[SubDevice]) -> None:
+        for group in self._chunks(devices, METHOD_LOGIN_BATCH):
+            await self._login_group(group)
+
+    async def _login_group(self, devices: list[SubDevice]) -> None:
         gw = self.gateway
         params = login_batch_params(devices, int(time.time() * 1000))
         reply = await self._request(

@@ -17,6 +17,7 @@ from gatewayd.model import Sample
 from gatewayd.queue.store import read_stats
 from gatewayd.runtime.daemon import Daemon
 from gatewayd.runtime.metrics import GatewayCollector
+from gatewayd.sim.broker import free_port
 from gatewayd.sim.hub import HubSimulator
 from gatewayd.sim.mosquitto import MosquittoBroker
 from gatewayd.sim.relay import Relay
@@ -31,7 +32,7 @@ from tests.integration.test_uplink import (
     until,
 )
 from tests.support.brokers import Broker
-from tests.support.daemon import gateway_config, running
+from tests.support.daemon import gateway_config, modbus_device, running
 
 
 def metric(daemon: Daemon, name: str) -> float:
@@ -201,3 +202,30 @@ async def test_an_error_in_the_mqtt_thread_stops_the_daemon_loudly(
             await daemon.run(asyncio.Event())
     assert daemon.session.thread_errors >= 1
     assert any(r.getMessage().startswith("uplink_thread_error") for r in caplog.records)
+
+
+async def test_topology_and_login_of_a_thousand_devices_fit_the_size_cap(
+    tmp_path: Path, small_packet_broker: MosquittoBroker
+) -> None:
+    """topo.add and combine.login.batch for 1,000 sub-devices (~200 KB and ~130 KB in one
+    request) are split under forward.batch_max_bytes; the broker here drops a client sending
+    a packet over 16 KB, so one oversized request would keep the gateway from ever syncing."""
+    hub = HubSimulator("127.0.0.1", small_packet_broker.port)
+    hub.start()
+    try:
+        port = free_port()
+        devices = [
+            modbus_device(f"d{n:04d}", port, 1, [{"id": "P", "address": 0}], 3600.0)
+            for n in range(1000)
+        ]
+        settings = gateway_config(
+            tmp_path, small_packet_broker.port, devices, forward={"batch_max_bytes": 8192}
+        )
+        async with running(settings, hub, timeout_s=60) as daemon:
+            async with asyncio.timeout(60):
+                await daemon.topology.ready.wait()
+            assert daemon.session.connected.is_set()
+            assert len(daemon.topology.online) == 1000
+            assert len(hub.online(("gwPK", "gw001"))) == 1000
+    finally:
+        hub.stop()

@@ -4,10 +4,11 @@
 - 1008/1204/1206/1220 (the content is refused): the batch is split in halves until the samples
   that cause it are alone; those go to the `rejected` table with the code and message, and the
   rest is delivered. One bad sample never holds the queue hostage. But a sample is dead-lettered
-  only on evidence that the hub takes other samples meanwhile (a 200 since the batch was first
-  refused), or when every refused sample is of one device. Refusals of lone samples of several
-  devices with no 200 in between are a hub refusing everything (a storm): the bisection stops,
-  the samples stay queued, and the loop backs off as after any failure.
+  only on evidence that the hub takes other samples meanwhile (a 200 since the batch was sent),
+  or when at least LONE_DEVICE_MIN lone samples, all of one device, were refused (that device's
+  data, not the hub). Refusals of lone samples of several devices, or of fewer than that, with
+  no 200 in between, are a hub refusing everything (a storm): the bisection stops, the samples
+  stay queued, and the loop backs off as after any failure.
 - 1212 (a sub-device is not online through this gateway): the topology is repaired (get, add,
   login) and the batch re-sent; if that still fails, splitting finds the devices that cause it,
   which are parked: their samples stay queued while every other device's flow.
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 REJECTED_LOCALLY = 0
 #: Hub text kept with a dead-lettered sample is cut to this many characters.
 HUB_TEXT_STORED_MAX = 2000
+
+
+#: Lone samples of a single device refused with no 200 in between that count as its content.
+LONE_DEVICE_MIN = 4
 
 
 class HubStorm(Exception):
@@ -102,7 +107,7 @@ class ReplyHandler:
                 return
             probe = Probe(self.ok_serial)
             await self._deliver(rows, method, elements, False, probe)
-            await self._settle(probe)
+            await self._conclude(probe)
         except HubStorm as exc:
             self.storms += 1
             if not self._in_storm:
@@ -218,6 +223,19 @@ class ReplyHandler:
                 f"code={reply.code} message={clip(reply.message)!r}"
                 f" lone_samples_refused={len(probe.suspects)} devices={len(probe.devices())}"
             )
+
+    async def _conclude(self, probe: Probe) -> None:
+        """The bisection is over: dead-letter the suspects, or put the refusals down to the hub."""
+        if not probe.suspects:
+            return
+        if self.ok_serial != probe.ok_serial or len(probe.suspects) >= LONE_DEVICE_MIN:
+            await self._settle(probe)
+            return
+        _row, reply = probe.suspects[0]
+        raise HubStorm(
+            f"code={reply.code} message={clip(reply.message)!r}"
+            f" lone_samples_refused={len(probe.suspects)} devices=1 note='no 200 in between'"
+        )
 
     async def _settle(self, probe: Probe) -> None:
         """The end of a bisection (or evidence during one): dead-letter the suspects."""

@@ -259,3 +259,13 @@ async def test_rows_of_a_parked_device_are_jumped_not_read() -> None:
     batch = await forwarder._next_batch()
     assert batch is not None and [r.id for r in batch[0]] == [r.id for r in good]
     assert forwarder.rows_read == 110 and forwarder.skips == 1
+
+
+async def test_a_lone_sample_refused_with_no_200_in_between_stays_queued() -> None:
+    """One live sample refused while nothing else is sent: no evidence either way, so the hub
+    is not believed yet; the sample waits for a retry in a bigger batch."""
+    batch = rows("a", 1)
+    queue = MemoryQueue(batch)
+    handler, _, _ = handler_for(queue, lambda m, e: (1220, "busy"))
+    await send(handler, batch)
+    assert not queue.rejected and len(queue.rows) == 1 and handler.storms == 1

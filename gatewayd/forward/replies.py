@@ -58,7 +58,9 @@ class HubStorm(Exception):
 class Probe:
     """The bisection of one batch: the refused lone samples held until the evidence is in."""
 
-    ok_serial: int  # the handler's count of 200 replies when the batch was sent
+    #: The handler's count of 200 replies when the batch was first refused (-1: not yet). A 200
+    #: to a request sent earlier and answered before the storm began is no evidence.
+    ok_serial: int = -1
     suspects: list[tuple[QueuedSample, Reply]] = field(default_factory=list)
 
     def devices(self) -> set[tuple[str, str]]:
@@ -105,7 +107,7 @@ class ReplyHandler:
             if len(rows) == 1 and request_bytes(elements) > self.cfg.batch_max_bytes:
                 await self._too_large(rows[0], request_bytes(elements))
                 return
-            probe = Probe(self.ok_serial)
+            probe = Probe()
             await self._deliver(rows, method, elements, False, probe)
             await self._conclude(probe)
         except HubStorm as exc:
@@ -204,6 +206,8 @@ class ReplyHandler:
                 log.info("hub_accepts_again storms=%d", self.storms)
             self.progress.set()
         elif reply.code in CONTENT_CODES:
+            if probe.ok_serial < 0:
+                probe.ok_serial = self.ok_serial
             if len(rows) == 1:
                 await self._refused_alone(rows[0], reply, probe)
             else:

@@ -46,6 +46,8 @@ REJECTED_LOCALLY = 0
 HUB_TEXT_STORED_MAX = 2000
 
 
+#: Probe.ok_serial before the batch was refused; CONFIRMING: a refusal is believed at once.
+UNSET, CONFIRMING = -1, -2
 #: Lone samples of a single device refused with no 200 in between that count as its content.
 LONE_DEVICE_MIN = 4
 
@@ -60,7 +62,7 @@ class Probe:
 
     #: The handler's count of 200 replies when the batch was first refused (-1: not yet). A 200
     #: to a request sent earlier and answered before the storm began is no evidence.
-    ok_serial: int = -1
+    ok_serial: int = UNSET
     suspects: list[tuple[QueuedSample, Reply]] = field(default_factory=list)
 
     def devices(self) -> set[tuple[str, str]]:
@@ -109,7 +111,7 @@ class ReplyHandler:
                 return
             probe = Probe()
             await self._deliver(rows, method, elements, False, probe)
-            await self._conclude(probe)
+            await self._conclude(probe, method)
         except HubStorm as exc:
             self.storms += 1
             if not self._in_storm:
@@ -206,7 +208,7 @@ class ReplyHandler:
                 log.info("hub_accepts_again storms=%d", self.storms)
             self.progress.set()
         elif reply.code in CONTENT_CODES:
-            if probe.ok_serial < 0:
+            if probe.ok_serial == UNSET:
                 probe.ok_serial = self.ok_serial
             if len(rows) == 1:
                 await self._refused_alone(rows[0], reply, probe)
@@ -218,45 +220,57 @@ class ReplyHandler:
             await self._failed(ids, reply.code)
 
     async def _refused_alone(self, row: QueuedSample, reply: Reply, probe: Probe) -> None:
-        """A lone sample refused for its content: dead-letter it if the hub takes others."""
-        probe.suspects.append((row, reply))
+        """A lone sample refused for its content: dead-letter it if the hub took others in
+        between (since the batch's first refusal); else hold it as a suspect."""
         if self.ok_serial != probe.ok_serial:
-            await self._settle(probe)
-        elif len(probe.devices()) > 1:
+            await self._reject(row, reply)
+            return
+        probe.suspects.append((row, reply))
+        if len(probe.devices()) > 1:
             raise HubStorm(
                 f"code={reply.code} message={clip(reply.message)!r}"
                 f" lone_samples_refused={len(probe.suspects)} devices={len(probe.devices())}"
             )
 
-    async def _conclude(self, probe: Probe) -> None:
-        """The bisection is over: dead-letter the suspects, or put the refusals down to the hub."""
-        if not probe.suspects:
+    async def _conclude(self, probe: Probe, method: str) -> None:
+        """The bisection is over: decide on the suspects it left.
+
+        The hub took samples after they were refused: each is asked once more, alone (the
+        refusal may have come just before a storm ended); refused again, it is dead-lettered.
+        Nothing taken since: LONE_DEVICE_MIN or more of one device are that device's content,
+        fewer are no evidence either way, and the hub is not believed yet.
+        """
+        suspects, probe.suspects = probe.suspects, []
+        if not suspects:
             return
-        if self.ok_serial != probe.ok_serial or len(probe.suspects) >= LONE_DEVICE_MIN:
-            await self._settle(probe)
+        if self.ok_serial != probe.ok_serial:
+            confirm = Probe(ok_serial=CONFIRMING)
+            for row, _ in suspects:
+                await self._deliver([row], method, None, False, confirm)
             return
-        _row, reply = probe.suspects[0]
+        if len(suspects) >= LONE_DEVICE_MIN:
+            for row, reply in suspects:
+                await self._reject(row, reply)
+            return
+        _row, reply = suspects[0]
         raise HubStorm(
             f"code={reply.code} message={clip(reply.message)!r}"
-            f" lone_samples_refused={len(probe.suspects)} devices=1 note='no 200 in between'"
+            f" lone_samples_refused={len(suspects)} devices=1 note='no 200 in between'"
         )
 
-    async def _settle(self, probe: Probe) -> None:
-        """The end of a bisection (or evidence during one): dead-letter the suspects."""
-        suspects, probe.suspects = probe.suspects, []
-        for row, reply in suspects:
-            await self.queue.reject([row.id], reply.code, clip(reply.message, HUB_TEXT_STORED_MAX))
-            self.rejected += 1
-            self.progress.set()
-            log.warning(
-                "sample_rejected id=%d device=%s/%s ts_ms=%d code=%d message=%r",
-                row.id,
-                row.product_key,
-                row.device_key,
-                row.ts_ms,
-                reply.code,
-                clip(reply.message),
-            )
+    async def _reject(self, row: QueuedSample, reply: Reply) -> None:
+        await self.queue.reject([row.id], reply.code, clip(reply.message, HUB_TEXT_STORED_MAX))
+        self.rejected += 1
+        self.progress.set()
+        log.warning(
+            "sample_rejected id=%d device=%s/%s ts_ms=%d code=%d message=%r",
+            row.id,
+            row.product_key,
+            row.device_key,
+            row.ts_ms,
+            reply.code,
+            clip(reply.message),
+        )
 
     async def _split(
         self, rows: list[QueuedSample], method: str, repaired: bool, probe: Probe

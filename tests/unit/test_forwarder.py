@@ -269,3 +269,21 @@ async def test_a_lone_sample_refused_with_no_200_in_between_stays_queued() -> No
     handler, _, _ = handler_for(queue, lambda m, e: (1220, "busy"))
     await send(handler, batch)
     assert not queue.rejected and len(queue.rows) == 1 and handler.storms == 1
+
+
+async def test_a_refusal_just_before_a_storm_ends_is_asked_again_not_believed() -> None:
+    batch = rows("a", 8)
+    queue = MemoryQueue(batch)
+    answers = iter([1220] * 4)  # the batch, its halves down to the first lone sample; then calm
+    handler, session, _ = handler_for(queue, lambda m, e: (next(answers, 200), ""))
+    await send(handler, batch)
+    assert not queue.rejected and len(queue.acked) == 8
+    assert session.requests[-1] == (METHOD_RESUME_BATCH, 1, 200)  # the suspect, asked again
+
+
+async def test_a_bad_first_sample_is_dead_lettered_after_being_asked_again() -> None:
+    batch = rows("a", 8, bad=frozenset({0}))
+    queue = MemoryQueue(batch)
+    handler, _, _ = handler_for(queue, hub_refusing(1204, lambda e: "Bogus" in e["measurepoints"]))
+    await send(handler, batch)
+    assert list(queue.rejected) == [1] and len(queue.acked) == 7 and handler.storms == 0

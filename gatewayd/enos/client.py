@@ -23,7 +23,6 @@ import itertools
 import logging
 import random
 import secrets
-import socket
 import ssl
 import threading
 import time
@@ -44,6 +43,7 @@ from gatewayd.enos.protocol import (
     parse_command,
     parse_reply,
 )
+from gatewayd.enos.transport import disconnect_reason, no_delay, tls_context
 from gatewayd.errors import ReplyFormatError, ReplyTimeout, UplinkDown
 from gatewayd.logs import clip
 
@@ -54,20 +54,6 @@ log = logging.getLogger(__name__)
 STALL_FACTOR = 2.0
 #: Errors of the network thread in a row, with no healthy session between, before giving up.
 THREAD_ERRORS_MAX = 3
-
-
-def disconnect_reason(from_broker: bool, reason: ReasonCode) -> str:
-    """Why a connection ended, as the broker said it, without paho's invented 'Unspecified error'.
-
-    An MQTT 3.1.1 broker says nothing: it closes the socket (mosquitto does so for a packet over
-    its `max_packet_size`), which paho reports as code 128. Only a DISCONNECT packet from the
-    broker carries a reason of its own.
-    """
-    if from_broker:
-        return f"broker said: {reason}"
-    if reason.value == 0:
-        return "closed by us"
-    return "closed by the broker or the network without a reason (MQTT 3.1.1 gives none)"
 
 
 class MqttSession:
@@ -134,7 +120,7 @@ class MqttSession:
         )
         client.username_pw_set(creds.username, creds.password)
         if self.cfg.tls:
-            client.tls_set_context(self._tls_context())
+            client.tls_set_context(tls_context(self.cfg))
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
@@ -179,7 +165,7 @@ class MqttSession:
         except (OSError, ssl.SSLError, ValueError) as exc:
             self._call(self._connect_failed, f"{type(exc).__name__}: {exc}")
         else:
-            self._no_delay(client)
+            no_delay(client)
             self._serve(client)
 
     def _thread_error(self, client: mqtt.Client, exc: Exception, errors: int) -> None:
@@ -198,17 +184,6 @@ class MqttSession:
             client.loop(timeout=0.1)  # let paho close the socket
         self._call(self._count_thread_error, reason, fatal)
 
-    @staticmethod
-    def _no_delay(client: mqtt.Client) -> None:
-        """Send small packets (PUBACKs, requests) at once: Nagle's algorithm and delayed ACKs
-        together stall a request/reply exchange by tens of milliseconds, and paho leaves it on."""
-        sock = client.socket()
-        if isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError as exc:
-                log.debug("tcp_nodelay_unavailable error=%r", str(exc))
-
     def _serve(self, client: mqtt.Client) -> None:
         """Run paho's loop until the connection ends; on stop(), say DISCONNECT first."""
         goodbye_rounds = 3
@@ -218,16 +193,6 @@ class MqttSession:
                     break
                 goodbye_rounds -= 1
                 client.disconnect()  # the next loop() sends it and paho closes the socket
-
-    def _tls_context(self) -> ssl.SSLContext:
-        """Verify the hub against `ca_file` (else the system store) and its name, always."""
-        cafile = str(self.cfg.ca_file) if self.cfg.ca_file else None
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
-        context.check_hostname = self.cfg.tls_check_hostname
-        context.verify_mode = ssl.CERT_REQUIRED
-        if self.cfg.cert_file and self.cfg.key_file:
-            context.load_cert_chain(str(self.cfg.cert_file), str(self.cfg.key_file))
-        return context
 
     async def stop(self) -> None:
         """Disconnect and stop paho's thread; requests still waiting fail with UplinkDown."""

@@ -336,7 +336,14 @@ class ChaosRig:
             )
 
     async def _wait_drained(self, timeout_s: float) -> None:
+        """Until the queue is empty, and still empty once a read that was under way when the
+        meters stopped has been committed (a poll's timeout plus a few commit intervals)."""
         deadline = time.monotonic() + timeout_s
+        await self._until_empty(deadline, timeout_s)
+        await asyncio.sleep(MODBUS_TIMEOUT_S + 4 * COMMIT_MS / 1000)
+        await self._until_empty(deadline, timeout_s)
+
+    async def _until_empty(self, deadline: float, timeout_s: float) -> None:
         while self._queued():
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self._queued()} samples still queued after {timeout_s} s")

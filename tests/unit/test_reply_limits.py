@@ -6,8 +6,8 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gatewayd.enos.client import disconnect_reason
 from gatewayd.enos.protocol import parse_command, parse_reply
+from gatewayd.enos.transport import disconnect_reason
 from gatewayd.errors import ReplyFormatError
 
 HUGE = "9" * 5000

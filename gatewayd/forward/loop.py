@@ -189,6 +189,8 @@ class Forwarder:
         the queue's device index jumps to the next row of any other device instead.
         """
         held = self.topology.unsendable()
+        if len(fetched) < self.cfg.batch_max_samples:
+            return fetched[-1].id  # the end of the queue: nothing beyond to jump over
         if not held or any((r.product_key, r.device_key) not in held for r in fetched):
             return fetched[-1].id  # rows in flight among them: just step over
         following = await self.queue.next_id_excluding(fetched[-1].id, held)

@@ -89,6 +89,11 @@ class GatewayCollector(Collector):
             self.session.stalls,
         )
         yield CounterMetricFamily(
+            "gatewayd_hub_storms",
+            "Batches whose refusals were put down to the hub (kept queued, sending backed off)",
+            f.handler.storms,
+        )
+        yield CounterMetricFamily(
             "gatewayd_evicted_samples", "Samples evicted by the bounds", self.queue.evicted
         )
         replies = CounterMetricFamily("gatewayd_replies", "Replies by code", labels=["code"])

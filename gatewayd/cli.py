@@ -23,6 +23,7 @@ from rich.table import Table
 
 from gatewayd import __version__
 from gatewayd.config import DEFAULT_CONFIG_PATH, Settings, load_config
+from gatewayd.early import hold_reloads
 from gatewayd.errors import ConfigError, GatewaydError
 from gatewayd.logs import setup_logging
 
@@ -82,6 +83,7 @@ def run(config: str | None, log_level: str) -> None:
 
     Example: gatewayd run -c /etc/gatewayd/config.toml
     """
+    hold_reloads()  # the console script comes here without gatewayd/__main__.py
     settings = load_or_exit(config)
     setup_logging(log_level)
     from gatewayd.runtime.daemon import Daemon

@@ -403,6 +403,7 @@ class Settings(BaseSettings):
             names.add(device.name)
             keys.add(key)
         _check_shared_lines(self.devices)
+        _check_sample_sizes(self.devices, self.forward.batch_max_bytes)
         return self
 
     @classmethod
@@ -419,6 +420,20 @@ class Settings(BaseSettings):
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+
+def _check_sample_sizes(devices: list[DeviceConfig], max_bytes: int) -> None:
+    """A sample that cannot fit a request alone could never be sent (gatewayd/forward/sizing.py)."""
+    from gatewayd.forward.sizing import largest_request_bytes  # sizing knows no config types
+
+    for device in devices:
+        size = largest_request_bytes(device.product_key, device.device_key, device.points)
+        if size > max_bytes:
+            raise ValueError(
+                f"device {device.name!r}: one sample can make a request of {size} bytes, over "
+                f"forward.batch_max_bytes={max_bytes} (fewer or shorter point ids, or shorter "
+                "strings)"
+            )
 
 
 def _check_shared_lines(devices: list[DeviceConfig]) -> None:

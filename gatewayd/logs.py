@@ -8,12 +8,24 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import time
 from collections.abc import Callable
 
 _QUIET = ("pymodbus", "apscheduler", "amqtt", "transitions", "asyncio")
+
+
+#: Text copied from the hub into a log line is cut to this many characters.
+HUB_TEXT_MAX = 300
+
+
+def clip(text: str, limit: int = HUB_TEXT_MAX) -> str:
+    """Foreign text for a log line: long messages (54 KB were seen) are cut, and say so."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text) - limit} more characters]"
 
 
 class KeyValueFormatter(logging.Formatter):
@@ -34,11 +46,30 @@ class KeyValueFormatter(logging.Formatter):
         return line
 
 
-class RepeatLimiter(logging.Filter):
-    """At most `burst` records of one message template per logger in each `window_s`.
+#: `device=%s` (or `device=%s/%s`, product/device keys) in a template names the device.
+_DEVICE_FIELD = re.compile(r"\bdevice=(%s(?:/%s)?)")
+_PLACEHOLDER = re.compile(r"%[^%]")
 
-    The next record of that template that passes says how many were held back
-    (`suppressed=N`), so a flapping device or a garbage-spewing peer cannot flood the journal.
+
+def device_of(record: logging.LogRecord) -> str:
+    """The device a record is about, from its `device=` field; "" if it names none."""
+    msg = str(record.msg)
+    match = _DEVICE_FIELD.search(msg)
+    if match is None or not isinstance(record.args, tuple):
+        return ""
+    index = len(_PLACEHOLDER.findall(msg[: match.start(1)].replace("%%", "")))
+    width = match.group(1).count("%")
+    return "/".join(str(arg) for arg in record.args[index : index + width])
+
+
+class RepeatLimiter(logging.Filter):
+    """At most `burst` records of one message template per logger *and device* in `window_s`.
+
+    A flapping device or a garbage-spewing peer cannot flood the journal, and one noisy device
+    cannot hide another: a record naming a device (`device=...`) is counted for that device
+    only, so twelve devices going down in the same minute are all named. When a limit starts
+    to hold lines back, one `log_limited` line says so at once; once the window is over, a
+    `log_held_back` line (or `suppressed=N` on the next record of that kind) gives the count.
     """
 
     def __init__(
@@ -49,23 +80,58 @@ class RepeatLimiter(logging.Filter):
         self.window_s = window_s
         self.clock = clock
         self._lock = threading.Lock()
-        self._seen: dict[tuple[str, str], list[float]] = {}  # [window start, count, suppressed]
+        # (logger, template, device) -> [window start, count, suppressed]
+        self._seen: dict[tuple[str, str, str], list[float]] = {}
+        self._last_sweep = clock()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = (record.name, str(record.msg))
+        key = (record.name, str(record.msg), device_of(record))
         now = self.clock()
         with self._lock:
+            overdue = self._sweep(now, key)
             start, count, suppressed = self._seen.get(key, [now, 0, 0])
             if now - start >= self.window_s:
                 start, count = now, 0
             count += 1
             if count > self.burst:
                 self._seen[key] = [start, count, suppressed + 1]
-                return False
-            self._seen[key] = [start, count, 0]
-        if suppressed:
+                passed, announce = False, count == self.burst + 1
+            else:
+                self._seen[key] = [start, count, 0]
+                passed, announce = True, False
+        for name, template, device, held in overdue:
+            logging.getLogger(name).warning(
+                "log_held_back event=%s device=%s count=%d", _event(template), device or "-", held
+            )
+        if announce:
+            logging.getLogger(record.name).warning(
+                "log_limited event=%s device=%s burst=%d window_s=%g"
+                " note='holding back more lines like this; their count follows'",
+                _event(str(record.msg)),
+                key[2] or "-",
+                self.burst,
+                self.window_s,
+            )
+        if passed and suppressed:
             record.msg = f"{record.msg} suppressed={int(suppressed)}"
-        return True
+        return passed
+
+    def _sweep(self, now: float, current: tuple[str, str, str]) -> list[tuple[str, str, str, int]]:
+        """Windows that ended with lines held back: report them (at most once a second)."""
+        if now - self._last_sweep < 1.0:
+            return []
+        self._last_sweep = now
+        overdue = []
+        for key, (start, _count, suppressed) in list(self._seen.items()):
+            if now - start >= self.window_s and key != current:  # current: suppressed=N
+                if suppressed:
+                    overdue.append((*key, int(suppressed)))
+                del self._seen[key]
+        return overdue
+
+
+def _event(template: str) -> str:
+    return template.split(" ", 1)[0]
 
 
 def setup_logging(level: str = "INFO") -> None:

@@ -6,16 +6,23 @@ reconnect delay has no jitter). paho's callbacks never touch shared state: they 
 to the asyncio loop with `call_soon_threadsafe`, and all bookkeeping happens there.
 A request is answered by the message on its `_reply` topic carrying the same `id`; anything else
 on a reply topic (garbage, unknown or late ids) is logged and dropped.
+
+A session can be connected and useless: a path that loses PUBLISH packets but carries pings
+keeps the keepalive happy while paho's window of unacknowledged QoS 1 messages fills, after which
+paho sends nothing at all (MQTT 3.1.1 resends only on a new connection). So the session watches
+its own progress: when requests time out and no PUBACK and no reply arrived for
+`STALL_FACTOR` reply timeouts, it is declared dead, counted in `stalls`, logged once, and
+reconnected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
 import secrets
-import socket
 import ssl
 import threading
 import time
@@ -36,9 +43,17 @@ from gatewayd.enos.protocol import (
     parse_command,
     parse_reply,
 )
+from gatewayd.enos.transport import disconnect_reason, no_delay, tls_context
 from gatewayd.errors import ReplyFormatError, ReplyTimeout, UplinkDown
+from gatewayd.logs import clip
 
 log = logging.getLogger(__name__)
+
+#: No acknowledgement and no reply for this many reply timeouts, with requests timing out: the
+#: session is dead even if pings still pass.
+STALL_FACTOR = 2.0
+#: Errors of the network thread in a row, with no healthy session between, before giving up.
+THREAD_ERRORS_MAX = 3
 
 
 class MqttSession:
@@ -71,6 +86,15 @@ class MqttSession:
         self._stopping = threading.Event()
         self._network: threading.Thread | None = None
         self._healthy = False  # the current connection got as far as subscribing
+        #: Sessions declared dead for want of acknowledgements or replies (then reconnected).
+        self.stalls = 0
+        #: Exceptions that escaped paho's loop in the network thread (logged, then reconnected).
+        self.thread_errors = 0
+        #: Set when the network thread gave up (THREAD_ERRORS_MAX errors in a row); why in `failure`.
+        self.failed = asyncio.Event()
+        self.failure = ""
+        #: Since when requests have gone unanswered with no PUBACK or reply (monotonic), or None.
+        self._silent_since: float | None = None
 
     def next_id(self) -> str:
         return str(next(self._ids))
@@ -96,11 +120,12 @@ class MqttSession:
         )
         client.username_pw_set(creds.username, creds.password)
         if self.cfg.tls:
-            client.tls_set_context(self._tls_context())
+            client.tls_set_context(tls_context(self.cfg))
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_publish = self._on_publish
         self._client = client
         self._stopping.clear()
         self._network = threading.Thread(
@@ -109,33 +134,55 @@ class MqttSession:
         self._network.start()
 
     def _network_loop(self, client: mqtt.Client) -> None:
-        """Connect, serve, and after a failure wait a jittered backoff; until stop()."""
+        """Connect, serve, and after a failure wait a jittered backoff; until stop().
+
+        An exception escaping paho's loop (from one of our callbacks, or paho itself) would
+        end this thread silently and leave a daemon that polls and queues but never forwards.
+        It is logged with its traceback and the connection started afresh; if it happens
+        `THREAD_ERRORS_MAX` times without a healthy session in between, the session gives up
+        and sets `failed`, which stops the daemon (never half dead).
+        """
         failures = 0
+        errors = 0
         while not self._stopping.is_set():
             self._healthy = False
             try:
-                client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                self._call(self._connect_failed, f"{type(exc).__name__}: {exc}")
-            else:
-                self._no_delay(client)
-                self._serve(client)
+                self._connect_and_serve(client)
+            except Exception as exc:
+                errors = 0 if self._healthy else errors + 1
+                self._thread_error(client, exc, errors)
+                if errors >= THREAD_ERRORS_MAX:
+                    return
             failures = 1 if self._healthy else failures + 1
             delay = backoff_delay(
                 failures, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, random.random
             )
             self._stopping.wait(delay)
 
-    @staticmethod
-    def _no_delay(client: mqtt.Client) -> None:
-        """Send small packets (PUBACKs, requests) at once: Nagle's algorithm and delayed ACKs
-        together stall a request/reply exchange by tens of milliseconds, and paho leaves it on."""
-        sock = client.socket()
-        if isinstance(sock, socket.socket):  # ssl.SSLSocket is one too
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError as exc:
-                log.debug("tcp_nodelay_unavailable error=%r", str(exc))
+    def _connect_and_serve(self, client: mqtt.Client) -> None:
+        try:
+            client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            self._call(self._connect_failed, f"{type(exc).__name__}: {exc}")
+        else:
+            no_delay(client)
+            self._serve(client)
+
+    def _thread_error(self, client: mqtt.Client, exc: Exception, errors: int) -> None:
+        """Log an error of the network thread, close the connection; give up at the limit."""
+        reason = f"{type(exc).__name__}: {exc}"
+        fatal = errors >= THREAD_ERRORS_MAX
+        log.error(
+            "uplink_thread_error error=%r consecutive=%d action=%s",
+            reason,
+            errors,
+            "stopping" if fatal else "reconnecting",
+            exc_info=exc,
+        )
+        with contextlib.suppress(Exception):
+            client.disconnect()
+            client.loop(timeout=0.1)  # let paho close the socket
+        self._call(self._count_thread_error, reason, fatal)
 
     def _serve(self, client: mqtt.Client) -> None:
         """Run paho's loop until the connection ends; on stop(), say DISCONNECT first."""
@@ -146,16 +193,6 @@ class MqttSession:
                     break
                 goodbye_rounds -= 1
                 client.disconnect()  # the next loop() sends it and paho closes the socket
-
-    def _tls_context(self) -> ssl.SSLContext:
-        """Verify the hub against `ca_file` (else the system store) and its name, always."""
-        cafile = str(self.cfg.ca_file) if self.cfg.ca_file else None
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=cafile)
-        context.check_hostname = self.cfg.tls_check_hostname
-        context.verify_mode = ssl.CERT_REQUIRED
-        if self.cfg.cert_file and self.cfg.key_file:
-            context.load_cert_chain(str(self.cfg.cert_file), str(self.cfg.key_file))
-        return context
 
     async def stop(self) -> None:
         """Disconnect and stop paho's thread; requests still waiting fail with UplinkDown."""
@@ -184,9 +221,32 @@ class MqttSession:
             async with asyncio.timeout(timeout_s):
                 return await future
         except TimeoutError:
+            self._timed_out(timeout_s)
             raise ReplyTimeout(request_id, timeout_s) from None
         finally:
             self._pending.pop(key, None)
+
+    def _timed_out(self, timeout_s: float) -> None:
+        """A request got no reply: if nothing at all came back for long enough, reconnect."""
+        now = time.monotonic()
+        if self._silent_since is None:
+            self._silent_since = now - timeout_s  # the request went out timeout_s ago
+            return
+        silent_s = now - self._silent_since
+        if silent_s < STALL_FACTOR * timeout_s or self._client is None:
+            return
+        self.stalls += 1
+        self._silent_since = None
+        log.warning(
+            "uplink_stalled silent_s=%.1f unacknowledged=%d action=reconnect"
+            " note='no PUBACK and no reply while requests timed out'",
+            silent_s,
+            len(self._pending),
+        )
+        self._client.disconnect()  # thread-safe; the network thread connects again
+
+    def _progressed(self) -> None:
+        self._silent_since = None
 
     # --- paho thread: hand over only -------------------------------------------------------
 
@@ -226,12 +286,26 @@ class MqttSession:
         reason: ReasonCode,
         properties: Any,
     ) -> None:
-        self._call(self._connection_lost, str(reason))
+        self._call(
+            self._connection_lost, disconnect_reason(flags.is_disconnect_packet_from_server, reason)
+        )
+
+    def _on_publish(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
+    ) -> None:
+        self._call(self._progressed)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._call(self._deliver, message.topic, bytes(message.payload))
 
     # --- event loop --------------------------------------------------------------------------
+
+    def _count_thread_error(self, reason: str, fatal: bool) -> None:
+        self.thread_errors += 1
+        self._connection_lost(f"network thread error: {reason}")
+        if fatal:
+            self.failure = reason
+            self.failed.set()
 
     def _connect_failed(self, reason: str = "") -> None:
         self.connect_failures += 1
@@ -256,6 +330,7 @@ class MqttSession:
             log.error("uplink_subscribe_refused topics=%d reasons=%s", len(failed), failed)
         log.info("uplink_connected host=%s port=%d", self.cfg.host, self.cfg.port)
         self._was_connected = True
+        self._silent_since = None
         self.disconnected.clear()
         self.connected.set()
 
@@ -286,8 +361,11 @@ class MqttSession:
         future = self._pending.get((topic, reply.id))
         if future is None or future.done():
             self.dropped_replies += 1
-            log.info("reply_unmatched topic=%s id=%s code=%d", topic, reply.id, reply.code)
+            log.info(
+                "reply_unmatched topic=%s id=%s code=%d", topic, clip(reply.id, 64), reply.code
+            )
             return
+        self._silent_since = None
         future.set_result(reply)
 
     def _obey(self, topic: str, payload: bytes) -> None:

@@ -175,6 +175,15 @@ def device_keys(items: Any) -> set[tuple[str, str]]:
     return keys
 
 
+def _loads(payload: bytes, what: str) -> Any:
+    """JSON from the hub, or ReplyFormatError: bad syntax, but also what Python's reader refuses
+    on its own terms (integers over 4,300 digits, nesting deeper than the recursion limit)."""
+    try:
+        return json.loads(payload.decode("utf-8"))  # the protocol is UTF-8, never sniffed
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError are these
+        raise ReplyFormatError(f"{what} is not usable JSON: {str(exc)[:200]}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """A downstream command from the hub (§1.4, §4.8)."""
@@ -186,10 +195,7 @@ class Command:
 
 def parse_command(payload: bytes) -> Command:
     """Read `{id, method, params}` sent by the hub; ReplyFormatError if it is not one."""
-    try:
-        body = json.loads(payload.decode("utf-8"))  # the protocol is UTF-8, never sniffed
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReplyFormatError(f"command is not JSON: {exc}") from None
+    body = _loads(payload, "command")
     if not isinstance(body, dict) or not isinstance(body.get("method"), str):
         raise ReplyFormatError("command has no method")
     request_id = body.get("id")
@@ -271,10 +277,7 @@ def parse_reply(payload: bytes) -> Reply:
     A reply whose `code` is not an integer is garbage, never a success: deleting queued data on a
     misread reply is the one mistake a store-and-forward gateway must not make.
     """
-    try:
-        body = json.loads(payload.decode("utf-8"))  # the protocol is UTF-8, never sniffed
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReplyFormatError(f"reply is not JSON: {exc}") from None
+    body = _loads(payload, "reply")
     if not isinstance(body, dict):
         raise ReplyFormatError("reply is not a JSON object")
     request_id = body.get("id")
@@ -289,7 +292,7 @@ def parse_reply(payload: bytes) -> Reply:
         # §1.2: some hubs send `data` as JSON text; read it when it is an object or array.
         try:
             decoded = json.loads(data)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             decoded = data
         data = decoded if isinstance(decoded, dict | list) else data
     return Reply(

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from gatewayd.config import DeviceConfig, ForwardConfig, GatewayConfig
 from gatewayd.enos.client import MqttSession
@@ -39,11 +41,13 @@ from gatewayd.enos.protocol import (
     topo_topic,
 )
 from gatewayd.errors import ReplyTimeout, UplinkDown
+from gatewayd.logs import clip
 from gatewayd.runtime.watchdog import Pulse
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+T = TypeVar("T")
 #: How often a connected gateway re-checks parked sub-devices at the longest.
 RECHECK_S = 60.0
 
@@ -59,6 +63,23 @@ def topology_topics(gateway: GatewayConfig) -> list[str]:
         session_topic(pk, dk, METHOD_ENABLE),
         session_topic(pk, dk, METHOD_DELETE),
     ]
+
+
+def split_by_size(items: list[T], sizes: list[int], budget: int) -> list[list[T]]:
+    """Consecutive groups of items whose sizes add up to at most `budget` (an item larger than
+    the budget goes alone: the hub may still take it, and nothing is left out)."""
+    groups: list[list[T]] = []
+    group: list[T] = []
+    used = 0
+    for item, size in zip(items, sizes, strict=True):
+        if group and used + size > budget:
+            groups.append(group)
+            group, used = [], 0
+        group.append(item)
+        used += size
+    if group:
+        groups.append(group)
+    return groups
 
 
 class Topology:
@@ -82,6 +103,8 @@ class Topology:
         self.disabled: set[Key] = set()
         self.parked: dict[Key, float] = {}  # key -> when to try again (monotonic)
         self._park_counts: dict[Key, int] = {}
+        #: Times each device was parked since start (never reset; for metrics and tests).
+        self.park_counts: dict[Key, int] = {}
         self.park_events = 0
         #: Set whenever a device is parked (for whoever needs to react, and for tests).
         self.parked_signal = asyncio.Event()
@@ -121,31 +144,56 @@ class Topology:
             return False
         return key not in self.parked or self.cfg.allow_offline_sub_device
 
+    def unsendable(self) -> set[Key]:
+        """The devices whose samples are held back now (disabled, or parked)."""
+        if self.cfg.allow_offline_sub_device:
+            return set(self.disabled)
+        return set(self.disabled) | set(self.parked)
+
+    @property
+    def has_park_history(self) -> bool:
+        """Some device's park delay is still grown (cheap to ask for every reply)."""
+        return bool(self._park_counts)
+
+    def confirmed(self, keys: set[Key]) -> None:
+        """The hub took samples of these devices: their next park starts at the shortest delay."""
+        for key in keys:
+            self._park_counts.pop(key, None)
+
     def park(self, key: Key, reason: str) -> None:
-        """Hold a device's samples back and try it again later, with a growing delay."""
+        """Hold a device's samples back and try it again later, with a growing delay.
+
+        Requests in flight for a device that was just parked come back refused too: those are
+        the same refusal and change nothing. A retry that fails parks it again, for longer.
+        """
+        now = self.clock()
+        if self.parked.get(key, now) > now:
+            return
         self.park_events += 1
-        self.parked_signal.set()
+        self.park_counts[key] = self.park_counts.get(key, 0) + 1
         count = self._park_counts.get(key, 0) + 1
         self._park_counts[key] = count
         delay = min(self.cfg.retry_max_s * 5, self.cfg.retry_min_s * 5 * 2 ** (count - 1))
-        first = key not in self.parked
-        self.parked[key] = self.clock() + delay
+        self.parked[key] = now + delay
         self.online.discard(key)
-        if first:
-            log.warning(
-                "sub_device_parked device=%s/%s reason=%r retry_in_s=%.1f note='samples stay queued'",
-                key[0],
-                key[1],
-                reason,
-                delay,
-            )
+        log.warning(
+            "sub_device_parked device=%s/%s reason=%r retry_in_s=%.1f times=%d"
+            " note='samples stay queued'",
+            key[0],
+            key[1],
+            reason,
+            delay,
+            count,
+        )
+        self.parked_signal.set()
         self._wake.set()
 
-    def _unpark(self, key: Key) -> None:
+    def _unpark(self, key: Key, forget: bool = True) -> None:
         if self.parked.pop(key, None) is not None:
             log.info("sub_device_unparked device=%s/%s", key[0], key[1])
             self.generation += 1
-        self._park_counts.pop(key, None)
+        if forget:
+            self._park_counts.pop(key, None)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -192,7 +240,9 @@ class Topology:
         managed = [self.managed[k] for k in due if k in self.managed and k not in self.disabled]
         for key in due:
             if key not in self.managed:
-                self._unpark(key)  # nothing we can do but try its data again
+                # Nothing we can do but try its data again; its next park waits longer, until
+                # the hub takes a sample of it (confirmed()).
+                self._unpark(key, forget=False)
         if managed:
             async with self._lock:
                 try:
@@ -235,28 +285,50 @@ class Topology:
             topo_topic(gw.product_key, gw.device_key, METHOD_TOPO_GET), METHOD_TOPO_GET, {}
         )
         if not reply.ok:
-            log.warning("topology_get_refused code=%d message=%r", reply.code, reply.message)
+            log.warning("topology_get_refused code=%d message=%r", reply.code, clip(reply.message))
             return set()
         return device_keys(reply.data)
 
+    def _chunks(self, devices: list[SubDevice], method: str) -> list[list[SubDevice]]:
+        """The devices in groups whose request stays within forward.batch_max_bytes."""
+        ts = int(time.time() * 1000)
+        if method == METHOD_TOPO_ADD:
+            entries: list[object] = list(topo_add_params(devices, ts))
+            empty: object = []
+        else:
+            entries = list(login_batch_params(devices, ts)["subDevices"])
+            empty = login_batch_params([], ts)
+        overhead = len(request("9" * 40, method, empty)) + 64
+        sizes = [len(json.dumps(entry, separators=(",", ":"))) + 1 for entry in entries]
+        return split_by_size(devices, sizes, self.cfg.batch_max_bytes - overhead)
+
     async def _add(self, devices: list[SubDevice]) -> None:
+        for group in self._chunks(devices, METHOD_TOPO_ADD):
+            await self._add_group(group)
+
+    async def _add_group(self, devices: list[SubDevice]) -> None:
         gw = self.gateway
         params = topo_add_params(devices, int(time.time() * 1000))
         reply = await self._request(
             topo_topic(gw.product_key, gw.device_key, METHOD_TOPO_ADD), METHOD_TOPO_ADD, params
         )
-        names = ",".join(f"{d.product_key}/{d.device_key}" for d in devices)
+        names = clip(",".join(f"{d.product_key}/{d.device_key}" for d in devices))
         if reply.ok:
-            log.info("topology_added devices=%s", names)
+            log.info("topology_added count=%d devices=%s", len(devices), names)
         else:
             log.warning(
-                "topology_add_refused code=%d message=%r devices=%s",
+                "topology_add_refused code=%d message=%r count=%d devices=%s",
                 reply.code,
-                reply.message,
+                clip(reply.message),
+                len(devices),
                 names,
             )
 
     async def _login(self, devices: list[SubDevice]) -> None:
+        for group in self._chunks(devices, METHOD_LOGIN_BATCH):
+            await self._login_group(group)
+
+    async def _login_group(self, devices: list[SubDevice]) -> None:
         gw = self.gateway
         params = login_batch_params(devices, int(time.time() * 1000))
         reply = await self._request(
@@ -274,7 +346,7 @@ class Topology:
             self.online.add(key)
             self._unpark(key)
         for key in wanted - logged:
-            self.park(key, f"login refused: {reply.code} {reply.message}".strip())
+            self.park(key, f"login refused: {reply.code} {clip(reply.message)}".strip())
         log.info("sub_devices_logged_in ok=%d failed=%d", len(logged), len(wanted - logged))
 
     # --- commands from the hub -----------------------------------------------------------------

@@ -7,17 +7,9 @@ the newest rows (a cheap scan from the end of the table) and sends the young one
 backlog drains oldest first behind a cursor (row ids only grow) in the remaining capacity. Up to
 `forward.inflight` requests await replies at once; batches are bounded by samples and bytes.
 
-What a reply does:
-- 200: the request's rows are deleted, exactly those.
-- 1008/1204/1206/1220 (the content is refused): the batch is split in halves until the samples
-  that cause it are alone; those go to the `rejected` table with the code and message, and the
-  rest is delivered. One bad sample never holds the queue hostage.
-- 1212 (a sub-device is not online through this gateway): the topology is repaired (get, add,
-  login) and the batch re-sent; if that still fails, splitting finds the devices that cause it,
-  which are parked: their samples stay queued while every other device's flow.
-- anything else, no reply in time, or a dropped connection: nothing is deleted; the loop lets the
-  other in-flight requests finish, waits a capped, jittered, growing delay, and starts again from
-  the oldest row still queued.
+What a reply does is in gatewayd/forward/replies.py. After a failure (anything but a reply
+that settles the rows) the loop lets the other in-flight requests finish, waits a capped,
+jittered, growing delay, and starts again from the oldest row still queued.
 """
 
 from __future__ import annotations
@@ -34,17 +26,14 @@ from gatewayd.config import ForwardConfig, GatewayConfig
 from gatewayd.enos.client import MqttSession
 from gatewayd.enos.protocol import (
     BATCH_ENVELOPE_BYTES,
-    CODE_NO_SUB_DEVICE_PERMISSION,
-    CONTENT_CODES,
     METHOD_POST_BATCH,
     METHOD_RESUME_BATCH,
-    Reply,
     batch_element,
-    batch_request,
     measurepoint_topic,
 )
 from gatewayd.enos.topology import Topology
-from gatewayd.errors import QueueError, ReplyTimeout, UplinkDown
+from gatewayd.errors import QueueError
+from gatewayd.forward.replies import ReplyHandler
 from gatewayd.model import QueuedSample
 from gatewayd.queue.store import SampleQueue
 from gatewayd.runtime.watchdog import Pulse
@@ -99,17 +88,29 @@ class Forwarder:
         self._inflight_ids: set[int] = set()
         self._window = asyncio.Semaphore(forward.inflight)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._failures = 0
-        self._rewind = False
         self._generation = topology.generation
-        self.delivered = 0
-        self.rejected = 0
-        #: Replies by code ("timeout" and "no_connection" for the requests that got none).
-        self.replies: dict[str, int] = {}
+        #: Queue rows read to build requests (sent or skipped): what skipping parked rows costs.
+        self.rows_read = 0
+        #: Jumps over rows of parked or disabled devices (see _skip_held_back).
+        self.skips = 0
+        self.handler = ReplyHandler(queue, session, topology, forward, self.topics)
         #: Set whenever samples leave the queue (delivered or dead-lettered).
-        self.progress = asyncio.Event()
+        self.progress = self.handler.progress
         #: Beats every round; waits on the hub or the topology are idle (runtime/watchdog.py).
         self.pulse = Pulse("forwarder")
+
+    @property
+    def delivered(self) -> int:
+        return self.handler.delivered
+
+    @property
+    def rejected(self) -> int:
+        return self.handler.rejected
+
+    @property
+    def replies(self) -> dict[str, int]:
+        """Replies by code ("timeout" and "no_connection" for the requests that got none)."""
+        return self.handler.replies
 
     @property
     def inflight(self) -> int:
@@ -121,7 +122,7 @@ class Forwarder:
             self.pulse.beat()
             with self.pulse.idle():
                 await self.topology.ready.wait()
-            if self._rewind:
+            if self.handler.rewind:
                 with self.pulse.idle():
                     await self._restart_from_oldest()
                 continue
@@ -157,6 +158,7 @@ class Forwarder:
         young_after = self._young_after()
         if self.cfg.live_max_age_s > 0:
             newest = await self.queue.fetch_newest(self._live_cursor, limit)
+            self.rows_read += len(newest)
             if newest:
                 self._live_cursor = max(self._live_cursor, newest[0].id)
                 live = [r for r in reversed(newest) if r.ts_ms >= young_after and self._eligible(r)]
@@ -166,6 +168,7 @@ class Forwarder:
         # Clear before reading: a commit that lands after the read sets the event again.
         self.queue.new_data.clear()
         fetched = await self.queue.fetch_after(self._cursor, limit)
+        self.rows_read += len(fetched)
         if not fetched:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(IDLE_RECHECK_S):
@@ -173,7 +176,7 @@ class Forwarder:
             return None
         candidates = [r for r in fetched if self._eligible(r)]
         if not candidates:
-            self._cursor = fetched[-1].id
+            self._cursor = await self._skip_held_back(fetched)
             return None
         young = candidates[0].ts_ms >= young_after
         same_kind = []
@@ -184,6 +187,24 @@ class Forwarder:
         rows, elements = pack_batch(same_kind, self.cfg.batch_max_bytes)
         self._cursor = rows[-1].id
         return rows, elements, METHOD_POST_BATCH if young else METHOD_RESUME_BATCH
+
+    async def _skip_held_back(self, fetched: list[QueuedSample]) -> int:
+        """Where the backlog cursor goes after a read that held nothing to send.
+
+        If every row read belongs to a parked or disabled device, the rows after them may be
+        millions more of the same (a device refused for a day ahead of a healthy backlog):
+        the queue's device index jumps to the next row of any other device instead.
+        """
+        held = self.topology.unsendable()
+        if len(fetched) < self.cfg.batch_max_samples:
+            return fetched[-1].id  # the end of the queue: nothing beyond to jump over
+        if not held or any((r.product_key, r.device_key) not in held for r in fetched):
+            return fetched[-1].id  # rows in flight among them: just step over
+        following = await self.queue.next_id_excluding(fetched[-1].id, held)
+        if following is None:
+            return fetched[-1].id  # nothing else queued; new rows come after the newest id
+        self.skips += 1
+        return following - 1
 
     def _young_after(self) -> int:
         """The time stamp from which a row counts as live, moved in whole steps of AGE_STEP_MS.
@@ -201,12 +222,14 @@ class Forwarder:
     async def _restart_from_oldest(self) -> None:
         await self.wait_inflight()
         delay = backoff_delay(
-            self._failures, self.cfg.retry_min_s, self.cfg.retry_max_s, self._rand
+            self.handler.failures, self.cfg.retry_min_s, self.cfg.retry_max_s, self._rand
         )
-        log.info("forward_retry_in delay_s=%.2f consecutive_failures=%d", delay, self._failures)
+        log.info(
+            "forward_retry_in delay_s=%.2f consecutive_failures=%d", delay, self.handler.failures
+        )
         await asyncio.sleep(delay)
         self._cursor = self._live_cursor = 0
-        self._rewind = False
+        self.handler.rewind = False
 
     async def wait_inflight(self, timeout_s: float | None = None) -> int:
         """Wait for requests awaiting replies; return how many were still unanswered at the limit."""
@@ -218,111 +241,10 @@ class Forwarder:
 
     async def _send(self, rows: list[QueuedSample], elements: list[str], method: str) -> None:
         try:
-            await self._deliver(rows, method, elements, repaired=False)
-        except (UplinkDown, ReplyTimeout) as exc:
-            log.warning("batch_unconfirmed reason=%r samples=%d", str(exc), len(rows))
-            await self._failed([row.id for row in rows], None)
-        except QueueError as exc:
-            log.error("batch_queue_error error=%r", str(exc))
-            self._mark_failed()
+            await self.handler.send(rows, elements, method)
         finally:
             self._inflight_ids.difference_update(row.id for row in rows)
             self._window.release()
 
-    async def _request(
-        self, rows: list[QueuedSample], method: str, elements: list[str] | None
-    ) -> Reply:
-        if elements is None:
-            elements = [batch_element(row) for row in rows]
-        request_id = self.session.next_id()
-        payload = batch_request(
-            request_id,
-            method,
-            elements,
-            allow_offline_sub_device=self.cfg.allow_offline_sub_device,
-            skip_invalid_measurepoints=self.cfg.skip_invalid_measurepoints,
-        )
-        try:
-            reply = await self.session.request(
-                self.topics[method], request_id, payload, self.cfg.reply_timeout_s
-            )
-        except ReplyTimeout:
-            self._count("timeout")
-            raise
-        except UplinkDown:
-            self._count("no_connection")
-            raise
-        self._count(str(reply.code))
-        if not reply.ok:
-            log.warning(
-                "batch_refused id=%s method=%s code=%d message=%r samples=%d",
-                request_id,
-                method,
-                reply.code,
-                reply.message,
-                len(rows),
-            )
-        return reply
-
-    def _count(self, outcome: str) -> None:
-        self.replies[outcome] = self.replies.get(outcome, 0) + 1
-
-    async def _deliver(
-        self, rows: list[QueuedSample], method: str, elements: list[str] | None, repaired: bool
-    ) -> None:
-        reply = await self._request(rows, method, elements)
-        ids = [row.id for row in rows]
-        if reply.ok:
-            await self.queue.ack(ids)
-            self.delivered += len(ids)
-            self._failures = 0
-            self.progress.set()
-        elif reply.code in CONTENT_CODES:
-            if len(rows) == 1:
-                await self.queue.reject(ids, reply.code, reply.message)
-                self.rejected += 1
-                self.progress.set()
-                log.warning(
-                    "sample_rejected id=%d device=%s/%s ts_ms=%d code=%d message=%r",
-                    rows[0].id,
-                    rows[0].product_key,
-                    rows[0].device_key,
-                    rows[0].ts_ms,
-                    reply.code,
-                    reply.message,
-                )
-            else:
-                await self._split(rows, method, repaired)
-        elif reply.code == CODE_NO_SUB_DEVICE_PERMISSION:
-            await self._no_permission(rows, method, repaired)
-        else:
-            await self._failed(ids, reply.code)
-
-    async def _split(self, rows: list[QueuedSample], method: str, repaired: bool) -> None:
-        half = len(rows) // 2
-        await self._deliver(rows[:half], method, None, repaired)
-        await self._deliver(rows[half:], method, None, repaired)
-
-    async def _no_permission(self, rows: list[QueuedSample], method: str, repaired: bool) -> None:
-        if not repaired:
-            await self.topology.repair()
-            still = [r for r in rows if self.topology.sendable((r.product_key, r.device_key))]
-            if still:
-                await self._deliver(still, method, None, repaired=True)
-            return
-        devices = {(r.product_key, r.device_key) for r in rows}
-        if len(devices) == 1:
-            self.topology.park(devices.pop(), "1212 after topology repair")
-            return
-        await self._split(rows, method, repaired)
-
-    async def _failed(self, ids: list[int], code: int | None) -> None:
-        self._mark_failed()
-        try:
-            await self.queue.record_failure(ids, code)
-        except QueueError as exc:  # the rows stay queued either way; only the count is lost
-            log.error("forward_count_failed error=%r", str(exc))
-
     def _mark_failed(self) -> None:
-        self._failures += 1
-        self._rewind = True
+        self.handler.mark_failed()

@@ -248,6 +248,42 @@ class Store(SalvageTarget):
             self.note_seen(rows[0].id)
         return rows
 
+    def next_id_excluding(self, after_id: int, excluded: set[tuple[str, str]]) -> int | None:
+        """The first row id past `after_id` of a device not in `excluded`, by index seeks only.
+
+        Walks the distinct devices of the queue through the device index (one seek each) and
+        asks each eligible one for its first row past `after_id` (one seek each): a few
+        milliseconds for a thousand devices, however many rows of excluded devices lie between.
+        """
+        best: int | None = None
+        key: tuple[str, str] | None = self._first_device()
+        while key is not None:
+            if key not in excluded:
+                row = self.conn.execute(
+                    "SELECT min(id) FROM samples INDEXED BY samples_device"
+                    " WHERE product_key = ? AND device_key = ? AND id > ? AND held_boot IS NULL",
+                    (*key, after_id),
+                ).fetchone()
+                if row[0] is not None and (best is None or row[0] < best):
+                    best = int(row[0])
+            key = self._next_device(key)
+        return best
+
+    def _first_device(self) -> tuple[str, str] | None:
+        row = self.conn.execute(
+            "SELECT product_key, device_key FROM samples INDEXED BY samples_device"
+            " ORDER BY product_key, device_key LIMIT 1"
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def _next_device(self, key: tuple[str, str]) -> tuple[str, str] | None:
+        row = self.conn.execute(
+            "SELECT product_key, device_key FROM samples INDEXED BY samples_device"
+            " WHERE (product_key, device_key) > (?, ?) ORDER BY product_key, device_key LIMIT 1",
+            key,
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
     def reject(self, ids: list[int], code: int, message: str) -> int:
         """Move rows the hub refused for their content into the dead-letter table."""
         with self.db.atomic():

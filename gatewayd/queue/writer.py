@@ -368,6 +368,9 @@ class SampleQueue:
     async def fetch_newest(self, after_id: int, limit: int) -> list[QueuedSample]:
         return self._unconfirmed(await self._call("fetch_newest", after_id, limit))
 
+    async def next_id_excluding(self, after_id: int, excluded: set[tuple[str, str]]) -> int | None:
+        return await self._run(self.store.next_id_excluding, after_id, set(excluded))
+
     async def ack(self, ids: list[int]) -> int:
         """Delete confirmed rows; if the disk refuses even that, remember them (never re-sent).
 

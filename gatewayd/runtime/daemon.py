@@ -141,6 +141,7 @@ class Daemon:
             stack.push_async_callback(self._stop_polling)
             self._stage("reload", self.reloader.run(), stack)
             self._stage("clock", self._watch_clock(), stack, self.clock_pulse)
+            self._stage("uplink", self._watch_session(), stack)
             if self.settings.metrics.listen:
                 self.metrics = self._metrics_server()
                 await asyncio.to_thread(self.metrics.start)
@@ -201,6 +202,12 @@ class Daemon:
         if self.faults.blocks_writer:  # the writer thread itself stops answering
             await self.queue._run(self.faults.thread_point, "queue-writer")
         await self.faults.break_uplink(lambda: self.session._client)
+
+    async def _watch_session(self) -> None:
+        """A session that gave up (enos/client.py: paho's thread kept failing) is a failed
+        stage: the daemon stops and the service manager restarts it, never runs half dead."""
+        await self.session.failed.wait()
+        raise GatewaydError(f"the MQTT session failed: {self.session.failure}")
 
     async def _watch_clock(self) -> None:
         """Re-stamp held readings once the wall clock can be trusted (gatewayd/acquire/clock.py)."""

@@ -105,6 +105,7 @@ class Health:
                 dropped_replies=dropped,
                 parked=parked,
                 rate=rate,
+                uplink_stalls=self.session.stalls,
             )
         )
         self._progress(pending, rate, now)

@@ -71,6 +71,16 @@ class GatewayCollector(Collector):
             s.dropped_replies,
         )
         yield CounterMetricFamily(
+            "gatewayd_uplink_stalls",
+            "Sessions declared dead for want of acknowledgements or replies, then reconnected",
+            s.uplink_stalls,
+        )
+        yield CounterMetricFamily(
+            "gatewayd_hub_storms",
+            "Batches whose refusals were put down to the hub (kept queued, sending backed off)",
+            f.storms,
+        )
+        yield CounterMetricFamily(
             "gatewayd_evicted_samples", "Samples evicted by the bounds", q.evicted
         )
         replies = CounterMetricFamily("gatewayd_replies", "Replies by code", labels=["code"])

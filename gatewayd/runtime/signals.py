@@ -10,6 +10,8 @@ import asyncio
 import signal
 from typing import TYPE_CHECKING
 
+from gatewayd.early import reload_was_requested
+
 if TYPE_CHECKING:
     from gatewayd.runtime.daemon import Daemon
 
@@ -27,4 +29,6 @@ async def run_until_signal(daemon: Daemon) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_stop)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload_requested.set)
+    if reload_was_requested():  # a SIGHUP while starting (gatewayd/early.py)
+        daemon.reload_requested.set()
     await daemon.run(stop)

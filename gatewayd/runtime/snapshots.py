@@ -41,6 +41,8 @@ class ForwarderStats:
     inflight: int = 0
     #: Replies by code, sorted ("timeout" and "no_connection" for requests that got none).
     replies: tuple[tuple[str, int], ...] = ()
+    #: Batches whose refusals were put down to the hub (kept queued, sending backed off).
+    storms: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ class Snapshot:
     dropped_replies: int = 0
     parked: int = 0
     rate: float = 0.0
+    #: Sessions declared dead for want of acknowledgements or replies, then reconnected.
+    uplink_stalls: int = 0
     #: The queue's writer thread answered the last tick's figures request in time.
     writer_ok: bool = True
 
@@ -91,6 +95,7 @@ def forwarder_stats(f: Forwarder) -> ForwarderStats:
         rejected=f.rejected,
         inflight=f.inflight,
         replies=tuple(sorted(f.replies.items())),
+        storms=f.handler.storms,
     )
 
 

@@ -7,14 +7,18 @@ private mosquitto <- the hub simulator (which records every sample it stored).
 Two lanes of faults run at once, each a schedule drawn from the seed: the *link* lane kills the
 daemon (-9), restarts the broker, cuts or stalls the relay, takes the Modbus server away; the
 *hub* lane makes the hub drop, delay or garble replies, answer 1212 (forced, or for real by
-ending a sub-device's session) or refuse samples with 1204, and makes the meters answer with a
-Modbus exception. Timing varies from run to run; which faults, how long and in what order does
+ending a sub-device's session) or refuse samples with 1204, refuse every request with 1220 for a
+while, and makes the meters answer with a Modbus exception. The link lane also plays a path that
+drops the daemon's PUBLISH packets but passes its pings. Throughout the round a fourth meter is
+read whose sub-device the hub never lets log in: its backlog stays parked behind the others,
+who must not wait for it. Timing varies from run to run; which faults, how long and in what order does
 not.
 
 At the end the meters are switched off, the daemon drains, and the books must balance: every
 sequence number a meter handed out is at the hub, or in `rejected` with the hub's reason, or was
 read in the moments before a kill -9 (the open commit group) or before the Modbus server was
-taken away mid-answer. Nothing else may be missing, and the queue must be empty.
+taken away mid-answer. Nothing else may be missing, and the queue must hold only the parked
+meter's readings, none of which reached the hub.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from tests.support.child import Child
 from tests.support.daemon import config_data, modbus_device, write_config
 
 METERS = (1, 2, 3)
+#: A meter whose sub-device the hub refuses for the whole round (it is parked for good).
+PARKED_METER = 4
 INTERVAL_S = 0.2
 MODBUS_TIMEOUT_S = 0.2
 COMMIT_MS = 50
@@ -61,6 +67,7 @@ FAULT_KINDS: dict[str, tuple[str, float, float]] = {
     "broker_restart": ("link", 0.2, 2.0),
     "link_cut": ("link", 0.2, 3.0),
     "link_stall": ("link", 0.5, 8.0),  # past 1.5 x keepalive, the broker drops the client
+    "link_drop_publish": ("link", 0.5, 6.0),  # pings pass, requests do not: a stalled session
     "modbus_down": ("link", 0.2, 3.0),
     "reply_drop": ("hub", 0.5, 3.0),
     "reply_delay": ("hub", 0.5, 3.0),
@@ -68,10 +75,13 @@ FAULT_KINDS: dict[str, tuple[str, float, float]] = {
     "code_1212": ("hub", 0.5, 3.0),
     "session_kick": ("hub", 0.0, 0.0),
     "code_1204": ("hub", 0.3, 1.5),
+    "refuse_all": ("hub", 0.5, 3.0),  # 1220 to every data request: the hub's fault
     "modbus_exception": ("hub", 0.3, 2.0),
 }
 #: Faults after which the hub may have stored a request whose reply never came back.
-REPLY_LOSING = {"kill9", "broker_restart", "link_cut", "link_stall"}
+REPLY_LOSING = {"kill9", "broker_restart", "link_cut", "link_stall", "link_drop_publish"}
+#: Faults that hold requests until a timeout, and so re-send once per reply timeout.
+REPLY_HOLDING = {"link_stall", "link_drop_publish"}
 
 
 @dataclass(frozen=True)
@@ -114,10 +124,14 @@ class Report:
     lost_at_modbus_drop: int
     lost_unexplained: int
     queue_left: int
+    parked_queued: int
+    parked_delivered: int
     max_drain_lag_s: float
     daemon_starts: int
     wall_s: float
     secrets_in_log: list[str] = field(default_factory=list)
+    #: The first samples lost with no fault to explain it: (device, seq, read at, round start).
+    unexplained_samples: list[str] = field(default_factory=list)
 
     def table(self) -> str:
         rows = [(f"faults: {kind}", str(n)) for kind, n in sorted(self.faults.items())]
@@ -131,7 +145,9 @@ class Report:
             ("lost in a kill -9 window", str(self.lost_at_kill)),
             ("lost as Modbus server went away", str(self.lost_at_modbus_drop)),
             ("lost otherwise", str(self.lost_unexplained)),
-            ("left in queue", str(self.queue_left)),
+            ("left in queue (not the parked meter's)", str(self.queue_left)),
+            ("parked meter: kept in queue", str(self.parked_queued)),
+            ("parked meter: reached the hub", str(self.parked_delivered)),
             ("max drain lag (s)", f"{self.max_drain_lag_s:.1f}"),
             ("wall time (s)", f"{self.wall_s:.0f}"),
         ]
@@ -160,7 +176,7 @@ class ChaosRig:
         self.seed = seed
         self.db = workdir / "queue.db"
         self.log_path = workdir / "gatewayd.log"
-        self.meters = ModbusSimulator(unit_ids=METERS)
+        self.meters = ModbusSimulator(unit_ids=(*METERS, PARKED_METER))
         self.relay = Relay("127.0.0.1", broker.port)
         self.hub = HubSimulator("127.0.0.1", broker.port)
         self.books = Books()
@@ -173,7 +189,7 @@ class ChaosRig:
                 **modbus_device(f"m{uid}", self.meters.port, uid, meter_points(), INTERVAL_S),
                 "device_secret": f"secret-of-m{uid}",
             }
-            for uid in METERS
+            for uid in (*METERS, PARKED_METER)
         ]
         for device in devices:
             device["modbus"]["timeout_s"] = MODBUS_TIMEOUT_S
@@ -235,6 +251,10 @@ class ChaosRig:
             self.relay.stall()
             await asyncio.sleep(hold)
             self.relay.restore()
+        elif kind == "link_drop_publish":
+            self.relay.drop_publish()
+            await asyncio.sleep(hold)
+            self.relay.restore()
         elif kind == "modbus_down":
             await self._modbus_down(hold)
         elif kind == "reply_drop":
@@ -249,6 +269,8 @@ class ChaosRig:
             self.hub.kick("subPK", f"m{int(fault.detail)}")
         elif kind == "code_1204":
             await self._hub_fault(hold, point_codes={"Seq": 1204})
+        elif kind == "refuse_all":
+            await self._hub_fault(hold, reply_code=1220)
         elif kind == "modbus_exception":
             self.meters.exception = ExcCodes.DEVICE_BUSY
             await asyncio.sleep(hold)
@@ -259,7 +281,7 @@ class ChaosRig:
         if kind in REPLY_LOSING:
             # In-flight requests the hub stored but whose replies were lost are sent again; a
             # stalled link times out and re-sends once per reply timeout while it lasts.
-            rounds = 1 + math.ceil((hold + 1.0) / REPLY_TIMEOUT_S) if kind == "link_stall" else 1
+            rounds = 1 + math.ceil((hold + 1.0) / REPLY_TIMEOUT_S) if kind in REPLY_HOLDING else 1
             self.books.duplicate_allowance += rounds * BATCH * INFLIGHT
 
     async def _lane(self, faults: list[Fault]) -> None:
@@ -274,8 +296,9 @@ class ChaosRig:
         await self.meters.start()
         relay_port = await self.relay.start()
         await asyncio.to_thread(self.hub.start)
-        for uid in METERS:
+        for uid in (*METERS, PARKED_METER):
             self.hub.register("subPK", f"m{uid}", f"secret-of-m{uid}")
+        self.hub.deny_login.add(("subPK", f"m{PARKED_METER}"))
         self.child = Child(
             self._config(relay_port),
             self.workdir / "notify.sock",
@@ -301,12 +324,26 @@ class ChaosRig:
             await self.meters.stop()
         return self._report(time.monotonic() - started)
 
-    def _queued(self) -> int:
+    def _queued(self, parked: bool = False) -> int:
+        """Rows in the queue of the balanced meters, or (parked=True) of the parked one."""
         with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)) as conn:
-            return int(conn.execute("SELECT count(*) FROM samples").fetchone()[0])
+            test = "=" if parked else "!="
+            return int(
+                conn.execute(
+                    f"SELECT count(*) FROM samples WHERE device_key {test} ?",
+                    (f"m{PARKED_METER}",),
+                ).fetchone()[0]
+            )
 
     async def _wait_drained(self, timeout_s: float) -> None:
+        """Until the queue is empty, and still empty once a read that was under way when the
+        meters stopped has been committed (a poll's timeout plus a few commit intervals)."""
         deadline = time.monotonic() + timeout_s
+        await self._until_empty(deadline, timeout_s)
+        await asyncio.sleep(MODBUS_TIMEOUT_S + 4 * COMMIT_MS / 1000)
+        await self._until_empty(deadline, timeout_s)
+
+    async def _until_empty(self, deadline: float, timeout_s: float) -> None:
         while self._queued():
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self._queued()} samples still queued after {timeout_s} s")
@@ -327,9 +364,14 @@ class ChaosRig:
         produced = {
             (f"m{uid}", seq)
             for uid, m in self.meters.meters.items()
+            if uid != PARKED_METER
             for seq in range(1, m.reads + 1)
         }
-        deliveries = [d for d in self.hub.deliveries if "Seq" in d.points]
+        parked = f"m{PARKED_METER}"
+        parked_delivered = sum(d.device_key == parked for d in self.hub.deliveries)
+        deliveries = [
+            d for d in self.hub.deliveries if "Seq" in d.points and d.device_key != parked
+        ]
         delivered = {(d.device_key, int(d.points["Seq"])) for d in deliveries}
         rejected_rows = self._rejected()
         assert all(code == 1204 and message for _, _, code, message in rejected_rows), (
@@ -338,6 +380,7 @@ class ChaosRig:
         rejected = {(dk, seq) for dk, seq, _, _ in rejected_rows}
         lost = produced - delivered - rejected
         at_kill, at_drop, unexplained = 0, 0, 0
+        unexplained_samples: list[str] = []
         for device, seq in sorted(lost):
             read_at = self.meters.meters[int(device[1:])].read_at[seq - 1]
             if any(k - KILL_WINDOW_S <= read_at <= k + 0.05 for k in self.books.kills):
@@ -346,6 +389,8 @@ class ChaosRig:
                 at_drop += 1
             else:
                 unexplained += 1
+                if len(unexplained_samples) < 10:
+                    unexplained_samples.append(f"{device} seq={seq} read_at={read_at:.3f}")
         log_text = self.log_path.read_text(errors="replace")
         secrets = [GATEWAY_SECRET] + [f"secret-of-m{uid}" for uid in METERS]
         return Report(
@@ -362,10 +407,13 @@ class ChaosRig:
             lost_at_modbus_drop=at_drop,
             lost_unexplained=unexplained,
             queue_left=self._queued(),
+            parked_queued=self._queued(parked=True),
+            parked_delivered=parked_delivered,
             max_drain_lag_s=max((d.received_s - d.ts_ms / 1000 for d in deliveries), default=0.0),
             daemon_starts=self.child.starts if self.child else 0,
             wall_s=wall_s,
             secrets_in_log=[s for s in secrets if s in log_text],
+            unexplained_samples=unexplained_samples,
         )
 
 

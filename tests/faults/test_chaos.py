@@ -41,6 +41,7 @@ def check_books(report: Report) -> None:
     assert report.lost_at_modbus_drop <= (report.faults.get("modbus_down", 0) + 1) * 3
     assert report.duplicated <= report.duplicate_allowance, report.table()
     assert report.queue_left == 0
+    assert report.parked_delivered == 0 and report.parked_queued > 0, report.table()
     assert report.secrets_in_log == []
 
 

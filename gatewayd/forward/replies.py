@@ -1,0 +1,306 @@
+"""What each reply code does to the rows of the request it answers.
+
+- 200: the request's rows are deleted, exactly those.
+- 1008/1204/1206/1220 (the content is refused): the batch is split in halves until the samples
+  that cause it are alone; those go to the `rejected` table with the code and message, and the
+  rest is delivered. One bad sample never holds the queue hostage. But a sample is dead-lettered
+  only on evidence that the hub takes other samples meanwhile (a 200 since the batch was sent),
+  or when at least LONE_DEVICE_MIN lone samples, all of one device, were refused (that device's
+  data, not the hub). Refusals of lone samples of several devices, or of fewer than that, with
+  no 200 in between, are a hub refusing everything (a storm): the bisection stops, the samples
+  stay queued, and the loop backs off as after any failure.
+- 1212 (a sub-device is not online through this gateway): the topology is repaired (get, add,
+  login) and the batch re-sent; if that still fails, splitting finds the devices that cause it,
+  which are parked: their samples stay queued while every other device's flow.
+- anything else, no reply in time, or a dropped connection: nothing is deleted, and the loop is
+  told to rewind (see gatewayd/forward/loop.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from gatewayd.config import ForwardConfig
+from gatewayd.enos.client import MqttSession
+from gatewayd.enos.protocol import (
+    BATCH_ENVELOPE_BYTES,
+    CODE_NO_SUB_DEVICE_PERMISSION,
+    CONTENT_CODES,
+    Reply,
+    batch_element,
+    batch_request,
+)
+from gatewayd.enos.topology import Topology
+from gatewayd.errors import QueueError, ReplyTimeout, UplinkDown
+from gatewayd.logs import clip
+from gatewayd.model import QueuedSample
+from gatewayd.queue.store import SampleQueue
+
+log = logging.getLogger(__name__)
+
+#: The code of a sample dead-lettered by gatewayd itself, never sent (the hub's codes are > 0).
+REJECTED_LOCALLY = 0
+#: Hub text kept with a dead-lettered sample is cut to this many characters.
+HUB_TEXT_STORED_MAX = 2000
+
+
+#: Probe.ok_serial before the batch was refused; CONFIRMING: a refusal is believed at once.
+UNSET, CONFIRMING = -1, -2
+#: Lone samples of a single device refused with no 200 in between that count as its content.
+LONE_DEVICE_MIN = 4
+
+
+class HubStorm(Exception):
+    """Lone samples of several devices refused with no 200 in between: the hub, not the data."""
+
+
+@dataclass
+class Probe:
+    """The bisection of one batch: the refused lone samples held until the evidence is in."""
+
+    #: The handler's count of 200 replies when the batch was first refused (-1: not yet). A 200
+    #: to a request sent earlier and answered before the storm began is no evidence.
+    ok_serial: int = UNSET
+    suspects: list[tuple[QueuedSample, Reply]] = field(default_factory=list)
+
+    def devices(self) -> set[tuple[str, str]]:
+        return {(row.product_key, row.device_key) for row, _ in self.suspects}
+
+
+def request_bytes(elements: list[str]) -> int:
+    """The size of the batch request these elements make, envelope included (an upper bound)."""
+    return BATCH_ENVELOPE_BYTES + sum(len(e.encode("utf-8")) + 1 for e in elements)
+
+
+class ReplyHandler:
+    """Sends one request and acts on its reply: delete, bisect, dead-letter, park or retry."""
+
+    def __init__(
+        self,
+        queue: SampleQueue,
+        session: MqttSession,
+        topology: Topology,
+        forward: ForwardConfig,
+        topics: dict[str, str],
+    ) -> None:
+        self.queue = queue
+        self.session = session
+        self.topology = topology
+        self.cfg = forward
+        self.topics = topics
+        self.failures = 0  # consecutive failed requests; the loop's backoff grows with it
+        self.rewind = False  # the loop must start again from the oldest row
+        self.delivered = 0
+        self.rejected = 0
+        #: Replies by code ("timeout" and "no_connection" for the requests that got none).
+        self.replies: dict[str, int] = {}
+        #: Set whenever samples leave the queue (delivered or dead-lettered).
+        self.progress = asyncio.Event()
+        self.ok_serial = 0  # 200 replies so far: evidence that the hub takes samples
+        #: Batches whose refusals were put down to the hub (see HubStorm).
+        self.storms = 0
+        self._in_storm = False
+
+    async def send(self, rows: list[QueuedSample], elements: list[str], method: str) -> None:
+        """Deliver one batch; failures are counted and logged, never raised."""
+        try:
+            if len(rows) == 1 and request_bytes(elements) > self.cfg.batch_max_bytes:
+                await self._too_large(rows[0], request_bytes(elements))
+                return
+            probe = Probe()
+            await self._deliver(rows, method, elements, False, probe)
+            await self._conclude(probe, method)
+        except HubStorm as exc:
+            self.storms += 1
+            if not self._in_storm:
+                self._in_storm = True
+                log.warning(
+                    "hub_refuses_everything %s action='samples stay queued; backing off'", exc
+                )
+            await self._failed([row.id for row in rows], None)
+        except (UplinkDown, ReplyTimeout) as exc:
+            log.warning("batch_unconfirmed reason=%r samples=%d", str(exc), len(rows))
+            await self._failed([row.id for row in rows], None)
+        except QueueError as exc:
+            log.error("batch_queue_error error=%r", str(exc))
+            self.mark_failed()
+
+    async def _too_large(self, row: QueuedSample, size: int) -> None:
+        """A sample that cannot fit a request alone would make the broker drop the connection
+        at every attempt, and hold every other device behind it: it is dead-lettered unsent."""
+        message = (
+            f"sample needs a request of {size} bytes, over forward.batch_max_bytes="
+            f"{self.cfg.batch_max_bytes}; not sent"
+        )
+        await self.queue.reject([row.id], REJECTED_LOCALLY, message)
+        self.rejected += 1
+        self.progress.set()
+        log.error(
+            "sample_too_large id=%d device=%s/%s ts_ms=%d bytes=%d max_bytes=%d"
+            " action=dead_lettered",
+            row.id,
+            row.product_key,
+            row.device_key,
+            row.ts_ms,
+            size,
+            self.cfg.batch_max_bytes,
+        )
+
+    async def _request(
+        self, rows: list[QueuedSample], method: str, elements: list[str] | None
+    ) -> Reply:
+        if elements is None:
+            elements = [batch_element(row) for row in rows]
+        request_id = self.session.next_id()
+        payload = batch_request(
+            request_id,
+            method,
+            elements,
+            allow_offline_sub_device=self.cfg.allow_offline_sub_device,
+            skip_invalid_measurepoints=self.cfg.skip_invalid_measurepoints,
+        )
+        try:
+            reply = await self.session.request(
+                self.topics[method], request_id, payload, self.cfg.reply_timeout_s
+            )
+        except ReplyTimeout:
+            self._count("timeout")
+            raise
+        except UplinkDown:
+            self._count("no_connection")
+            raise
+        self._count(str(reply.code))
+        if not reply.ok:
+            log.warning(
+                "batch_refused id=%s method=%s code=%d message=%r samples=%d",
+                request_id,
+                method,
+                reply.code,
+                clip(reply.message),
+                len(rows),
+            )
+        return reply
+
+    def _count(self, outcome: str) -> None:
+        self.replies[outcome] = self.replies.get(outcome, 0) + 1
+
+    async def _deliver(
+        self,
+        rows: list[QueuedSample],
+        method: str,
+        elements: list[str] | None,
+        repaired: bool,
+        probe: Probe,
+    ) -> None:
+        reply = await self._request(rows, method, elements)
+        ids = [row.id for row in rows]
+        if reply.ok:
+            await self.queue.ack(ids)
+            if self.topology.has_park_history:
+                self.topology.confirmed({(r.product_key, r.device_key) for r in rows})
+            self.delivered += len(ids)
+            self.ok_serial += 1
+            self.failures = 0
+            if self._in_storm:
+                self._in_storm = False
+                log.info("hub_accepts_again storms=%d", self.storms)
+            self.progress.set()
+        elif reply.code in CONTENT_CODES:
+            if probe.ok_serial == UNSET:
+                probe.ok_serial = self.ok_serial
+            if len(rows) == 1:
+                await self._refused_alone(rows[0], reply, probe)
+            else:
+                await self._split(rows, method, repaired, probe)
+        elif reply.code == CODE_NO_SUB_DEVICE_PERMISSION:
+            await self._no_permission(rows, method, repaired, probe)
+        else:
+            await self._failed(ids, reply.code)
+
+    async def _refused_alone(self, row: QueuedSample, reply: Reply, probe: Probe) -> None:
+        """A lone sample refused for its content: dead-letter it if the hub took others in
+        between (since the batch's first refusal); else hold it as a suspect."""
+        if self.ok_serial != probe.ok_serial:
+            await self._reject(row, reply)
+            return
+        probe.suspects.append((row, reply))
+        if len(probe.devices()) > 1:
+            raise HubStorm(
+                f"code={reply.code} message={clip(reply.message)!r}"
+                f" lone_samples_refused={len(probe.suspects)} devices={len(probe.devices())}"
+            )
+
+    async def _conclude(self, probe: Probe, method: str) -> None:
+        """The bisection is over: decide on the suspects it left.
+
+        The hub took samples after they were refused: each is asked once more, alone (the
+        refusal may have come just before a storm ended); refused again, it is dead-lettered.
+        Nothing taken since: LONE_DEVICE_MIN or more of one device are that device's content,
+        fewer are no evidence either way, and the hub is not believed yet.
+        """
+        suspects, probe.suspects = probe.suspects, []
+        if not suspects:
+            return
+        if self.ok_serial != probe.ok_serial:
+            confirm = Probe(ok_serial=CONFIRMING)
+            for row, _ in suspects:
+                await self._deliver([row], method, None, False, confirm)
+            return
+        if len(suspects) >= LONE_DEVICE_MIN:
+            for row, reply in suspects:
+                await self._reject(row, reply)
+            return
+        _row, reply = suspects[0]
+        raise HubStorm(
+            f"code={reply.code} message={clip(reply.message)!r}"
+            f" lone_samples_refused={len(suspects)} devices=1 note='no 200 in between'"
+        )
+
+    async def _reject(self, row: QueuedSample, reply: Reply) -> None:
+        await self.queue.reject([row.id], reply.code, clip(reply.message, HUB_TEXT_STORED_MAX))
+        self.rejected += 1
+        self.progress.set()
+        log.warning(
+            "sample_rejected id=%d device=%s/%s ts_ms=%d code=%d message=%r",
+            row.id,
+            row.product_key,
+            row.device_key,
+            row.ts_ms,
+            reply.code,
+            clip(reply.message),
+        )
+
+    async def _split(
+        self, rows: list[QueuedSample], method: str, repaired: bool, probe: Probe
+    ) -> None:
+        half = len(rows) // 2
+        await self._deliver(rows[:half], method, None, repaired, probe)
+        await self._deliver(rows[half:], method, None, repaired, probe)
+
+    async def _no_permission(
+        self, rows: list[QueuedSample], method: str, repaired: bool, probe: Probe
+    ) -> None:
+        if not repaired:
+            await self.topology.repair()
+            still = [r for r in rows if self.topology.sendable((r.product_key, r.device_key))]
+            if still:
+                await self._deliver(still, method, None, True, probe)
+            return
+        devices = {(r.product_key, r.device_key) for r in rows}
+        if len(devices) == 1:
+            self.topology.park(devices.pop(), "1212 after topology repair")
+            return
+        await self._split(rows, method, repaired, probe)
+
+    async def _failed(self, ids: list[int], code: int | None) -> None:
+        self.mark_failed()
+        try:
+            await self.queue.record_failure(ids, code)
+        except QueueError as exc:  # the rows stay queued either way; only the count is lost
+            log.error("forward_count_failed error=%r", str(exc))
+
+    def mark_failed(self) -> None:
+        self.failures += 1
+        self.rewind = True

@@ -1,0 +1,289 @@
+"""The forwarder's decisions against small in-memory stand-ins of our own interfaces.
+
+The stand-ins play the queue (rows in a dict), the session (a function that answers a request
+as a hub would) and the topology (a set of parked devices). What crosses a socket is tested in
+tests/integration/; here each reply code's consequence is checked exactly and fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any, cast
+
+import pytest
+
+from gatewayd.config import ForwardConfig, GatewayConfig
+from gatewayd.enos.protocol import METHOD_POST_BATCH, METHOD_RESUME_BATCH, Reply
+from gatewayd.forward.loop import Forwarder
+from gatewayd.forward.replies import REJECTED_LOCALLY, ReplyHandler
+from gatewayd.model import QueuedSample
+
+Key = tuple[str, str]
+NOW_MS = 1_800_000_000_000
+
+
+class MemoryQueue:
+    """The parts of SampleQueue the forwarder uses, over a dict of rows."""
+
+    def __init__(self, rows: list[QueuedSample]) -> None:
+        self.rows = {row.id: row for row in rows}
+        self.acked: list[int] = []
+        self.rejected: dict[int, tuple[int, str]] = {}
+        self.failed: list[int] = []
+        self.new_data = asyncio.Event()
+
+    async def fetch_after(self, after_id: int, limit: int) -> list[QueuedSample]:
+        return [self.rows[i] for i in sorted(self.rows) if i > after_id][:limit]
+
+    async def fetch_newest(self, after_id: int, limit: int) -> list[QueuedSample]:
+        return [self.rows[i] for i in sorted(self.rows, reverse=True) if i > after_id][:limit]
+
+    async def next_id_excluding(self, after_id: int, excluded: set[Key]) -> int | None:
+        ids = [
+            i
+            for i, r in sorted(self.rows.items())
+            if i > after_id and (r.product_key, r.device_key) not in excluded
+        ]
+        return ids[0] if ids else None
+
+    async def ack(self, ids: list[int]) -> int:
+        self.acked += ids
+        return sum(self.rows.pop(i, None) is not None for i in ids)
+
+    async def reject(self, ids: list[int], code: int, message: str) -> int:
+        for i in ids:
+            self.rows.pop(i)
+            self.rejected[i] = (code, message)
+        return len(ids)
+
+    async def record_failure(self, ids: list[int], code: int | None) -> None:
+        self.failed += ids
+
+
+Hub = Callable[[str, list[dict[str, Any]]], tuple[int, str]]
+
+
+class ScriptedSession:
+    """Answers each request with what `hub(method, elements)` says; records every request."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.requests: list[tuple[str, int, int]] = []  # (method, samples, code)
+        self._ids = iter(range(1, 10**9))
+
+    def next_id(self) -> str:
+        return str(next(self._ids))
+
+    async def request(self, topic: str, request_id: str, payload: bytes, timeout_s: float) -> Reply:
+        body = json.loads(payload)
+        code, message = self.hub(body["method"], body["params"])
+        self.requests.append((body["method"], len(body["params"]), code))
+        return Reply(request_id, code, message, {})
+
+
+class SetTopology:
+    """Parked devices in a set; a repair changes nothing (the hub keeps refusing)."""
+
+    def __init__(self) -> None:
+        self.parked: set[Key] = set()
+        self.repairs = 0
+        self.ready = asyncio.Event()
+        self.ready.set()
+        self.generation = 0
+        self.has_park_history = False
+
+    def sendable(self, key: Key) -> bool:
+        return key not in self.parked
+
+    def unsendable(self) -> set[Key]:
+        return set(self.parked)
+
+    def park(self, key: Key, reason: str) -> None:
+        self.parked.add(key)
+
+    async def repair(self) -> None:
+        self.repairs += 1
+
+    def confirmed(self, keys: set[Key]) -> None:
+        pass
+
+
+def rows(
+    device: str, n: int, start_id: int = 1, bad: frozenset[int] = frozenset(), ts: int = 0
+) -> list[QueuedSample]:
+    out = []
+    for i in range(n):
+        points = {"P": i, **({"Bogus": 1} if i in bad else {})}
+        ts_ms = ts or NOW_MS - 3_600_000 + i
+        out.append(QueuedSample(start_id + i, "pk", device, ts_ms, json.dumps(points)))
+    return out
+
+
+def hub_refusing(code: int, when: Callable[[dict[str, Any]], bool]) -> Hub:
+    def answer(method: str, elements: list[dict[str, Any]]) -> tuple[int, str]:
+        if any(when(e) for e in elements):
+            return code, f"refused ({code})"
+        return 200, ""
+
+    return answer
+
+
+def handler_for(
+    queue: MemoryQueue, hub: Hub, **forward: Any
+) -> tuple[ReplyHandler, ScriptedSession, SetTopology]:
+    session = ScriptedSession(hub)
+    topology = SetTopology()
+    topics = {METHOD_POST_BATCH: "post", METHOD_RESUME_BATCH: "resume"}
+    handler = ReplyHandler(
+        cast(Any, queue), cast(Any, session), cast(Any, topology), ForwardConfig(**forward), topics
+    )
+    return handler, session, topology
+
+
+async def send(handler: ReplyHandler, batch: list[QueuedSample]) -> None:
+    from gatewayd.enos.protocol import batch_element
+
+    await handler.send(batch, [batch_element(r) for r in batch], METHOD_RESUME_BATCH)
+
+
+async def test_200_deletes_exactly_the_rows_of_the_request() -> None:
+    batch = rows("a", 10)
+    queue = MemoryQueue(batch + rows("a", 5, start_id=100))
+    handler, _, _ = handler_for(queue, lambda m, e: (200, ""))
+    await send(handler, batch)
+    assert queue.acked == [r.id for r in batch] and len(queue.rows) == 5
+    assert handler.delivered == 10 and handler.failures == 0 and not handler.rewind
+
+
+@pytest.mark.parametrize("code", [500, 1001, 1300])
+async def test_any_other_code_keeps_the_rows_and_rewinds(code: int) -> None:
+    batch = rows("a", 10)
+    queue = MemoryQueue(batch)
+    handler, _, _ = handler_for(queue, lambda m, e: (code, "no"))
+    await send(handler, batch)
+    assert len(queue.rows) == 10 and queue.failed == [r.id for r in batch]
+    assert handler.rewind and handler.failures == 1 and handler.replies == {str(code): 1}
+
+
+@pytest.mark.parametrize("code", [1008, 1204, 1206, 1220])
+async def test_bisection_dead_letters_exactly_the_bad_samples(code: int) -> None:
+    batch = rows("a", 64, bad=frozenset({5, 40}))
+    queue = MemoryQueue(batch)
+    handler, session, _ = handler_for(
+        queue, hub_refusing(code, lambda e: "Bogus" in e["measurepoints"])
+    )
+    await send(handler, batch)
+    assert sorted(queue.rejected) == [6, 41]  # ids start at 1
+    assert {c for c, _ in queue.rejected.values()} == {code}
+    assert len(queue.acked) == 62 and not queue.rows
+    assert len(session.requests) <= 1 + 2 * 2 * 6  # two bad samples, six halvings each
+
+
+async def test_a_hub_refusing_everything_across_devices_dead_letters_nothing() -> None:
+    batch = [
+        r for pair in zip(rows("a", 32), rows("b", 32, start_id=100), strict=True) for r in pair
+    ]
+    queue = MemoryQueue(batch)
+    handler, session, _ = handler_for(queue, lambda m, e: (1220, "busy"))
+    await send(handler, batch)
+    assert not queue.rejected and len(queue.rows) == 64
+    assert handler.storms == 1 and handler.rewind
+    assert len(session.requests) < 20  # the bisection stopped at the second device's refusal
+
+
+async def test_all_refusals_of_one_device_are_that_devices_content() -> None:
+    batch = rows("a", 8)
+    queue = MemoryQueue(batch)
+    handler, _, _ = handler_for(queue, lambda m, e: (1204, "model"))
+    await send(handler, batch)
+    assert sorted(queue.rejected) == [r.id for r in batch] and handler.storms == 0
+
+
+async def test_1212_after_a_repair_parks_only_the_device_that_causes_it() -> None:
+    batch = [
+        r for pair in zip(rows("ok", 8), rows("lost", 8, start_id=100), strict=True) for r in pair
+    ]
+    queue = MemoryQueue(batch)
+    handler, _, topology = handler_for(
+        queue, hub_refusing(1212, lambda e: e["deviceKey"] == "lost")
+    )
+    await send(handler, batch)
+    assert topology.parked == {("pk", "lost")} and topology.repairs == 1
+    assert {queue_row.device_key for queue_row in queue.rows.values()} == {"lost"}
+    assert len(queue.acked) == 8 and not queue.rejected
+
+
+async def test_a_sample_too_large_for_a_request_is_dead_lettered_unsent() -> None:
+    huge = QueuedSample(1, "pk", "a", NOW_MS, json.dumps({"S": "x" * 5000}))
+    queue = MemoryQueue([huge])
+    handler, session, _ = handler_for(queue, lambda m, e: (200, ""), batch_max_bytes=2048)
+    await send(handler, [huge])
+    assert queue.rejected[1][0] == REJECTED_LOCALLY and "batch_max_bytes" in queue.rejected[1][1]
+    assert session.requests == []
+
+
+def forwarder_for(queue: MemoryQueue, topology: SetTopology, **forward: Any) -> Forwarder:
+    gateway = GatewayConfig(product_key="gw", device_key="gw1", device_secret="s")
+    return Forwarder(
+        cast(Any, queue),
+        cast(Any, ScriptedSession(lambda m, e: (200, ""))),
+        cast(Any, topology),
+        ForwardConfig(**forward),
+        gateway,
+        clock_ms=lambda: NOW_MS,
+    )
+
+
+async def test_young_rows_go_live_first_and_old_ones_as_resume() -> None:
+    old = rows("a", 5)
+    young = rows("a", 3, start_id=10, ts=NOW_MS - 1000)
+    forwarder = forwarder_for(MemoryQueue(old + young), SetTopology(), live_max_age_s=60)
+    first = await forwarder._next_batch()
+    second = await forwarder._next_batch()
+    assert first is not None and second is not None
+    assert ([r.id for r in first[0]], first[2]) == ([10, 11, 12], METHOD_POST_BATCH)
+    assert ([r.id for r in second[0]], second[2]) == ([1, 2, 3, 4, 5], METHOD_RESUME_BATCH)
+
+
+async def test_rows_of_a_parked_device_are_jumped_not_read() -> None:
+    lost = rows("lost", 1000)
+    good = rows("good", 10, start_id=5000)
+    topology = SetTopology()
+    topology.parked.add(("pk", "lost"))
+    forwarder = forwarder_for(
+        MemoryQueue(lost + good), topology, batch_max_samples=100, live_max_age_s=0
+    )
+    assert await forwarder._next_batch() is None  # 100 parked rows read, then a jump
+    batch = await forwarder._next_batch()
+    assert batch is not None and [r.id for r in batch[0]] == [r.id for r in good]
+    assert forwarder.rows_read == 110 and forwarder.skips == 1
+
+
+async def test_a_lone_sample_refused_with_no_200_in_between_stays_queued() -> None:
+    """One live sample refused while nothing else is sent: no evidence either way, so the hub
+    is not believed yet; the sample waits for a retry in a bigger batch."""
+    batch = rows("a", 1)
+    queue = MemoryQueue(batch)
+    handler, _, _ = handler_for(queue, lambda m, e: (1220, "busy"))
+    await send(handler, batch)
+    assert not queue.rejected and len(queue.rows) == 1 and handler.storms == 1
+
+
+async def test_a_refusal_just_before_a_storm_ends_is_asked_again_not_believed() -> None:
+    batch = rows("a", 8)
+    queue = MemoryQueue(batch)
+    answers = iter([1220] * 4)  # the batch, its halves down to the first lone sample; then calm
+    handler, session, _ = handler_for(queue, lambda m, e: (next(answers, 200), ""))
+    await send(handler, batch)
+    assert not queue.rejected and len(queue.acked) == 8
+    assert session.requests[-1] == (METHOD_RESUME_BATCH, 1, 200)  # the suspect, asked again
+
+
+async def test_a_bad_first_sample_is_dead_lettered_after_being_asked_again() -> None:
+    batch = rows("a", 8, bad=frozenset({0}))
+    queue = MemoryQueue(batch)
+    handler, _, _ = handler_for(queue, hub_refusing(1204, lambda e: "Bogus" in e["measurepoints"]))
+    await send(handler, batch)
+    assert list(queue.rejected) == [1] and len(queue.acked) == 7 and handler.storms == 0

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 #: session is dead even if pings still pass.
 STALL_FACTOR = 2.0
 #: Errors of the network thread in a row, with no healthy session between, before giving up.
-THREAD_ERRORS_MAX = 3
+THREAD_ERRORS_MAX = 1
 
 
 class MqttSession:
@@ -138,9 +138,9 @@ class MqttSession:
 
         An exception escaping paho's loop (from one of our callbacks, or paho itself) would
         end this thread silently and leave a daemon that polls and queues but never forwards.
-        It is logged with its traceback and the connection started afresh; if it happens
-        `THREAD_ERRORS_MAX` times without a healthy session in between, the session gives up
-        and sets `failed`, which stops the daemon (never half dead).
+        It is a bug, not a network condition (paho reports those as return codes): the session
+        gives up and sets `failed`, which stops the daemon with one critical line (exit 1; the
+        service manager restarts it). Never half dead, never a loop of the same bug.
         """
         failures = 0
         errors = 0
@@ -149,7 +149,7 @@ class MqttSession:
             try:
                 self._connect_and_serve(client)
             except Exception as exc:
-                errors = 0 if self._healthy else errors + 1
+                errors += 1
                 self._thread_error(client, exc, errors)
                 if errors >= THREAD_ERRORS_MAX:
                     return
@@ -177,8 +177,8 @@ class MqttSession:
             reason,
             errors,
             "stopping" if fatal else "reconnecting",
-            exc_info=exc,
         )
+        log.debug("uplink_thread_error_detail", exc_info=exc)  # the traceback, for a developer
         with contextlib.suppress(Exception):
             client.disconnect()
             client.loop(timeout=0.1)  # let paho close the socket

@@ -11,6 +11,7 @@ stalls triggers the same ordered stop, and `run` then raises StageFailed.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
@@ -39,6 +40,7 @@ from gatewayd.runtime.lock import QueueLock
 from gatewayd.runtime.metrics import GatewayCollector, MetricsServer
 from gatewayd.runtime.notify import Notifier
 from gatewayd.runtime.reload import Reloader
+from gatewayd.runtime.snapshots import Snapshot
 from gatewayd.runtime.supervisor import Supervisor, cancel
 from gatewayd.runtime.watchdog import Pulse, Watchdog, watchdog_usec_s
 
@@ -141,7 +143,10 @@ class Daemon:
             stack.push_async_callback(self._stop_polling)
             self._stage("reload", self.reloader.run(), stack)
             self._stage("clock", self._watch_clock(), stack, self.clock_pulse)
-            self._stage("uplink", self._watch_session(), stack)
+            # Not through the fault hook: `uplink:crash` strikes in paho's thread itself.
+            stack.push_async_callback(
+                cancel, self.supervisor.spawn("uplink", self._watch_session())
+            )
             if self.settings.metrics.listen:
                 self.metrics = self._metrics_server()
                 await asyncio.to_thread(self.metrics.start)
@@ -247,7 +252,26 @@ class Daemon:
         self.topology.update(settings.devices)
 
     def _metrics_server(self) -> MetricsServer:
-        collector = GatewayCollector(self.queue.path, lambda: self.health.snapshot)
+        loop = asyncio.get_running_loop()
+
+        def current() -> Snapshot:
+            """In the HTTP thread: a fresh snapshot from the loop, or the last tick's if the
+            loop does not answer within a second (a stalled loop is /healthz's to report)."""
+            fresh: concurrent.futures.Future[Snapshot] = concurrent.futures.Future()
+
+            def take() -> None:
+                try:
+                    fresh.set_result(self.health.refresh())
+                except Exception as exc:
+                    fresh.set_exception(exc)
+
+            try:
+                loop.call_soon_threadsafe(take)
+                return fresh.result(timeout=1.0)
+            except Exception:
+                return self.health.snapshot
+
+        collector = GatewayCollector(self.queue.path, current)
 
         def tick() -> None:  # in the server's thread, between requests
             self.faults.thread_point("metrics")

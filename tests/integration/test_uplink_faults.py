@@ -37,9 +37,7 @@ from tests.support.daemon import gateway_config, modbus_device, running
 
 def metric(daemon: Daemon, name: str) -> float:
     """One counter's value as the metrics endpoint would show it."""
-    collector = GatewayCollector(
-        daemon.queue, daemon.session, daemon.forwarder, daemon.health, lambda: daemon.pollers
-    )
+    collector = GatewayCollector(daemon.queue.path, daemon.health.refresh)
     family = next(m for m in collector.collect() if m.name == name)
     return sum(s.value for s in family.samples if s.name == name + "_total")
 

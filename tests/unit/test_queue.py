@@ -94,7 +94,7 @@ async def test_file_is_private_wal_and_versioned(queue: SampleQueue, tmp_path: P
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (4,)
+        assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (5,)
 
 
 async def test_reopening_keeps_rows_and_applies_nothing_twice(tmp_path: Path) -> None:

@@ -156,8 +156,11 @@ def poll(config: str | None, device_name: str | None) -> None:
     """
     settings = load_or_exit(config)
     devices = [d for d in settings.devices if device_name in (None, d.name)]
+    if device_name and not devices:
+        known = ", ".join(d.name for d in settings.devices) or "none"
+        fail(f"no device named {device_name!r} (configured: {known})", 2)  # a usage error
     if not devices:
-        fail(f"no device named {device_name!r}" if device_name else "no devices configured")
+        fail("no devices configured")
     failed = asyncio.run(_poll_once(devices))
     if failed:
         sys.exit(1)
@@ -233,10 +236,17 @@ def stats(config: str | None, db: str | None, as_json: bool) -> None:
         ("file size", f"{figures.file_bytes:,} B"),
         ("rejected (dead letter)", f"{figures.rejected:,}"),
     ]
-    rows += [(key.replace("_", " "), str(value)) for key, value in sorted(figures.state.items())]
+    rows += [_state_row(key, value) for key, value in sorted(figures.state.items())]
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
+
+
+def _state_row(key: str, value: Any) -> tuple[str, str]:
+    """A `state` entry for people: times (`*_ms`) in ISO 8601 like the sample times above."""
+    if key.endswith("_ms") and isinstance(value, int) and not isinstance(value, bool):
+        return key.removesuffix("_ms").replace("_", " "), _fmt_ms(value or None)
+    return key.replace("_", " "), str(value)
 
 
 def queue_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -267,19 +277,28 @@ def show_samples(
     if as_json:
         click.echo(json.dumps(rows))
         return
-    table = Table(title=title)
-    for column in ("id", "device", "time", "points", *extra):
-        table.add_column(column)
+    # One line per sample, never cut: on a narrow terminal a line wraps as a whole instead of
+    # a table truncating the device and the time to fit its columns.
+    click.echo(f"{title}:")
+    names = ("id", "device", "time", *extra, "points")
+    lines = [names]
     for row in rows:
-        cells = [
-            str(row["id"]),
-            f"{row['product_key']}/{row['device_key']}",
-            _fmt_ms(row["ts_ms"]),
-            json.dumps(row["points"]),
-        ]
-        cells += [str(row[key]) for key in extra]
-        table.add_row(*cells)
-    console.print(table)
+        lines.append(
+            (
+                str(row["id"]),
+                f"{row['product_key']}/{row['device_key']}",
+                _fmt_ms(row["ts_ms"]),
+                *(str(row[key]) for key in extra),
+                json.dumps(row["points"]),
+            )
+        )
+    widths = [max(len(line[n]) for line in lines) for n in range(len(names) - 1)]
+    for line in lines:
+        click.echo(
+            "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False))
+            + "  "
+            + line[-1]
+        )
 
 
 def admin(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -332,7 +351,8 @@ def requeue_rejected(config: str | None, db: str | None, as_json: bool, code: in
 
 
 @queue.command()
-@queue_options
+@config_option
+@click.option("--db", metavar="PATH", help="Queue file (instead of the config's).")
 @click.option(
     "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True
 )
@@ -342,7 +362,6 @@ def requeue_rejected(config: str | None, db: str | None, as_json: bool, code: in
 def export(
     config: str | None,
     db: str | None,
-    as_json: bool,
     fmt: str,
     device: str | None,
     since: str | None,
@@ -446,7 +465,7 @@ def sim() -> None:
 @click.option("--port", default=5020, show_default=True)
 @click.option("--units", default="1", show_default=True, help="Comma-separated unit ids.")
 def sim_modbus(host: str, port: int, units: str) -> None:
-    """Serve simulated energy meters over Modbus TCP (points: see `gatewayd sim modbus --help`).
+    """Serve simulated energy meters over Modbus TCP, one per unit id, with these points:
 
     Holding 0-1 float32 Power, 2 uint16 Voltage (x0.1), 3 int16 Temperature (x0.1),
     4-5 uint32 Energy, 6 uint16 Seq; input 0-1 float32 Frequency; coil 0 Breaker.

@@ -32,7 +32,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from gatewayd.config_rules import DeviceParts, Loc, Problem, device_problems, fleet_problems
+from gatewayd.config_report import pydantic_problems, render
+from gatewayd.config_rules import DeviceParts, Problem, device_problems, fleet_problems
 from gatewayd.config_strict import strict_problems
 from gatewayd.errors import ConfigError
 from gatewayd.secrets import read_credential, read_secret_file, refuse_placeholder
@@ -418,7 +419,7 @@ class Settings(BaseSettings):
         try:
             settings = handler(data)
         except ValidationError as exc:
-            problems += _problems(exc)
+            problems += pydantic_problems(exc)
         if settings is not None:
             devices = [device.parts(n) for n, device in enumerate(settings.devices)]
         else:
@@ -430,7 +431,7 @@ class Settings(BaseSettings):
             problems += device_problems(device)
         problems += fleet_problems(devices)
         if problems:
-            raise ConfigError(_render(problems, data if isinstance(data, dict) else {}))
+            raise ConfigError(render(problems, data if isinstance(data, dict) else {}))
         assert settings is not None
         return settings
 
@@ -448,57 +449,6 @@ class Settings(BaseSettings):
         if file_data is not None:
             sources.append(InitSettingsSource(settings_cls, init_kwargs=file_data))
         return tuple(sources)
-
-
-def key_path(loc: Loc, data: dict[str, Any] | None = None) -> str:
-    """Render an error location as the operator writes it: `devices[2].points[5].type`.
-
-    With the raw config, devices and points are also named: `devices[2] (meter-3).points[5]
-    (Energy).type`, so a problem in a long file is found without counting tables.
-    """
-    out = ""
-    node: Any = data
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
-            label = node.get("name", node.get("id")) if isinstance(node, dict) else None
-            if isinstance(label, str) and label:
-                out += f" ({label})"
-        else:
-            out += f".{part}" if out else str(part)
-            node = node.get(part) if isinstance(node, dict) else None
-    return out or "(top level)"
-
-
-def _problems(exc: ValidationError) -> list[Problem]:
-    problems: list[Problem] = []
-    for error in exc.errors(include_url=False, include_input=False):
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        problems.append((tuple(error["loc"]), message))
-    return problems
-
-
-def _render(problems: list[Problem], data: dict[str, Any]) -> list[str]:
-    """One line per problem, device by device; a key the strict check named is named once."""
-    strict_locs: set[Loc] = set()
-    unique: list[Problem] = []
-    for loc, message in problems:
-        if loc in strict_locs:
-            continue
-        if message.startswith("must be "):
-            strict_locs.add(loc)
-        unique.append((loc, message))
-
-    def device_index(problem: Problem) -> int:
-        loc = problem[0]
-        return loc[1] if len(loc) > 1 and loc[0] == "devices" and isinstance(loc[1], int) else -1
-
-    return [
-        f"{key_path(loc, data)}: {message}" for loc, message in sorted(unique, key=device_index)
-    ]
 
 
 def load_config(path: Path | str, **overrides: Any) -> Settings:
@@ -521,7 +471,7 @@ def load_config(path: Path | str, **overrides: Any) -> Settings:
     except (
         ValidationError
     ) as exc:  # pragma: no cover - the wrap validator turns these into ConfigError
-        raise ConfigError(_render(_problems(exc), data), str(path)) from None
+        raise ConfigError(render(pydantic_problems(exc), data), str(path)) from None
     finally:
         _file_data.reset(token)
 
@@ -533,4 +483,4 @@ def build_config(data: dict[str, Any]) -> Settings:
     except (
         ValidationError
     ) as exc:  # pragma: no cover - the wrap validator turns these into ConfigError
-        raise ConfigError(_render(_problems(exc), data)) from None
+        raise ConfigError(render(pydantic_problems(exc), data)) from None

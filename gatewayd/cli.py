@@ -115,7 +115,13 @@ def check(config: str | None) -> None:
     Exits 0 when valid, 78 with every problem named by its key path when not.
     """
     settings = load_or_exit(config)
+    from gatewayd.access import service_user_problem
     from gatewayd.acquire.plan import plan_reads
+
+    # Run as root, check reads anything; the service runs as its own user and may not.
+    unreachable = service_user_problem(config_path(config))
+    if unreachable:
+        err_console.print(f"[bold yellow]warning:[/] {unreachable}", highlight=False)
 
     gw = settings.gateway
     console.print(

@@ -152,7 +152,9 @@ def install_as_the_readme_says(box: Container, config: str) -> list[str]:
             box.sh("mkdir -p /etc/systemd/system/gatewayd.service.d")
             box.sh("cat > /etc/systemd/system/gatewayd.service.d/test.conf", stdin=DROP_IN)
         stdin = GATEWAY_SECRET + "\n" if "credentials/gateway'" in line else None
-        box.sh(line, cwd=CHECKOUT_IN_CONTAINER, env=env, stdin=stdin, timeout=600)
+        done = box.sh(line, cwd=CHECKOUT_IN_CONTAINER, env=env, stdin=stdin, timeout=600)
+        if "gatewayd check" in line:  # run as root: it must also vouch for the service user
+            assert "warning" not in done.stderr, done.stderr
         if "# then edit it" in line:
             box.sh("cat > /etc/gatewayd/config.toml", stdin=config)
     return steps
@@ -180,10 +182,22 @@ def test_the_unit_under_a_real_systemd(container: Container, host_side: dict[str
     shown = box.show("gatewayd", "StatusText", "MainPID", "NRestarts", "User")
     assert shown["StatusText"], shown
     assert shown["User"] == "gatewayd"
-    assert deliveries_from(hub, "meter001") == 0  # held: the clock is not known to be in sync
+    # Polled and connected, yet nothing sent: held while the clock is not known to be in sync.
+    deadline = time.monotonic() + 60
+    while not re.search(r"pending=([3-9]|\d\d+) uplink=connected", shown["StatusText"]):
+        assert time.monotonic() < deadline, shown
+        time.sleep(0.5)
+        shown = box.show("gatewayd", "StatusText", "MainPID", "NRestarts", "User")
+    assert deliveries_from(hub, "meter001") == 0, shown
     # timesyncd's flag is what the daemon reads where ProtectClock= refuses adjtimex.
     box.sh(f"mkdir -p {Path(TIMESYNC_FLAG).parent} && touch {TIMESYNC_FLAG}")
     assert hub.wait_for(lambda h: deliveries_from(h, "meter001") >= 3, 60), box.journal("gatewayd")
+
+    # `check` runs as root, which reads anything: it says when the service user could not.
+    box.sh("chgrp root /etc/gatewayd")
+    seen = box.sh("/opt/gatewayd/venv/bin/gatewayd check -c /etc/gatewayd/config.toml")
+    box.sh("chgrp gatewayd /etc/gatewayd")
+    assert "the service user 'gatewayd' cannot enter /etc/gatewayd" in seen.stderr, seen.stderr
 
     # A reload applies a device change without a restart.
     box.sh(

@@ -49,7 +49,7 @@ def load_or_exit(path: str | None) -> Settings:
     except ConfigError as exc:
         err_console.print(f"[bold red]invalid configuration[/] {exc.source}", highlight=False)
         for problem in exc.problems:
-            err_console.print(f"  {problem}", highlight=False, markup=False)
+            err_console.print(f"  {problem}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(EX_CONFIG)
 
 
@@ -106,7 +106,13 @@ def check(config: str | None) -> None:
     Exits 0 when valid, 78 with every problem named by its key path when not.
     """
     settings = load_or_exit(config)
+    from gatewayd.access import service_user_problem
     from gatewayd.acquire.plan import plan_reads
+
+    # Run as root, check reads anything; the service runs as its own user and may not.
+    unreachable = service_user_problem(config_path(config))
+    if unreachable:
+        err_console.print(f"[bold yellow]warning:[/] {unreachable}", highlight=False)
 
     gw = settings.gateway
     console.print(
@@ -118,20 +124,23 @@ def check(config: str | None) -> None:
     for device in settings.devices:
         m = device.modbus
         where = m.serial_port if m.transport == "rtu" else f"{m.host}:{m.port}"
-        table = Table(
-            title=f"{device.name} ({device.product_key}/{device.device_key}) "
+        click.echo(
+            f"\n{device.name} ({device.product_key}/{device.device_key}) "
             f"{m.transport} {where} unit {m.unit_id} every {device.interval_s:g}s"
         )
-        for column in ("read", "table", "address", "count", "points"):
-            table.add_column(column)
+        # Plain aligned text, not a rich table: a fleet of 1,000 devices prints in a second.
+        click.echo("  read │ table    │ address │ count │ points")
         for n, request in enumerate(plan_reads(device.points, m.max_gap), 1):
             names = ", ".join(f"{p.point.id}:{p.point.type}" for p in request.points)
-            table.add_row(str(n), request.table, str(request.address), str(request.count), names)
-        console.print(table)
-    console.print(
-        f"[green]ok[/]: {len(settings.devices)} devices, "
-        f"{sum(len(d.points) for d in settings.devices)} points"
-    )
+            click.echo(
+                f"  {n:>4} │ {request.table:<8} │ {request.address:>7} │ {request.count:>5} │ {names}"
+            )
+    devices, points = len(settings.devices), sum(len(d.points) for d in settings.devices)
+    console.print(f"[green]ok[/]: {_plural(devices, 'device')}, {_plural(points, 'point')}")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
 @main.command()
@@ -147,8 +156,11 @@ def poll(config: str | None, device_name: str | None) -> None:
     settings = load_or_exit(config)
     setup_logging("ERROR")  # what went wrong is printed per device and point below
     devices = [d for d in settings.devices if device_name in (None, d.name)]
+    if device_name and not devices:
+        known = ", ".join(d.name for d in settings.devices) or "none"
+        fail(f"no device named {device_name!r} (configured: {known})", 2)  # a usage error
     if not devices:
-        fail(f"no device named {device_name!r}" if device_name else "no devices configured")
+        fail("no devices configured")
     problems = asyncio.run(_poll_once(devices))
     if problems:
         sys.exit(1)
@@ -237,10 +249,17 @@ def stats(config: str | None, db: str | None, as_json: bool) -> None:
         ("file size", f"{figures.file_bytes:,} B"),
         ("rejected (dead letter)", f"{figures.rejected:,}"),
     ]
-    rows += [(key.replace("_", " "), str(value)) for key, value in sorted(figures.state.items())]
+    rows += [_state_row(key, value) for key, value in sorted(figures.state.items())]
     for key, value in rows:
         table.add_row(key, value)
     console.print(table)
+
+
+def _state_row(key: str, value: Any) -> tuple[str, str]:
+    """A `state` entry for people: times (`*_ms`) in ISO 8601 like the sample times above."""
+    if key.endswith("_ms") and isinstance(value, int) and not isinstance(value, bool):
+        return key.removesuffix("_ms").replace("_", " "), _fmt_ms(value or None)
+    return key.replace("_", " "), str(value)
 
 
 def queue_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -271,19 +290,28 @@ def show_samples(
     if as_json:
         click.echo(json.dumps(rows))
         return
-    table = Table(title=title)
-    for column in ("id", "device", "time", "points", *extra):
-        table.add_column(column)
+    # One line per sample, never cut: on a narrow terminal a line wraps as a whole instead of
+    # a table truncating the device and the time to fit its columns.
+    click.echo(f"{title}:")
+    names = ("id", "device", "time", *extra, "points")
+    lines = [names]
     for row in rows:
-        cells = [
-            str(row["id"]),
-            f"{row['product_key']}/{row['device_key']}",
-            _fmt_ms(row["ts_ms"]),
-            json.dumps(row["points"]),
-        ]
-        cells += [str(row[key]) for key in extra]
-        table.add_row(*cells)
-    console.print(table)
+        lines.append(
+            (
+                str(row["id"]),
+                f"{row['product_key']}/{row['device_key']}",
+                _fmt_ms(row["ts_ms"]),
+                *(str(row[key]) for key in extra),
+                json.dumps(row["points"]),
+            )
+        )
+    widths = [max(len(line[n]) for line in lines) for n in range(len(names) - 1)]
+    for line in lines:
+        click.echo(
+            "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=False))
+            + "  "
+            + line[-1]
+        )
 
 
 def admin(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -336,7 +364,8 @@ def requeue_rejected(config: str | None, db: str | None, as_json: bool, code: in
 
 
 @queue.command()
-@queue_options
+@config_option
+@click.option("--db", metavar="PATH", help="Queue file (instead of the config's).")
 @click.option(
     "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True
 )
@@ -346,7 +375,6 @@ def requeue_rejected(config: str | None, db: str | None, as_json: bool, code: in
 def export(
     config: str | None,
     db: str | None,
-    as_json: bool,
     fmt: str,
     device: str | None,
     since: str | None,
@@ -450,7 +478,7 @@ def sim() -> None:
 @click.option("--port", default=5020, show_default=True)
 @click.option("--units", default="1", show_default=True, help="Comma-separated unit ids.")
 def sim_modbus(host: str, port: int, units: str) -> None:
-    """Serve simulated energy meters over Modbus TCP, one per unit id.
+    """Serve simulated energy meters over Modbus TCP, one per unit id, with these points:
 
     Holding 0-1 float32 Power, 2 uint16 Voltage (x0.1), 3 int16 Temperature (x0.1),
     4-5 uint32 Energy (ABCD), 6 uint16 Seq, 8 alarm word (bit 3), 10-13 string Serial;

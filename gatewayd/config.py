@@ -7,29 +7,42 @@ its key path, e.g. `devices[2].points[5].type`, so the operator can fix the file
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
-import itertools
 import tomllib
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     SecretStr,
     ValidationError,
     model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
+from gatewayd.config_report import pydantic_problems, render
+from gatewayd.config_rules import (
+    DeviceParts,
+    Problem,
+    device_problems,
+    fleet_problems,
+    size_problems,
+)
+from gatewayd.config_strict import strict_problems
 from gatewayd.errors import ConfigError
+from gatewayd.secrets import read_credential, read_secret_file, refuse_placeholder
 
 DEFAULT_CONFIG_PATH = Path("/etc/gatewayd/config.toml")
 
@@ -58,9 +71,25 @@ REGISTER_WIDTH: dict[str, int] = {
 #: Default pause between requests on a serial line (see ModbusConfig.inter_request_ms).
 SERIAL_PAUSE_MS = 20
 
-_config_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
-    "gatewayd_config_path", default=None
+#: The parsed file while `load_config` builds Settings from it (with the environment on top).
+_file_data: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "gatewayd_file_data", default=None
 )
+
+
+def _topic_safe(key: str) -> str:
+    """Keys become MQTT topic levels: a wildcard, a separator or NUL would change the topic."""
+    bad = sorted({c for c in key if c in "+#/\0"})
+    if bad:
+        shown = ", ".join("NUL" if c == "\0" else repr(c) for c in bad)
+        raise ValueError(f"must not contain {shown}: it is part of MQTT topics")
+    return key
+
+
+HubKey = Annotated[str, Field(min_length=1), AfterValidator(_topic_safe)]
+Secret = Annotated[SecretStr | None, AfterValidator(refuse_placeholder)]
+SecretFromFile = Annotated[SecretStr | None, BeforeValidator(read_secret_file)]
+SecretFromCredential = Annotated[SecretStr | None, BeforeValidator(read_credential)]
 
 
 class Section(BaseModel):
@@ -69,40 +98,40 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _read_secret(
-    value: SecretStr | None, path: Path | None, what: str, *, required: bool
+def _one_secret(
+    sources: tuple[SecretStr | None, ...], given: set[str], what: str, *, required: bool
 ) -> SecretStr | None:
-    """Resolve `x_secret` / `x_secret_file` into one secret; the file wins nothing, both is an error."""
-    if value is not None and path is not None:
-        raise ValueError(f"set {what} or {what}_file, not both")
-    if path is not None:
-        try:
-            text = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ValueError(f"{what}_file {str(path)!r} cannot be read: {exc.strerror}") from None
-        if not text:
-            raise ValueError(f"{what}_file {str(path)!r} is empty")
-        return SecretStr(text)
-    if required and (value is None or not value.get_secret_value()):
-        raise ValueError(f"{what} (or {what}_file) is required")
-    return value
+    """`device_secret`, `_file` or `_credential` (each already read and checked): at most one."""
+    keys = [f"{what}{suffix}" for suffix in ("", "_file", "_credential")]
+    named = [key for key in keys if key in given]
+    if len(named) > 1:
+        raise ValueError(f"set one of {', '.join(named)}, not several")
+    secret = next((s for s in sources if s is not None), None)
+    if required and not named:
+        raise ValueError(f"{what} (or {what}_file, or {what}_credential) is required")
+    if named and named[0] == what and (secret is None or not secret.get_secret_value()):
+        raise ValueError(f"{what} is empty")
+    return secret
 
 
 class GatewayConfig(Section):
     """The gateway's own identity on the hub."""
 
-    product_key: str = Field(min_length=1)
-    device_key: str = Field(min_length=1)
-    device_secret: SecretStr | None = None
-    device_secret_file: Path | None = None
+    product_key: HubKey
+    device_key: HubKey
+    device_secret: Secret = None
+    #: A file (group gatewayd, mode 0640) holding the secret.
+    device_secret_file: SecretFromFile = None
+    #: The name of a systemd credential (`LoadCredential=NAME:...` in the unit): recommended.
+    device_secret_credential: SecretFromCredential = None
 
     @model_validator(mode="after")
     def _resolve_secret(self) -> GatewayConfig:
-        secret = _read_secret(
-            self.device_secret, self.device_secret_file, "device_secret", required=True
-        )
+        sources = (self.device_secret, self.device_secret_file, self.device_secret_credential)
+        secret = _one_secret(sources, self.model_fields_set, "device_secret", required=True)
         object.__setattr__(self, "device_secret", secret)
         object.__setattr__(self, "device_secret_file", None)
+        object.__setattr__(self, "device_secret_credential", None)
         return self
 
     def secret(self) -> str:
@@ -242,6 +271,10 @@ class ModbusConfig(Section):
             raise ValueError(f"host is required with transport = {self.transport!r}")
         if self.transport == "rtu" and not self.serial_port:
             raise ValueError("serial_port is required with transport = 'rtu'")
+        if self.unit_id == 0 and self.transport != "tcp":
+            raise ValueError(
+                "unit_id 0 is the broadcast address on a serial line: no slave answers it"
+            )
         return self
 
     @property
@@ -307,12 +340,24 @@ class PointConfig(Section):
             self.type == "bool" and self.table in ("holding", "input")
         ):
             raise ValueError("bit is only for type 'bool' in a register table")
-        one_register = self.register_count == 1 and self.table in ("holding", "input")
-        if one_register and self.order in ("CDAB", "DCBA"):
-            raise ValueError(
-                f"order {self.order!r} swaps words, but a {self.type} is one register: "
-                "use 'ABCD' or 'BADC'"
-            )
+        registers = self.table in ("holding", "input")
+        if self.bit is not None and "order" in self.model_fields_set:
+            raise ValueError("order is meaningless on a bit of a register: remove it")
+        if registers and self.order in ("CDAB", "DCBA"):
+            if self.type == "string":
+                raise ValueError(
+                    f"order {self.order!r} swaps words, but a string is read register by "
+                    "register: use 'ABCD' or 'BADC'"
+                )
+            if self.register_count == 1:
+                raise ValueError(
+                    f"order {self.order!r} swaps words, but a {self.type} is one register: "
+                    "use 'ABCD' or 'BADC'"
+                )
+        last = self.address + self.register_count - 1
+        if last > 65535:
+            what = "registers" if registers else "bits"
+            raise ValueError(f"{what} {self.address}-{last} run past 65535, the last address")
         return self
 
     @property
@@ -324,51 +369,63 @@ class PointConfig(Section):
 
 
 class DeviceConfig(Section):
-    """One sub-device: its hub identity, its Modbus endpoint and its points."""
+    """One sub-device: its hub identity, its Modbus endpoint and its points.
+
+    The rules across its points (overlaps, repeated ids, the interval) are in config_rules,
+    run by Settings on whatever parts are valid.
+    """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
-    product_key: str = Field(min_length=1)
-    device_key: str = Field(min_length=1)
-    device_secret: SecretStr | None = None
-    device_secret_file: Path | None = None
+    product_key: HubKey
+    device_key: HubKey
+    device_secret: Secret = None
+    device_secret_file: SecretFromFile = None
+    device_secret_credential: SecretFromCredential = None
     interval_s: float = Field(default=1.0, ge=0.05, le=86_400)
     modbus: ModbusConfig
     points: list[PointConfig] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _check(self) -> DeviceConfig:
-        secret = _read_secret(
-            self.device_secret, self.device_secret_file, "device_secret", required=False
-        )
+    def _resolve_secret(self) -> DeviceConfig:
+        sources = (self.device_secret, self.device_secret_file, self.device_secret_credential)
+        secret = _one_secret(sources, self.model_fields_set, "device_secret", required=False)
         object.__setattr__(self, "device_secret", secret)
         object.__setattr__(self, "device_secret_file", None)
-        seen: set[str] = set()
-        for point in self.points:
-            if point.id in seen:
-                raise ValueError(f"point id {point.id!r} appears twice")
-            seen.add(point.id)
-        _check_overlaps(self.points)
-        worst = self.modbus.timeout_s * (self.modbus.retries + 1)
-        if self.interval_s < worst:
-            raise ValueError(
-                f"interval_s {self.interval_s:g} is shorter than one failing read "
-                f"(modbus.timeout_s {self.modbus.timeout_s:g} x (retries {self.modbus.retries} + 1)"
-                f" = {worst:g}s)"
-            )
+        object.__setattr__(self, "device_secret_credential", None)
         return self
 
+    def parts(self, index: int) -> DeviceParts:
+        return DeviceParts(
+            index=index,
+            name=self.name,
+            key=(self.product_key, self.device_key),
+            interval_s=self.interval_s,
+            modbus=self.modbus,
+            points=list(self.points),
+            point_ids=[p.id for p in self.points],
+        )
 
-def _check_overlaps(points: list[PointConfig]) -> None:
-    """Two points may share registers only if one of them is a single bit of a register."""
-    spans = sorted(
-        (p.table, p.address, p.address + p.register_count, p) for p in points if p.bit is None
-    )
-    for (table_a, _, end_a, a), (table_b, start_b, _, b) in itertools.pairwise(spans):
-        if table_a == table_b and start_b < end_a:
-            raise ValueError(
-                f"points {a.id!r} and {b.id!r} overlap in the {table_a} table "
-                f"(registers {a.address}-{end_a - 1} and {b.address}-)"
-            )
+
+def _valid_parts(index: int, raw: Any) -> DeviceParts:
+    """What can be salvaged from a device table that did not validate as a whole."""
+    parts = DeviceParts(index=index)
+    if not isinstance(raw, dict):
+        return parts
+    name, pk, dk = raw.get("name"), raw.get("product_key"), raw.get("device_key")
+    parts.name = name if isinstance(name, str) else None
+    parts.key = (pk, dk) if isinstance(pk, str) and isinstance(dk, str) else None
+    interval = raw.get("interval_s", DeviceConfig.model_fields["interval_s"].default)
+    if isinstance(interval, int | float) and not isinstance(interval, bool):
+        parts.interval_s = float(interval)
+    with contextlib.suppress(ValidationError):
+        parts.modbus = ModbusConfig.model_validate(raw.get("modbus"))
+    points = raw.get("points")
+    for point in points if isinstance(points, list) else []:
+        if isinstance(point, dict) and isinstance(point.get("id"), str):
+            parts.point_ids.append(point["id"])
+        with contextlib.suppress(ValidationError):
+            parts.points.append(PointConfig.model_validate(point))
+    return parts
 
 
 class Settings(BaseSettings):
@@ -390,21 +447,35 @@ class Settings(BaseSettings):
     clock: ClockConfig = ClockConfig()
     devices: list[DeviceConfig] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _unique_devices(self) -> Settings:
-        names: set[str] = set()
-        keys: set[tuple[str, str]] = set()
-        for device in self.devices:
-            if device.name in names:
-                raise ValueError(f"device name {device.name!r} appears twice")
-            key = (device.product_key, device.device_key)
-            if key in keys:
-                raise ValueError(f"device {device.product_key}/{device.device_key} appears twice")
-            names.add(device.name)
-            keys.add(key)
-        _check_shared_lines(self.devices)
-        _check_sample_sizes(self.devices, self.forward.batch_max_bytes)
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_problem(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """Field errors, the file's strict types and the rules across keys, all in one report."""
+        problems: list[Problem] = []
+        file_data = _file_data.get()
+        if file_data is not None:
+            problems += strict_problems(cls, file_data)
+        settings: Settings | None = None
+        try:
+            settings = handler(data)
+        except ValidationError as exc:
+            problems += pydantic_problems(exc)
+        if settings is not None:
+            devices = [device.parts(n) for n, device in enumerate(settings.devices)]
+        else:
+            raw = data.get("devices") if isinstance(data, dict) else None
+            devices = [
+                _valid_parts(n, d) for n, d in enumerate(raw if isinstance(raw, list) else [])
+            ]
+        max_bytes = (settings.forward if settings else ForwardConfig()).batch_max_bytes
+        for device in devices:
+            problems += device_problems(device)
+            problems += size_problems(device, max_bytes)
+        problems += fleet_problems(devices)
+        if problems:
+            raise ConfigError(render(problems, data if isinstance(data, dict) else {}))
+        assert settings is not None
+        return settings
 
     @classmethod
     def settings_customise_sources(
@@ -416,63 +487,10 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = _config_path.get()
-        if path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        file_data = _file_data.get()
+        if file_data is not None:
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=file_data))
         return tuple(sources)
-
-
-def _check_sample_sizes(devices: list[DeviceConfig], max_bytes: int) -> None:
-    """A sample that cannot fit a request alone could never be sent (gatewayd/forward/sizing.py)."""
-    from gatewayd.forward.sizing import largest_request_bytes  # sizing knows no config types
-
-    for device in devices:
-        size = largest_request_bytes(device.product_key, device.device_key, device.points)
-        if size > max_bytes:
-            raise ValueError(
-                f"device {device.name!r}: one sample can make a request of {size} bytes, over "
-                f"forward.batch_max_bytes={max_bytes} (fewer or shorter point ids, or shorter "
-                "strings)"
-            )
-
-
-def _check_shared_lines(devices: list[DeviceConfig]) -> None:
-    """Devices on one serial port or TCP endpoint share a connection, so its settings must agree."""
-    first: dict[tuple[str, ...], DeviceConfig] = {}
-    for device in devices:
-        m = device.modbus
-        key = (
-            ("rtu", str(m.serial_port))
-            if m.transport == "rtu"
-            else (m.transport, str(m.host), str(m.port))
-        )
-        other = first.setdefault(key, device)
-        if other is not device and other.modbus.line_settings() != m.line_settings():
-            raise ValueError(
-                f"devices {other.name!r} and {device.name!r} share {':'.join(key)} but their "
-                "line settings differ (baudrate, parity, stopbits, bytesize, inter_request_ms)"
-            )
-
-
-def key_path(loc: tuple[int | str, ...]) -> str:
-    """Render a pydantic error location as the operator writes it: `devices[2].points[5].type`."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"
-
-
-def _problems(exc: ValidationError) -> list[str]:
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False):
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        problems.append(f"{key_path(tuple(error['loc']))}: {message}")
-    return problems
 
 
 def load_config(path: Path | str, **overrides: Any) -> Settings:
@@ -480,25 +498,31 @@ def load_config(path: Path | str, **overrides: Any) -> Settings:
     path = Path(path)
     try:
         with path.open("rb") as handle:
-            tomllib.load(handle)  # syntax errors get reported here with line and column
+            data = tomllib.load(handle)  # syntax errors get reported here with line and column
     except FileNotFoundError:
         raise ConfigError([f"file not found: {path}"], str(path)) from None
     except OSError as exc:
         raise ConfigError([f"cannot read {path}: {exc.strerror}"], str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"TOML syntax: {exc}"], str(path)) from None
-    token = _config_path.set(path)
+    token = _file_data.set(data)
     try:
         return Settings(**overrides)
-    except ValidationError as exc:
-        raise ConfigError(_problems(exc), str(path)) from None
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, str(path)) from None
+    except (
+        ValidationError
+    ) as exc:  # pragma: no cover - the wrap validator turns these into ConfigError
+        raise ConfigError(render(pydantic_problems(exc), data), str(path)) from None
     finally:
-        _config_path.reset(token)
+        _file_data.reset(token)
 
 
 def build_config(data: dict[str, Any]) -> Settings:
     """Validate a config given as a dict (the demo and tests); environment overrides still apply."""
     try:
         return Settings(**data)
-    except ValidationError as exc:
-        raise ConfigError(_problems(exc)) from None
+    except (
+        ValidationError
+    ) as exc:  # pragma: no cover - the wrap validator turns these into ConfigError
+        raise ConfigError(render(pydantic_problems(exc), data)) from None

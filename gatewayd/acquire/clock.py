@@ -10,7 +10,8 @@ readings held in an earlier boot cannot be, and follow `clock.held_policy`.
 Trusted means: the wall clock is after `clock.floor` (no gateway runs before its software was
 built), it has not jumped against the monotonic clock since the last check (a jump means it was
 just set, so the next check decides), and with `trust = "ntp"` the kernel says it is
-synchronised (adjtimex).
+synchronised (adjtimex). Under the unit's `ProtectClock=yes` even the read-only adjtimex is refused
+(it is in the `@clock` seccomp set); then systemd-timesyncd's flag file says it instead.
 """
 
 from __future__ import annotations
@@ -58,14 +59,28 @@ class _Timex(ctypes.Structure):
     ]
 
 
-def kernel_synchronised() -> bool:
-    """The kernel's NTP state (read-only adjtimex); False where it cannot be read."""
+#: systemd-timesyncd creates it once the clock is synchronised (and removes it at its start).
+TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
+
+
+def adjtimex_state() -> int | None:
+    """The kernel's clock state by a read-only adjtimex; None where the call is refused."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        state = libc.adjtimex(ctypes.byref(_Timex()))
+        state = int(libc.adjtimex(ctypes.byref(_Timex())))
     except (OSError, AttributeError):
-        return False
-    return bool(state >= 0 and state != _TIME_ERROR)
+        return None
+    return state if state >= 0 else None
+
+
+def kernel_synchronised(
+    adjtimex: Callable[[], int | None] = adjtimex_state, timesync_flag: Path = TIMESYNC_FLAG
+) -> bool:
+    """NTP sync: the kernel's answer, else (seccomp refused adjtimex) systemd-timesyncd's flag."""
+    state = adjtimex()
+    if state is None:
+        return timesync_flag.exists()
+    return state != _TIME_ERROR
 
 
 def boot_id() -> str:

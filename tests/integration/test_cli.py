@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from gatewayd.cli import main
@@ -22,23 +23,44 @@ ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "config.example.toml"
 
 
-def test_check_prints_the_read_plan_and_hides_secrets() -> None:
-    result = CliRunner().invoke(main, ["check", "-c", str(EXAMPLE)])
+def edited_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The example as an operator finishes it: the gateway's credential and the meter's secret."""
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "gateway").write_text("gateway-secret-value\n")
+    (creds / "gateway").chmod(0o400)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    path = tmp_path / "config.toml"
+    path.write_text(EXAMPLE.read_text().replace('"change-me-too"', '"meter-secret-value"'))
+    return path
+
+
+def test_check_prints_the_read_plan_and_hides_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result = CliRunner().invoke(main, ["check", "-c", str(edited_example(tmp_path, monkeypatch))])
     assert result.exit_code == 0, result.output
     assert "meter-1" in result.output and "Power:float32" in result.output
-    assert "change-me" not in result.output
+    assert "secret-value" not in result.output
+    assert "ok: 1 device, 6 points" in result.output
     # Power(0-1), Voltage(2), Energy(4-5) cannot merge across the gap at 3 without max_gap.
     assert re.search(r"holding\s+│\s+0\s+│\s+3", result.output)
 
 
-def test_check_names_every_bad_key_and_exits_78(tmp_path: Path) -> None:
-    bad = EXAMPLE.read_text().replace('type = "float32"', 'type = "float33"', 1)
+def test_check_names_every_bad_key_and_exits_78(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = (
+        edited_example(tmp_path, monkeypatch)
+        .read_text()
+        .replace('type = "float32"', 'type = "float33"', 1)
+    )
     bad = bad.replace("inflight = 4", "inflight = 0")
     path = tmp_path / "bad.toml"
     path.write_text(bad)
     result = CliRunner().invoke(main, ["check", "-c", str(path)])
     assert result.exit_code == 78
-    assert "devices[0].points[0].type" in result.output
+    assert "devices[0] (meter-1).points[0] (Power).type" in result.output
     assert "forward.inflight" in result.output
     assert "Traceback" not in result.output
 

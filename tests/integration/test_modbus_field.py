@@ -226,10 +226,18 @@ async def test_gateway_path_exceptions_mean_a_dead_device(code: int, line_factor
     assert pollers[0].failures == 1 and pollers[0].retry_at > 0
 
 
-async def test_the_example_config_reads_every_point_of_the_simulated_meter(tmp_path: Path) -> None:
+async def test_the_example_config_reads_every_point_of_the_simulated_meter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """config.example.toml against `gatewayd sim modbus`: every point read, none refused, the
     values those of the meter (before: Energy 65863680 from CDAB, Alarm and Serial unmapped)."""
+    creds = tmp_path / "credentials"  # as an operator finishes the example: its secrets
+    creds.mkdir()
+    (creds / "gateway").write_text("gateway-secret-value\n")
+    (creds / "gateway").chmod(0o400)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     example = (ROOT / "config.example.toml").read_text()
+    example = example.replace('"change-me-too"', '"meter-secret-value"')
     simulator = ModbusSimulator(unit_ids=(1,))
     port = await simulator.start()
     try:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from gatewayd.acquire.clock import ClockGuard, floor_ms
 from gatewayd.config import ClockConfig
 
@@ -56,3 +58,17 @@ def test_ntp_trust_needs_the_kernel_and_always_needs_nothing() -> None:
     clock = FakeClock(wall_ms=REAL_MS)
     assert not guard(clock, trust="ntp").trusted
     assert guard(FakeClock(wall_ms=0), trust="always").trusted
+
+
+def test_sync_is_read_from_timesyncd_where_adjtimex_is_refused(tmp_path: Path) -> None:
+    """Under the unit's ProtectClock=, even the read-only adjtimex fails with EPERM (issue 17)."""
+    from gatewayd.acquire.clock import kernel_synchronised
+
+    flag = tmp_path / "synchronized"
+    refused = lambda: None  # noqa: E731 - adjtimex answered EPERM
+    assert not kernel_synchronised(adjtimex=refused, timesync_flag=flag)
+    flag.touch()
+    assert kernel_synchronised(adjtimex=refused, timesync_flag=flag)
+    # Where adjtimex answers, it decides: TIME_ERROR (5) is not synchronised, whatever the flag.
+    assert not kernel_synchronised(adjtimex=lambda: 5, timesync_flag=flag)
+    assert kernel_synchronised(adjtimex=lambda: 0, timesync_flag=tmp_path / "none")

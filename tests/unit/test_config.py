@@ -39,8 +39,18 @@ def problems(tmp_path: Path, text: str) -> list[str]:
     return info.value.problems
 
 
-def test_the_shipped_example_is_valid() -> None:
-    settings = load_config(EXAMPLE)
+def test_the_shipped_example_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Valid once its gateway credential exists and its placeholder secret is replaced."""
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "gateway").write_text("the-gateway-secret\n")
+    (creds / "gateway").chmod(0o400)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    with pytest.raises(ConfigError) as info:
+        load_config(EXAMPLE)
+    assert [p.split(":")[0] for p in info.value.problems] == ["devices[0] (meter-1).device_secret"]
+    edited = EXAMPLE.read_text().replace('"change-me-too"', '"the-meter-secret"')
+    settings = load_config(write(tmp_path, edited))
     assert settings.devices[0].points[0].id == "Power"
     assert settings.queue.synchronous == "full"
 
@@ -65,33 +75,45 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     [
         (
             ("address = 0", 'address = 0\ntype = "float33"'),
-            "devices[0].points[0].type: Input should be",
+            "devices[0] (m1).points[0] (P).type: Input should be",
         ),
-        (("address = 0", "address = 0\nwidth = 2"), "devices[0].points[0].width: unknown key"),
+        (
+            ("address = 0", "address = 0\nwidth = 2"),
+            "devices[0] (m1).points[0] (P).width: unknown key",
+        ),
         (
             ("address = 0", 'address = 0\norder = "CDAB"'),
-            "devices[0].points[0]: order 'CDAB' swaps words",
+            "devices[0] (m1).points[0] (P): order 'CDAB' swaps words",
         ),
         (
             (
                 "address = 0",
                 'address = 0\ntype = "float32"\n[[devices.points]]\nid = "Q"\naddress = 1',
             ),
-            "devices[0]: points 'P' and 'Q' overlap in the holding table",
+            "devices[0] (m1): points 'P' and 'Q' overlap in the holding table",
         ),
         (
             ("[devices.modbus]", "interval_s = 0.5\n[devices.modbus]\ntimeout_s = 0.3"),
-            "devices[0]: interval_s 0.5 is shorter than one failing read",
+            "devices[0] (m1): interval_s 0.5 is shorter than one failing read",
         ),
-        (("[devices.modbus]", "[devices.modbus]\nmax_gap = 200"), "devices[0].modbus.max_gap"),
-        (("address = 0", "address = -1"), "devices[0].points[0].address: Input should be greater"),
+        (("[devices.modbus]", "[devices.modbus]\nmax_gap = 200"), "devices[0] (m1).modbus.max_gap"),
+        (
+            ("address = 0", "address = -1"),
+            "devices[0] (m1).points[0] (P).address: Input should be greater",
+        ),
         (
             ("address = 0", 'address = 0\ntype = "string"'),
-            "devices[0].points[0]: type 'string' needs length",
+            "devices[0] (m1).points[0] (P): type 'string' needs length",
         ),
         (("address = 0", 'address = 0\ntable = "coil"\ntype = "int16"'), "table 'coil' holds bits"),
-        (('host = "127.0.0.1"', 'transport = "rtu"'), "devices[0].modbus: serial_port is required"),
-        (('device_secret = "s"', ""), "gateway: device_secret (or device_secret_file) is required"),
+        (
+            ('host = "127.0.0.1"', 'transport = "rtu"'),
+            "devices[0] (m1).modbus: serial_port is required",
+        ),
+        (
+            ('device_secret = "s"', ""),
+            "gateway: device_secret (or device_secret_file, or device_secret_credential) is required",
+        ),
         (("[gateway]", "[gateway]\nbogus = 1"), "gateway.bogus: unknown key"),
     ],
 )
@@ -115,6 +137,7 @@ def test_duplicate_point_ids_and_devices(tmp_path: Path) -> None:
 def test_secret_file_is_read_and_a_missing_one_is_named(tmp_path: Path) -> None:
     secret = tmp_path / "secret"
     secret.write_text("from-file\n")
+    secret.chmod(0o640)  # not readable by others
     text = MINIMAL.replace('device_secret = "s"', f'device_secret_file = "{secret}"')
     assert load_config(write(tmp_path, text)).gateway.secret() == "from-file"
     missing = MINIMAL.replace('device_secret = "s"', 'device_secret_file = "/nonexistent/x"')

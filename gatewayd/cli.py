@@ -74,7 +74,7 @@ def main() -> None:
     "--log-level",
     default="INFO",
     show_default=True,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
 )
 def run(config: str | None, log_level: str) -> None:
     """Run the daemon until SIGTERM or SIGINT (one daemon per queue file).
@@ -85,7 +85,7 @@ def run(config: str | None, log_level: str) -> None:
     """
     hold_reloads()  # the console script comes here without gatewayd/__main__.py
     settings = load_or_exit(config)
-    setup_logging(log_level)
+    setup_logging(log_level.upper())
     from gatewayd.runtime.daemon import Daemon
     from gatewayd.runtime.signals import run_until_signal
 
@@ -181,12 +181,13 @@ async def _poll_once(devices: list[Any]) -> int:
                 problems += 1
                 err_console.print(f"[red]{poller.device.name}[/]: {exc.reason}", highlight=False)
                 continue
-            table = Table(title=f"{poller.device.name} at {_fmt_ms(sample.ts_ms)}")
-            table.add_column("point")
-            table.add_column("value")
-            for point_id, value in sample.points.items():
-                table.add_row(point_id, json.dumps(value))
-            console.print(table)
+            if sample.points:  # a device whose every read was refused has no table to show
+                table = Table(title=f"{poller.device.name} at {_fmt_ms(sample.ts_ms)}")
+                table.add_column("point")
+                table.add_column("value")
+                for point_id, value in sample.points.items():
+                    table.add_row(point_id, json.dumps(value))
+                console.print(table)
             for point_id, why in poller.unread.items():
                 problems += 1
                 err_console.print(

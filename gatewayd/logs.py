@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-_QUIET = ("pymodbus", "apscheduler", "amqtt", "transitions", "asyncio")
+_QUIET = ("pymodbus", "amqtt", "transitions", "asyncio", "tzlocal")
 
 
 #: Text copied from the hub into a log line is cut to this many characters.

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 from gatewayd.acquire.deadband import ExceptionFilter
 from gatewayd.acquire.decode import PointDecoder, Words, is_finite, point_decoder
-from gatewayd.acquire.endpoint import Endpoint, EndpointKey, endpoint_key
+from gatewayd.acquire.endpoint import Endpoint, EndpointKey, LineOutOfStep, endpoint_key
 from gatewayd.acquire.plan import ReadRequest, plan_reads
 from gatewayd.config import DeviceConfig, PointConfig
 from gatewayd.errors import DecodeError, DeviceError, ExceptionResponse
@@ -89,6 +89,10 @@ class DevicePoller:
         self.failures = 0
         self.skipped = 0
         self.bad_values = 0
+        #: Polls that gave a sample; polls thrown away because the line was out of step.
+        self.successes = 0
+        self.discarded = 0
+        self.out_of_step = False
         #: Reads answered with a Modbus exception, in all; and polls with at least one.
         self.refused_reads = 0
         self.refused_polls = 0
@@ -96,6 +100,7 @@ class DevicePoller:
         self.refusing: dict[int, int] = {}
         #: Point id -> why it is missing from the last sample (for `gatewayd poll`).
         self.unread: dict[str, str] = {}
+        self._unusable: dict[str, str] = {}  # points read but unusable at the last poll
         self.consecutive_failures = 0
         self.poll_seconds = 0.0  # total time spent in reads that answered
         self.last_success_s = 0.0  # wall-clock time of the last good poll
@@ -115,8 +120,9 @@ class DevicePoller:
         refused_before = self.refused_reads
         for index, (request, layout) in enumerate(zip(self.plan, self._layout, strict=True)):
             try:
+                m = self.device.modbus
                 words = await self.endpoint.read(
-                    request, self.device.modbus.unit_id, self.device.name
+                    request, m.unit_id, self.device.name, m.timeout_s, m.retries
                 )
             except ExceptionResponse as exc:
                 self._refused(index, request, exc.code)
@@ -135,13 +141,30 @@ class DevicePoller:
         if self.endpoint.strays != strays:
             # An answer nobody asked for arrived on the line during this poll: one of this
             # poll's answers may belong to another request. Better a gap than a wrong value.
-            raise DeviceError(
+            raise LineOutOfStep(
                 self.device.name, f"answers out of step on {self.endpoint}; poll discarded"
             )
+        self._log_unreadable_changes()
         # Stamped when the read completed; held (with its monotonic time) while the wall clock
         # is not trusted, to be re-stamped later (gatewayd/acquire/clock.py).
         wall, mono, held = self.stamp()
         return Sample(self.device.product_key, self.device.device_key, wall, points, held, mono)
+
+    def _log_unreadable_changes(self) -> None:
+        """A point that starts or stops giving an unusable value (NaN, undecodable) is logged
+        once each way, like a refused read; `unread` holds the reasons of this poll."""
+        now = {pid: why for pid, why in self.unread.items() if not why.startswith("exception")}
+        for point_id, why in now.items():
+            if point_id not in self._unusable:
+                log.warning(
+                    "point_unusable device=%s point=%s reason=%r",
+                    self.device.name,
+                    point_id,
+                    why,
+                )
+        for point_id in self._unusable.keys() - now.keys():
+            log.info("point_usable device=%s point=%s", self.device.name, point_id)
+        self._unusable = now
 
     def _refused(self, index: int, request: ReadRequest, code: int) -> None:
         """Count a refused read; log it when the read starts being refused, not on every poll."""
@@ -165,7 +188,7 @@ class DevicePoller:
             value = decode(chunk)
         except DecodeError as exc:
             self.bad_values += 1
-            self.unread[point.id] = f"registers do not decode as {point.type}: {exc}"
+            self.unread[point.id] = f"registers do not decode as {point.type}: {exc}"[:160]
             log.debug(
                 "point_undecodable device=%s point=%s error=%r",
                 self.device.name,
@@ -200,9 +223,19 @@ class DevicePoller:
         self.polls += 1
         try:
             sample = await self.read_sample()
+        except LineOutOfStep as exc:
+            self.discarded += 1
+            if not self.out_of_step:
+                self.out_of_step = True
+                log.warning("polls_discarded device=%s reason=%r", self.device.name, exc.reason)
+            return
         except DeviceError as exc:
             self._failed(exc, now)
             return
+        self.successes += 1
+        if self.out_of_step:
+            self.out_of_step = False
+            log.info("polls_trusted_again device=%s discarded=%d", self.device.name, self.discarded)
         self.poll_seconds += time.monotonic() - now
         self.last_success_s = time.time()
         if self.failing:

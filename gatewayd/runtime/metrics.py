@@ -126,8 +126,9 @@ class GatewayCollector(Collector):
         lines: dict[str, int] = {}
         for p in pollers:
             name = p.device
-            polls.add_metric([name, "ok"], p.polls - p.failures - p.refused_polls)
+            polls.add_metric([name, "ok"], p.successes - p.refused_polls)
             polls.add_metric([name, "refused"], p.refused_polls)
+            polls.add_metric([name, "discarded"], p.discarded)
             polls.add_metric([name, "failed"], p.failures)
             refused.add_metric([name], p.refused_reads)
             suppressed.add_metric([name], p.suppressed)

@@ -26,6 +26,8 @@ class PollerStats:
     poll_seconds: float
     last_success_s: float
     failing: bool
+    successes: int = 0
+    discarded: int = 0
     refused_reads: int = 0
     refused_polls: int = 0
     suppressed: int = 0
@@ -81,6 +83,8 @@ def poller_stats(p: DevicePoller) -> PollerStats:
         poll_seconds=p.poll_seconds,
         last_success_s=p.last_success_s,
         failing=p.failing,
+        successes=p.successes,
+        discarded=p.discarded,
         refused_reads=p.refused_reads,
         refused_polls=p.refused_polls,
         suppressed=p.report_by_exception.suppressed,

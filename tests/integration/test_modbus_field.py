@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import re
+import struct
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -311,3 +312,153 @@ async def test_report_by_exception_leaves_out_steady_points_and_empty_samples(
             endpoint.close()
     assert [s.points for s in samples] == [{"A": 66051, "B": 2457}]  # steady: one sample only
     assert pollers[0].report_by_exception.suppressed == 4
+
+
+# Found by an adversarial review: answers later than twice the timeout, slaves that answer
+# twice, a stale frame before each answer, and a TCP answer with transaction id 0.
+
+FOUR = {a: 1000 + a for a in (0, 10, 20, 30)}
+
+
+def four_point_meter(unit_id: int = 1, late_s: float = 0.0) -> Unit:
+    unit = Unit(unit_id)
+    unit.tables["holding"].update(FOUR)
+    if late_s:
+        unit.delay = lambda table, address, count: late_s if address == 0 else 0.0
+    return unit
+
+
+def four_point_device(connection: dict[str, Any], unit_id: int = 1, **modbus: Any) -> DeviceConfig:
+    settings = {**connection, "unit_id": unit_id, "timeout_s": 0.3, "retries": 1, **modbus}
+    return DeviceConfig(
+        name=f"meter-{unit_id}",
+        product_key="p",
+        device_key=f"d{unit_id}",
+        interval_s=10.0,
+        modbus=settings,
+        points=[{"id": f"R{a}", "address": a} for a in FOUR],
+    )
+
+
+def wrong_values(samples: list[Sample]) -> list[dict[str, Any]]:
+    return [s.points for s in samples if any(v != FOUR[int(k[1:])] for k, v in s.points.items())]
+
+
+@pytest.mark.parametrize("transport", SERIAL)
+@pytest.mark.parametrize(("late_s", "retries"), [(0.65, 1), (0.95, 2), (0.8, 3)])
+async def test_answers_far_later_than_the_timeout_never_give_wrong_values(
+    transport: str, late_s: float, retries: int, line_factory: Any
+) -> None:
+    """2-3x the timeout late, with retries queueing more answers in the busy slave (before the
+    fix: R20 = 1000, R30 = 1020 and the like, on both transports, nothing logged)."""
+    _, connection = line_factory(transport, [four_point_meter(late_s=late_s)])
+    samples = await poll_times([four_point_device(connection, retries=retries)], rounds=3)
+    assert wrong_values(samples) == []
+
+
+@pytest.mark.parametrize("transport", SERIAL)
+@pytest.mark.parametrize("fault", ["duplicate", "replay"])
+async def test_a_slave_that_answers_twice_never_gives_wrong_values(
+    transport: str, fault: str, line_factory: Any
+) -> None:
+    unit = four_point_meter()
+    if fault == "duplicate":
+        unit.duplicate_after = 0.05
+    else:
+        unit.replay_previous = True  # a stale answer comes first, then the real one
+    _, connection = line_factory(transport, [unit])
+    samples = await poll_times([four_point_device(connection, retries=1)], rounds=3)
+    assert wrong_values(samples) == []
+
+
+async def test_a_slow_slave_does_not_mark_its_neighbour_down(line_factory: Any) -> None:
+    """Unit 2 answers 2x the timeout late; unit 1 on the same line is never 'down' for it."""
+    _, connection = line_factory("rtu", [four_point_meter(1), four_point_meter(2, late_s=0.65)])
+    configs = [
+        four_point_device(connection, 1, retries=0),
+        four_point_device(connection, 2, retries=0),
+    ]
+    samples: list[Sample] = []
+    pollers, endpoints = build_pollers(configs, samples.append)
+    try:
+        for _ in range(4):
+            await asyncio.gather(*(p.poll() for p in pollers))
+            pollers[1].retry_at = 0.0
+    finally:
+        for endpoint in endpoints.values():
+            endpoint.close()
+    assert pollers[0].failures == 0
+    assert wrong_values(samples) == []
+    assert len([s for s in samples if s.device_key == "d1"]) >= 3
+
+
+async def test_devices_sharing_a_line_keep_their_own_timeout_and_retries(line_factory: Any) -> None:
+    """meter-1 0.2 s / 0 retries, meter-2 1.0 s / 2 retries answering in 0.5 s (before: meter-2
+    was read with meter-1's 0.2 s and never answered in time)."""
+    _, connection = line_factory("rtu_over_tcp", [four_point_meter(1), four_point_meter(2, 0.5)])
+    configs = [
+        four_point_device(connection, 1, timeout_s=0.2, retries=0),
+        four_point_device(connection, 2, timeout_s=1.0, retries=2),
+    ]
+    samples = await poll_times(configs, rounds=1)
+    assert sorted(s.device_key for s in samples) == ["d1", "d2"]
+    assert wrong_values(samples) == []
+
+
+async def test_a_tcp_answer_with_transaction_id_zero_is_not_taken() -> None:
+    """A Modbus TCP server that answers every request with transaction id 0 and a fixed value:
+    pymodbus accepts tid 0 for any request; gatewayd must not."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readexactly(7)
+                _tid, _proto, length, unit = struct.unpack(">HHHB", head)
+                pdu = await reader.readexactly(length - 1)
+                count = struct.unpack(">H", pdu[3:5])[0]
+                body = bytes([pdu[0], 2 * count]) + struct.pack(">H", 4242) * count
+                writer.write(struct.pack(">HHHB", 0, 0, len(body) + 1, unit) + body)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = {"transport": "tcp", "host": "127.0.0.1", "port": port}
+    try:
+        samples = await poll_times([four_point_device(connection, retries=0)], rounds=1)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert samples == []
+
+
+async def test_a_point_that_turns_unusable_is_logged_once_and_its_recovery_once(
+    line_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NaN from the device: one point_unusable line, not one per poll (before: debug only)."""
+    unit = Unit(1)
+    nan = struct.unpack(">HH", struct.pack(">f", float("nan")))
+    unit.tables["holding"].update({0: nan[0], 1: nan[1]})
+    _, connection = line_factory("rtu_over_tcp", [unit])
+    config = DeviceConfig(
+        name="meter-1",
+        product_key="p",
+        device_key="d1",
+        interval_s=2.0,
+        modbus={**connection, "unit_id": 1, "timeout_s": 0.5, "retries": 0},
+        points=[{"id": "F", "address": 0, "type": "float32"}],
+    )
+    caplog.set_level(logging.INFO, logger="gatewayd.acquire.poller")
+    pollers, endpoints = build_pollers([config], lambda s: None)
+    try:
+        for _ in range(3):
+            await pollers[0].poll()
+        unit.tables["holding"].update({0: 0x4120, 1: 0})  # 10.0
+        await pollers[0].poll()
+    finally:
+        for endpoint in endpoints.values():
+            endpoint.close()
+    messages = [r.getMessage() for r in caplog.records]
+    assert len([m for m in messages if m.startswith("point_unusable")]) == 1
+    assert len([m for m in messages if m.startswith("point_usable")]) == 1

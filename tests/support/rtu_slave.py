@@ -54,6 +54,11 @@ class Unit:
     answer_as: int | None = None
     #: Answer every read with this exception code (0x0B: a gateway whose target is dead).
     exception: int | None = None
+    #: Send every answer a second time, this many seconds after the first (a faulty repeater).
+    duplicate_after: float | None = None
+    #: Before each answer, send the previous answer again (firmware that replays its buffer).
+    replay_previous: bool = False
+    last_answer: bytes = b""
     #: Monotonic time until which the slave is busy with earlier requests.
     busy_until: float = 0.0
 
@@ -196,7 +201,14 @@ class RtuLine:
         now = time.monotonic()
         start = max(now, unit.busy_until)
         unit.busy_until = start + unit.delay(_TABLE_OF_FC.get(fc, ""), address, count)
-        timer = threading.Timer(unit.busy_until - now, self._send, (adu,))
+        wire = (unit.last_answer + adu) if unit.replay_previous else adu
+        unit.last_answer = adu
+        self._schedule(unit.busy_until - now, wire)
+        if unit.duplicate_after is not None:
+            self._schedule(unit.busy_until - now + unit.duplicate_after, adu)
+
+    def _schedule(self, delay: float, data: bytes) -> None:
+        timer = threading.Timer(delay, self._send, (data,))
         timer.daemon = True
         self._timers.append(timer)
         timer.start()

@@ -30,7 +30,7 @@ async def test_healthz_names_the_stale_stage_and_metrics_come_from_the_snapshot(
     snapshot = Snapshot(
         queue=QueueFigures(pending=7, points_per_sample=3.0),
         forwarder=ForwarderStats(delivered=5, replies=(("1204", 1), ("200", 4))),
-        pollers=(PollerStats("dev1", 10, 2, 1, 0, 0.5, 1.0, False),),
+        pollers=(PollerStats("dev1", 10, 2, 1, 0, 0.5, 1.0, False, successes=8),),
         connected=True,
     )
     problem: list[str | None] = [None]

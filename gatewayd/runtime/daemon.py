@@ -240,7 +240,8 @@ class Daemon:
         self.topology.update(settings.devices)
 
     def _metrics_server(self) -> MetricsServer:
-        collector = GatewayCollector(self.queue.path, lambda: self.health.snapshot)
+        loop = asyncio.get_running_loop()
+        collector = GatewayCollector(self.queue.path, lambda: self.health.snapshot_for_scrape(loop))
 
         def tick() -> None:  # in the server's thread, between requests
             self.faults.thread_point("metrics")

@@ -161,16 +161,18 @@ class Health:
         uplink = "connected" if s.connected else "disconnected"
         if uplink != self._uplink:
             self._uplink, self._since_ms = uplink, now_ms()
-        # On disk trouble the committer reports; the figures can wait for the next tick.
-        with contextlib.suppress(QueueError):
-            await self.queue.set_state(
-                uplink=uplink,
-                uplink_since_ms=self._since_ms,
-                drain_rate_per_s=round(s.rate, 1),
-                inflight_requests=s.forwarder.inflight,
-                parked_devices=s.parked,
-                updated_ms=now_ms(),
-            )
+        # On disk trouble the committer reports; the figures can wait for the next tick. Bounded:
+        # a writer thread stuck after answering the figures must not hold the tick.
+        with contextlib.suppress(QueueError, TimeoutError):
+            async with asyncio.timeout(max(self.tick_s, 1.0)):
+                await self.queue.set_state(
+                    uplink=uplink,
+                    uplink_since_ms=self._since_ms,
+                    drain_rate_per_s=round(s.rate, 1),
+                    inflight_requests=s.forwarder.inflight,
+                    parked_devices=s.parked,
+                    updated_ms=now_ms(),
+                )
 
     def _progress(self, pending: int, rate: float, now: float) -> None:
         if pending < PROGRESS_BACKLOG or rate <= 0 or now - self._last_progress < PROGRESS_EVERY_S:

@@ -11,7 +11,6 @@ stalls triggers the same ordered stop, and `run` then raises StageFailed.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
@@ -40,7 +39,6 @@ from gatewayd.runtime.lock import QueueLock
 from gatewayd.runtime.metrics import GatewayCollector, MetricsServer
 from gatewayd.runtime.notify import Notifier
 from gatewayd.runtime.reload import Reloader
-from gatewayd.runtime.snapshots import Snapshot
 from gatewayd.runtime.supervisor import Supervisor, cancel
 from gatewayd.runtime.watchdog import Pulse, Watchdog, watchdog_usec_s
 
@@ -253,25 +251,7 @@ class Daemon:
 
     def _metrics_server(self) -> MetricsServer:
         loop = asyncio.get_running_loop()
-
-        def current() -> Snapshot:
-            """In the HTTP thread: a fresh snapshot from the loop, or the last tick's if the
-            loop does not answer within a second (a stalled loop is /healthz's to report)."""
-            fresh: concurrent.futures.Future[Snapshot] = concurrent.futures.Future()
-
-            def take() -> None:
-                try:
-                    fresh.set_result(self.health.refresh())
-                except Exception as exc:
-                    fresh.set_exception(exc)
-
-            try:
-                loop.call_soon_threadsafe(take)
-                return fresh.result(timeout=1.0)
-            except Exception:
-                return self.health.snapshot
-
-        collector = GatewayCollector(self.queue.path, current)
+        collector = GatewayCollector(self.queue.path, lambda: self.health.snapshot_for_scrape(loop))
 
         def tick() -> None:  # in the server's thread, between requests
             self.faults.thread_point("metrics")

@@ -10,6 +10,7 @@ resulting STATUS= line; metrics and /healthz read the snapshot (metrics.py).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import time
@@ -37,6 +38,8 @@ DEFAULT_TICK_S = 2.0
 #: A backlog at least this large gets progress lines while it drains.
 PROGRESS_BACKLOG = 1000
 PROGRESS_EVERY_S = 30.0
+#: How long a scrape waits for the event loop to take a fresh snapshot.
+SCRAPE_WAIT_S = 1.0
 
 
 class Health:
@@ -90,20 +93,15 @@ class Health:
             self.publish()
             return
         self.writer_pulse.beat()
-        forwarder = forwarder_stats(self.forwarder)
-        connected, dropped, parked = uplink_figures(self.session, self.topology)
-        rate = (forwarder.delivered - self._delivered) / elapsed
-        self._delivered = forwarder.delivered
+        delivered = self.forwarder.delivered
+        rate = (delivered - self._delivered) / elapsed
+        self._delivered = delivered
         self.publish(
-            Snapshot(
+            replace(
+                self._live(),
                 queue=QueueFigures(
                     pending, oldest, per_sample, self.queue.buffered, self.queue.evicted
                 ),
-                forwarder=forwarder,
-                pollers=tuple(poller_stats(p) for p in self.pollers()),
-                connected=connected,
-                dropped_replies=dropped,
-                parked=parked,
                 rate=rate,
                 uplink_stalls=self.session.stalls,
             )
@@ -111,24 +109,42 @@ class Health:
         self._progress(pending, rate, now)
         await self._write_state(self.snapshot)
 
-    def refresh(self) -> Snapshot:
-        """The last tick's queue figures with every other stage's figures as they are now.
-
-        For a scrape between ticks (metrics.py asks the event loop for it): counters that moved
-        a moment ago show at once, without a database round trip. Runs on the event loop."""
+    def _live(self) -> Snapshot:
+        """The last snapshot with the stages' counters as they are now (on the loop)."""
         connected, dropped, parked = uplink_figures(self.session, self.topology)
-        self.publish(
-            replace(
-                self.snapshot,
-                forwarder=forwarder_stats(self.forwarder),
-                pollers=tuple(poller_stats(p) for p in self.pollers()),
-                connected=connected,
-                dropped_replies=dropped,
-                parked=parked,
-                uplink_stalls=self.session.stalls,
-            )
+        return replace(
+            self.snapshot,
+            forwarder=forwarder_stats(self.forwarder),
+            pollers=tuple(poller_stats(p) for p in self.pollers()),
+            connected=connected,
+            dropped_replies=dropped,
+            parked=parked,
+            uplink_stalls=self.session.stalls,
         )
+
+    def refresh(self) -> Snapshot:
+        """Publish the counters as they are now; the queue's figures stay those of the tick."""
+        self.publish(self._live())
         return self.snapshot
+
+    def snapshot_for_scrape(self, loop: asyncio.AbstractEventLoop) -> Snapshot:
+        """From another thread: a snapshot the loop takes now, or the last one if it is busy.
+
+        A scrape then shows a reply counted a moment ago (not up to a tick late), and the
+        live objects are still read only on the loop.
+        """
+        future: concurrent.futures.Future[Snapshot] = concurrent.futures.Future()
+
+        def take() -> None:
+            if future.set_running_or_notify_cancel():
+                future.set_result(self.refresh())
+
+        try:
+            loop.call_soon_threadsafe(take)
+            return future.result(timeout=SCRAPE_WAIT_S)
+        except (RuntimeError, concurrent.futures.TimeoutError):  # closed or too busy
+            future.cancel()
+            return self.snapshot
 
     def publish(self, snapshot: Snapshot | None = None) -> None:
         """Swap in a new snapshot (or the last one with the writer's current state)."""
@@ -147,16 +163,18 @@ class Health:
         uplink = "connected" if s.connected else "disconnected"
         if uplink != self._uplink:
             self._uplink, self._since_ms = uplink, now_ms()
-        # On disk trouble the committer reports; the figures can wait for the next tick.
-        with contextlib.suppress(QueueError):
-            await self.queue.set_state(
-                uplink=uplink,
-                uplink_since_ms=self._since_ms,
-                drain_rate_per_s=round(s.rate, 1),
-                inflight_requests=s.forwarder.inflight,
-                parked_devices=s.parked,
-                updated_ms=now_ms(),
-            )
+        # On disk trouble the committer reports; the figures can wait for the next tick. Bounded:
+        # a writer thread stuck after answering the figures must not hold the tick.
+        with contextlib.suppress(QueueError, TimeoutError):
+            async with asyncio.timeout(max(self.tick_s, 1.0)):
+                await self.queue.set_state(
+                    uplink=uplink,
+                    uplink_since_ms=self._since_ms,
+                    drain_rate_per_s=round(s.rate, 1),
+                    inflight_requests=s.forwarder.inflight,
+                    parked_devices=s.parked,
+                    updated_ms=now_ms(),
+                )
 
     def _progress(self, pending: int, rate: float, now: float) -> None:
         if pending < PROGRESS_BACKLOG or rate <= 0 or now - self._last_progress < PROGRESS_EVERY_S:

@@ -1,8 +1,8 @@
 """Prometheus metrics and a health check over HTTP (`[metrics] listen = "127.0.0.1:9108"`).
 
-Figures come from the latest snapshot the health tick took on the event loop (snapshots.py),
-so they are right while the uplink is down (when a monitoring system needs them most) and the
-HTTP thread never reads a live object. `/healthz` answers 200 while every stage's heartbeat is
+Figures come from a snapshot (snapshots.py) the event loop takes when the scrape asks for it
+(the last one if the loop does not answer within a second), so they are right while the uplink
+is down (when a monitoring system needs them most) and the HTTP thread never reads a live object. `/healthz` answers 200 while every stage's heartbeat is
 fresh and the queue's writer thread answers, else 503 with the stale stages named.
 """
 

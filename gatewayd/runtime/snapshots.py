@@ -3,7 +3,8 @@
 The metrics thread, `/healthz`, systemd's STATUS= and the queue's `state` table read only these:
 a live dict of the forwarder's reply codes read from the HTTP thread can change size under the
 reader (RuntimeError), and a counter read half-way through an update is a wrong figure. The
-health tick takes a new `Snapshot` on the loop and swaps it in with one assignment.
+health tick (and a scrape, through `Health.snapshot_for_scrape`) takes a new `Snapshot` on the
+loop and swaps it in with one assignment.
 """
 
 from __future__ import annotations

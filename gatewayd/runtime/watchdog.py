@@ -5,10 +5,13 @@ wait on the outside world (a reply from the hub, new data, the uplink coming bac
 `with pulse.idle():`, which counts as fresh for as long as it lasts. A stage stuck anywhere
 else (an await that never returns, a loop that stopped turning) goes stale once it has been
 silent for its deadline: WATCHDOG=1 is withheld from then on, `/healthz` names the stage, and
-if it stays silent one more ping period the supervisor stops the daemon (stage_stalled), so
-the service restarts even where no systemd watchdog is configured.
+if it stays silent until `stalled_s` the supervisor stops the daemon (stage_stalled), so the
+service restarts even where no systemd watchdog is configured.
 
-The deadline is systemd's WatchdogSec ($WATCHDOG_USEC) when set, else DEFAULT_DEADLINE_S.
+The deadline is half of systemd's WatchdogSec ($WATCHDOG_USEC) when set (at least
+MIN_DEADLINE_S), so that a stalled stage (deadline + one ping period, at most WatchdogSec) ends
+the daemon with its name in the log before systemd's own kill; without a watchdog it is
+DEFAULT_DEADLINE_S.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from gatewayd.runtime.notify import Notifier
 log = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE_S = 30.0
+MIN_DEADLINE_S = 3.0
 STATUS_EVERY_S = 2.0
 
 
@@ -77,7 +81,7 @@ class Stale:
 
 
 class StageStalled(Exception):
-    """A stage showed no progress for its deadline plus a ping period."""
+    """A stage showed no progress for `Watchdog.stalled_s`."""
 
     def __init__(self, stage: str, silent_s: float) -> None:
         self.stage = stage
@@ -96,9 +100,20 @@ class Watchdog:
     ) -> None:
         self.notifier = notifier
         self.watchdog_s = watchdog_s
-        self.deadline_s = watchdog_s or DEFAULT_DEADLINE_S
-        #: Half the deadline (systemd's advice), and often enough for a lively STATUS= line.
-        self.period_s = min(self.deadline_s / 2, STATUS_EVERY_S)
+        #: Half of WatchdogSec: a stalled stage stops the daemon before systemd would kill it.
+        #: Not below MIN_DEADLINE_S: stages look up every second (an idle queue, the clock).
+        half = watchdog_s / 2 if watchdog_s else DEFAULT_DEADLINE_S
+        self.deadline_s = max(half, MIN_DEADLINE_S)
+        #: At most half of WatchdogSec (systemd's advice), and often enough for STATUS=.
+        self.period_s = min(half, STATUS_EVERY_S)
+        #: Silence that ends the daemon. Checked every period, so with a watchdog it is found
+        #: by WatchdogSec - period/2 at the latest: before systemd's kill, with room for a late
+        #: tick on a busy machine.
+        self.stalled_s = (
+            max(self.deadline_s, watchdog_s - 1.5 * self.period_s)
+            if watchdog_s
+            else self.deadline_s + self.period_s
+        )
         self._clock = clock
         self.pulses: dict[str, Pulse] = {}
         #: The stale stages as last checked (an immutable tuple, safe to read from any thread).
@@ -146,7 +161,7 @@ class Watchdog:
         """One round: WATCHDOG=1 (with STATUS=) if nothing is stale; raise if a stage stalled."""
         stale = self.check()
         worst = max(stale, key=lambda s: s.silent_s, default=None)  # the first to go quiet
-        if worst is not None and worst.silent_s > self.deadline_s + self.period_s:
+        if worst is not None and worst.silent_s > self.stalled_s:
             raise StageStalled(worst.stage, worst.silent_s)
         if stale:
             self.notifier.status("stale=" + ",".join(s.stage for s in stale))

@@ -66,3 +66,27 @@ async def test_a_second_daemon_on_the_same_queue_is_refused(
     assert await again.stop() == 0
     stats_after = read_stats(queue)
     assert stats_after.state["purged"] >= 0
+
+
+def test_an_unexpected_failure_at_start_is_one_line_and_exit_1(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """A metrics port already taken is no GatewaydError; still no traceback for the operator."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        data = config_data(
+            tmp_path,
+            broker.port,
+            [modbus_device("dev1", 1, 1, KNOWN_POINTS)],
+            metrics={"listen": f"127.0.0.1:{port}"},
+        )
+        config = write_config(tmp_path / "config.toml", data)
+        result = gatewayd("run", "-c", str(config), "--log-level", "ERROR")
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Address already in use" in lines[0], result.stderr

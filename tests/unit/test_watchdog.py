@@ -49,11 +49,11 @@ def test_fed_while_fresh_withheld_when_stale_and_stalled_after_one_more_period(
 ) -> None:
     clock = Clock()
     notifier = Notifier(str(tmp_path / "n.sock"))
-    dog = Watchdog(notifier, watchdog_s=4.0, clock=clock)
+    dog = Watchdog(notifier, watchdog_s=8.0, clock=clock)
     dog.status = lambda: "pending=0"
     busy = dog.watch(Pulse("forwarder", clock=clock))
     quiet = dog.watch(Pulse("topology", clock=clock))
-    assert dog.period_s == 2.0 and dog.deadline_s == 4.0
+    assert dog.period_s == 2.0 and dog.deadline_s == 4.0 and dog.stalled_s == 5.0
     with quiet.idle():  # waiting on the hub: fresh however long it lasts
         for _ in range(3):
             clock.now += 2.0
@@ -65,7 +65,7 @@ def test_fed_while_fresh_withheld_when_stale_and_stalled_after_one_more_period(
         assert [s.stage for s in dog.stale] == ["forwarder"]
         assert all("WATCHDOG=1" not in m for m in drain(notify))
         assert dog.problem() == "stale: forwarder (4.5s)"
-        clock.now += 2.0
+        clock.now += 1.0  # 5.5 s: past stalled_s, found before WatchdogSec (8 s)
         with pytest.raises(StageStalled) as stalled:
             dog.feed()
     assert stalled.value.stage == "forwarder"
@@ -89,9 +89,10 @@ def test_grace_and_dropped_pulses(tmp_path: Path) -> None:
 
 def test_a_loop_that_stopped_checking_is_reported(tmp_path: Path) -> None:
     clock = Clock()
-    dog = Watchdog(Notifier(""), watchdog_s=2.0, clock=clock)
+    dog = Watchdog(Notifier(""), watchdog_s=4.0, clock=clock)
+    assert dog.deadline_s == 3.0  # never below MIN_DEADLINE_S
     dog.check()
     assert dog.problem() is None
-    clock.now += 2.5
+    clock.now += 3.5
     problem = dog.problem()
     assert problem is not None and "event loop" in problem

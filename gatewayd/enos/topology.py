@@ -38,6 +38,7 @@ from gatewayd.enos.protocol import (
     topo_add_params,
     topo_topic,
 )
+from gatewayd.enos.refusals import login_refusal
 from gatewayd.errors import ReplyTimeout, UplinkDown
 
 log = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ class Topology:
             self.online.add(key)
             self._unpark(key)
         for key in wanted - logged:
-            self.park(key, f"login refused: {reply.code} {reply.message}".strip())
+            self.park(key, login_refusal(reply.code, reply.message, key))
         log.info("sub_devices_logged_in ok=%d failed=%d", len(logged), len(wanted - logged))
 
     # --- commands from the hub -----------------------------------------------------------------

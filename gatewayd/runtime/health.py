@@ -89,6 +89,8 @@ class Health:
             self.writer_ok = False
             return
         uplink = "connected" if self.session.connected.is_set() else "disconnected"
+        if self.session.refused and uplink == "disconnected":  # the hub refuses our login
+            uplink = f"refused: {self.session.refused}"
         if uplink != self._uplink:
             self._uplink, self._since_ms = uplink, now_ms()
         rate = (self.forwarder.delivered - self._delivered) / elapsed

@@ -76,6 +76,14 @@ class GatewayCollector(Collector):
             "1 while the MQTT session is up",
             1 if self.session.connected.is_set() else 0,
         )
+        yield GaugeMetricFamily(
+            "gatewayd_uplink_refused",
+            "1 while the hub refuses the gateway's login (see the log's uplink_refused hint)",
+            1 if self.session.refused else 0,
+        )
+        yield CounterMetricFamily(
+            "gatewayd_uplink_refusals", "Logins the hub refused", self.session.refusals
+        )
         yield CounterMetricFamily("gatewayd_sent_samples", "Samples the hub confirmed", f.delivered)
         yield CounterMetricFamily("gatewayd_rejected_samples", "Samples dead-lettered", f.rejected)
         yield CounterMetricFamily(

@@ -23,6 +23,9 @@ IDENTIFIER_REJECTED = 2
 BAD_USERNAME_OR_PASSWORD = 4
 NOT_AUTHORISED = 5
 
+#: A secrets key that stands for any device (`sim hub --gateway-secret` without a config).
+ANY_DEVICE: Key = ("*", "*")
+
 CONNECT = 0x10
 #: The largest CONNECT the front reads; a device's CONNECT is a few hundred bytes.
 MAX_CONNECT_BYTES = 64 * 1024
@@ -189,7 +192,7 @@ def check_login(connect: ConnectPacket, secrets: Mapping[Key, str] | None) -> Lo
         return LoginVerdict(
             NOT_AUTHORISED, device, f"timestamp {timestamp!r} is not epoch milliseconds"
         )
-    secret = secrets.get(device)
+    secret = secrets.get(device, secrets.get(ANY_DEVICE))
     if secret is None:
         return LoginVerdict(NOT_AUTHORISED, device, "unknown device")
     if connect.password is None:

@@ -36,9 +36,9 @@ from pymodbus.constants import ExcCodes
 from gatewayd.sim.hub import HubSimulator
 from gatewayd.sim.modbus import ModbusSimulator, meter_points
 from gatewayd.sim.relay import Relay
-from tests.support.brokers import Broker
+from tests.support.brokers import FrontedBroker as Broker
 from tests.support.child import Child
-from tests.support.daemon import config_data, modbus_device, write_config
+from tests.support.daemon import config_data, modbus_device, register_file, write_config
 
 METERS = (1, 2, 3)
 INTERVAL_S = 0.2
@@ -162,7 +162,8 @@ class ChaosRig:
         self.log_path = workdir / "gatewayd.log"
         self.meters = ModbusSimulator(unit_ids=METERS)
         self.relay = Relay("127.0.0.1", broker.port)
-        self.hub = HubSimulator("127.0.0.1", broker.port)
+        self.hub = HubSimulator("127.0.0.1", broker.backend_port)
+        broker.judge = self.hub.check_login  # the strict hub checks the gateway's CONNECT
         self.books = Books()
         self.child: Child | None = None
         self._broker_lock = asyncio.Lock()
@@ -274,10 +275,10 @@ class ChaosRig:
         await self.meters.start()
         relay_port = await self.relay.start()
         await asyncio.to_thread(self.hub.start)
-        for uid in METERS:
-            self.hub.register("subPK", f"m{uid}", f"secret-of-m{uid}")
+        config = self._config(relay_port)
+        register_file(self.hub, config)  # gateway, sub-devices and model, as in the console
         self.child = Child(
-            self._config(relay_port),
+            config,
             self.workdir / "notify.sock",
             log_path=self.log_path,
             log_level="INFO",

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from gatewayd.config import Settings, build_config
+from gatewayd.config import Settings, build_config, load_config
 from gatewayd.runtime.daemon import Daemon
 from gatewayd.sim.hub import HubSimulator
 from gatewayd.sim.thing_model import model_from_settings
@@ -97,6 +97,11 @@ def register(hub: HubSimulator, settings: Settings) -> None:
     for device in settings.devices:
         assert device.device_secret is not None
         hub.register(device.product_key, device.device_key, device.device_secret.get_secret_value())
+
+
+def register_file(hub: HubSimulator, config: Path) -> None:
+    """`register` for a config file, as `gatewayd run -c` reads it."""
+    register(hub, load_config(config))
 
 
 @contextlib.asynccontextmanager

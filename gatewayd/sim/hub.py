@@ -323,20 +323,19 @@ class HubSimulator:
         )
         n = len(params) if isinstance(params, list) else 0
         accepted: list[Delivery]
+        hits = [  # an injected refusal of a point comes before the model's verdict on it
+            faults.point_codes[p]
+            for element in (params if refusal is None and isinstance(params, list) else [])
+            if _well_formed(element)
+            for p in element["measurepoints"]
+            if p in faults.point_codes
+        ]
         if refusal is not None:
             code, message, accepted = refusal.code, refusal.message, []
+        elif hits:
+            code, message, accepted = hits[0], "simulated refusal of a point", []
         else:
             code, message, accepted = self._check_batch(method, params, flags, state)
-        if code == 200 and faults.point_codes and isinstance(params, list):
-            for element in params:
-                hits = [
-                    faults.point_codes[p]
-                    for p in element["measurepoints"]
-                    if p in faults.point_codes
-                ]
-                if hits:
-                    code, message, accepted = hits[0], "simulated refusal of a point", []
-                    break
         if code == 200 and faults.reply_code != 200:
             code, message = faults.reply_code, "simulated failure"
         answered = None if faults.drop or faults.garbage else code

@@ -153,8 +153,9 @@ def _plain_error(definition: PointType, value: Any) -> str | None:
         return f"null is not a {kind}"
     if isinstance(value, bool):
         return None if kind == "bool" else f"{value!r} is not a {kind}"
-    if kind in _INTEGER_TYPES:
-        return None if isinstance(value, int) else f"{value!r} is not an {kind}"
+    if kind in _INTEGER_TYPES:  # JSON has numbers: 3.0 is an integer, 3.5 is not
+        integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        return None if integral else f"{value!r} is not an {kind}"
     if kind in ("float", "double"):
         return None if isinstance(value, int | float) else f"{value!r} is not a {kind}"
     if kind == "string":

@@ -39,13 +39,12 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gatewayd.enos.protocol import (
-    LOGIN_BATCH_CLIENT_ID,
     METHOD_DISABLE,
     METHOD_ENABLE,
     request,
     session_topic,
 )
-from gatewayd.sim.hub_checks import METHODS, Refusal, check_request, parse_control, time_error
+from gatewayd.sim.hub_checks import METHODS, Refusal, check_request, parse_control
 from gatewayd.sim.hub_records import (
     Delivery,
     Faults,
@@ -53,9 +52,9 @@ from gatewayd.sim.hub_records import (
     LoginLog,
     RequestLog,
 )
-from gatewayd.sim.login import ConnectPacket, LoginVerdict, check_login, is_ms_timestamp
-from gatewayd.sim.login import sign_matches as _sign_matches
-from gatewayd.sim.thing_model import ANY_TYPE, PointType, ThingModel, invalid_points
+from gatewayd.sim.hub_requests import HubRequests, well_formed
+from gatewayd.sim.login import ConnectPacket, LoginVerdict, check_login
+from gatewayd.sim.thing_model import ANY_TYPE, PointType, ThingModel
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ Key = tuple[str, str]
 ANY = PointType(ANY_TYPE)
 
 
-class HubSimulator:
+class HubSimulator(HubRequests):
     """Connect with `start()`; register devices; read `deliveries`, `requests` and `logins`."""
 
     def __init__(
@@ -326,7 +325,7 @@ class HubSimulator:
         hits = [  # an injected refusal of a point comes before the model's verdict on it
             faults.point_codes[p]
             for element in (params if refusal is None and isinstance(params, list) else [])
-            if _well_formed(element)
+            if well_formed(element)
             for p in element["measurepoints"]
             if p in faults.point_codes
         ]
@@ -348,121 +347,3 @@ class HubSimulator:
         if self.on_event is not None:
             self._event(kind="data", **asdict(entry), message=message)
         return code, message
-
-    def _check_batch(
-        self, method: Any, params: Any, flags: tuple[bool, bool], state: GatewayState
-    ) -> tuple[int, str, list[Delivery]]:
-        if not isinstance(params, list) or not params:
-            return 1206, "Measurepoint post data format error", []
-        allow_offline, skip_invalid = flags
-        accepted: list[Delivery] = []
-        for element in params:
-            if not _well_formed(element):
-                return 1206, "Measurepoint post data format error", []
-            key = (element["productKey"], element["deviceKey"])
-            if (why := time_error(element["time"])) is not None:
-                return 1206, f"Measurepoint post data format error: {key[0]}/{key[1]}: {why}", []
-            if self.require_login and not (
-                key in state.online
-                or (allow_offline and key in state.topology and key not in self.disabled)
-            ):
-                return 1212, f"No sub-device permission: {key[0]}/{key[1]}", []
-            points = dict(element["measurepoints"])
-            if self.models:
-                invalid = invalid_points(self.models.get(key[0], {}), points)
-                if invalid and not skip_invalid:
-                    first = sorted(invalid)[0]
-                    return (
-                        1204,
-                        f"Model validate failed: {key[0]}/{key[1]} point {first!r} "
-                        f"{invalid[first]}",
-                        [],
-                    )
-                points = {k: v for k, v in points.items() if k not in invalid}
-            accepted.append(Delivery(str(method), key[0], key[1], element["time"], points))
-        return 200, "", accepted
-
-    def _signed(self, key: Key, client_id: str, timestamp: str, method: Any, given: Any) -> bool:
-        if not self.require_login and key not in self.registry:
-            return True  # open mode: any sub-device is welcome
-        secret = self.registry.get(key)
-        if secret is None or not is_ms_timestamp(timestamp):
-            return False
-        fields = {
-            "clientId": client_id,
-            "deviceKey": key[1],
-            "productKey": key[0],
-            "timestamp": timestamp,
-        }
-        return _sign_matches(fields, secret, method, given)
-
-    def _topo_add(self, body: dict[str, Any], state: GatewayState) -> tuple[int, str, Any]:
-        failures, added = [], []
-        entries = body.get("params")
-        for entry in entries if isinstance(entries, list) else []:
-            entry = entry if isinstance(entry, dict) else {}
-            key = (str(entry.get("productKey")), str(entry.get("deviceKey")))
-            if self._signed(
-                key,
-                str(entry.get("clientId")),
-                str(entry.get("timestamp")),
-                entry.get("signMethod"),
-                entry.get("sign"),
-            ):
-                state.topology.add(key)
-                added.append(f"{key[0]}/{key[1]}")
-            else:
-                failures.append(f"{key[0]}/{key[1]}")
-        code, message = (1255, f"add topo failure, {failures}") if failures else (200, "")
-        self._event(kind="thing.topo.add", code=code, added=added, failed=failures)
-        return code, message, {}
-
-    def _login_batch(self, body: dict[str, Any], state: GatewayState) -> tuple[int, str, Any]:
-        params = body.get("params")
-        params = params if isinstance(params, dict) else {}
-        client_id = str(params.get("clientId", LOGIN_BATCH_CLIENT_ID))
-        timestamp = str(params.get("timestamp"))
-        if not is_ms_timestamp(timestamp):
-            message = f"Payload format error: timestamp {timestamp!r} is not epoch milliseconds"
-            self._event(kind="combine.login.batch", code=1220, message=message)
-            return 1220, message, {}
-        logged, failed, reasons = [], [], []
-        for entry in params.get("subDevices") or []:
-            entry = entry if isinstance(entry, dict) else {}
-            key = (str(entry.get("productKey")), str(entry.get("deviceKey")))
-            item = {"productKey": key[0], "deviceKey": key[1]}
-            if key not in self.registry and self.require_login:
-                reason = 705
-            elif key not in state.topology:
-                reason = 740
-            elif key in self.deny_login or not self._signed(
-                key, client_id, timestamp, params.get("signMethod"), entry.get("sign")
-            ):
-                reason = 742
-            elif key in self.disabled:
-                reason = 723
-            else:
-                state.online.add(key)
-                logged.append({**item, "assetId": f"asset-{key[1]}"})
-                continue
-            failed.append(item)
-            reasons.append(f"{key[0]}/{key[1]}: {reason}")
-        data = {"loginedSubDevices": logged, "failedSubDevices": failed}
-        code, message = (723, "; ".join(reasons)) if failed else (200, "")
-        self._event(
-            kind="combine.login.batch",
-            code=code,
-            logged=[f"{d['productKey']}/{d['deviceKey']}" for d in logged],
-            failed=reasons,
-        )
-        return code, message, data
-
-
-def _well_formed(element: Any) -> bool:
-    return (
-        isinstance(element, dict)
-        and isinstance(element.get("productKey"), str)
-        and isinstance(element.get("deviceKey"), str)
-        and isinstance(element.get("measurepoints"), dict)
-        and "time" in element
-    )

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from gatewayd.model import Sample
 from gatewayd.queue.store import read_stats
 from gatewayd.sim.broker import free_port
 from gatewayd.sim.hub import HubSimulator
 from tests.integration.test_metrics import scrape
+from tests.integration.test_uplink import HOUR_AGO_MS, prefill, rejected_rows
 from tests.support.brokers import FrontedBroker
 from tests.support.daemon import gateway_config, modbus_device, register, running
 from tests.support.modbus import KNOWN_POINTS, KnownModbusServer
@@ -124,3 +126,43 @@ async def test_a_refused_sub_device_login_names_the_device_and_cause(
     lines = [r.getMessage() for r in caplog.records if "sub_device_parked" in r.getMessage()]
     assert lines and "device=subPK/bad" in lines[0]
     assert code in lines[0] and cause in lines[0], lines[0]
+
+
+async def test_points_the_model_refuses_are_dead_lettered_naming_the_point(
+    tmp_path: Path, broker: FrontedBroker, hub: HubSimulator
+) -> None:
+    """The hub's model (derived from the config: P is an unscaled uint16, so an int) refuses a
+    string and an unreadable quality point sent as null; only those samples are set aside."""
+    points = [{"id": "P", "address": 0}, {"id": "Q", "address": 1, "quality": True}]
+    devices = [modbus_device("dev1", free_port(), 1, points, 1.0)]  # nothing listens: no polls
+    settings = gateway_config(tmp_path, broker.port, devices, forward={"batch_max_samples": 50})
+    bad = {7: {"P": "high"}, 30: {"P": 1, "Q": {"value": None, "quality": 3}}}
+    samples = [
+        Sample("subPK", "dev1", HOUR_AGO_MS + i * 1000, bad.get(i, {"P": i})) for i in range(60)
+    ]
+    await prefill(settings.queue.path, samples)
+    async with running(settings, hub) as daemon:
+        async with asyncio.timeout(30):
+            while daemon.forwarder.delivered + daemon.forwarder.rejected < 60:
+                daemon.forwarder.progress.clear()
+                await daemon.forwarder.progress.wait()
+    rows = rejected_rows(settings.queue.path)
+    assert [(code, (ts - HOUR_AGO_MS) // 1000) for ts, code, _ in rows] == [(1204, 7), (1204, 30)]
+    assert "'P'" in rows[0][2] and "'Q'" in rows[1][2] and "null" in rows[1][2]
+    assert hub.delivered_count() == 58
+
+
+async def test_skip_invalid_measurepoints_delivers_the_good_points(
+    tmp_path: Path, broker: FrontedBroker, hub: HubSimulator
+) -> None:
+    points = [{"id": "P", "address": 0}, {"id": "Q", "address": 1, "quality": True}]
+    devices = [modbus_device("dev1", free_port(), 1, points, 1.0)]
+    settings = gateway_config(
+        tmp_path, broker.port, devices, forward={"skip_invalid_measurepoints": True}
+    )
+    unreadable = {"P": 4, "Q": {"value": None, "quality": 3}}
+    await prefill(settings.queue.path, [Sample("subPK", "dev1", HOUR_AGO_MS, unreadable)])
+    async with running(settings, hub):
+        assert await asyncio.to_thread(hub.wait_for, lambda h: h.delivered_count() == 1, 20)
+    assert [d.points for d in hub.deliveries] == [{"P": 4}]
+    assert rejected_rows(settings.queue.path) == []

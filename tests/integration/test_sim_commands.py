@@ -16,7 +16,7 @@ from gatewayd.sim.broker import free_port
 from gatewayd.sim.hub import CONTROL_TOPIC
 from gatewayd.sim.modbus import meter_points
 from tests.support.brokers import FrontedBroker, wait_for_port
-from tests.support.daemon import gateway_config, modbus_device, running
+from tests.support.daemon import config_data, gateway_config, modbus_device, running, write_config
 from tests.support.raw_gateway import RawGateway
 
 Process = asyncio.subprocess.Process
@@ -149,3 +149,23 @@ async def test_sim_hub_without_secret_or_model_says_so_loudly(
     hub = await spawn("sim", "hub", "--port", str(broker.backend_port), "--listen", "127.0.0.1:0")
     warnings = [await line(hub.stderr), await line(hub.stderr)]
     assert "accepts ANY login" in warnings[0] and "any point id" in warnings[1]
+
+
+async def test_sim_hub_with_a_config_knows_its_gateway_devices_and_model(
+    tmp_path: Path, broker: FrontedBroker, spawn: Callable[..., Coroutine[Any, Any, Process]]
+) -> None:
+    modbus_port, front = free_port(), free_port()
+    await spawn("sim", "modbus", "--port", str(modbus_port), "--units", "1")
+    devices = [modbus_device("m1", modbus_port, 1, meter_points(), 0.2)]
+    data = config_data(tmp_path, front, devices, gateway={"device_secret": "from-the-file"})
+    config = write_config(tmp_path / "config.toml", data)
+    args = ("--port", str(broker.backend_port), "--listen", f"127.0.0.1:{front}")
+    hub = await spawn("sim", "hub", *args, "-c", str(config))
+    await stderr_until(hub, "hub simulator")
+    await asyncio.to_thread(wait_for_port, modbus_port)
+    settings = gateway_config(tmp_path, front, devices, gateway={"device_secret": "from-the-file"})
+    async with running(settings):
+        assert (await event(hub, "connect"))["accepted"]
+        assert (await event(hub, "thing.topo.add"))["added"] == ["subPK/m1"]
+        assert (await event(hub, "combine.login.batch"))["logged"] == ["subPK/m1"]
+        assert (await event(hub, "data"))["code"] == 200  # every meter point fits the model

@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 
 from gatewayd.sim.login import (
+    CONNECT,
     MAX_CONNECT_BYTES,
     ConnectPacket,
     LoginVerdict,
@@ -103,6 +104,8 @@ class AuthFront:
 async def read_first_packet(reader: asyncio.StreamReader) -> bytes:
     """The whole first MQTT packet, refusing one longer than any CONNECT needs to be."""
     data = await reader.readexactly(2)
+    if data[0] != CONNECT:  # not MQTT, or not a login: no need to wait for the rest
+        raise MalformedPacket(f"the first packet is not CONNECT (type byte {data[0]:#04x})")
     while (header := remaining_length(data)) is None:
         data += await reader.readexactly(1)
     length, header_bytes = header

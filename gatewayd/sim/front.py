@@ -70,6 +70,7 @@ class AuthFront:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._links.add(writer)
+        up_writer: asyncio.StreamWriter | None = None
         try:
             try:
                 async with asyncio.timeout(self.connect_timeout_s):
@@ -99,6 +100,8 @@ class AuthFront:
             await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
         finally:
             self._links.discard(writer)
+            if up_writer is not None:
+                self._links.discard(up_writer)
 
 
 async def read_first_packet(reader: asyncio.StreamReader) -> bytes:

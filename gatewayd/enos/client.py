@@ -60,6 +60,7 @@ class MqttSession:
         self.refused = ""
         self.refusals = 0
         self._refused_attempt = False  # network thread only: the last CONNECT was refused
+        self._refusal_reported = False  # event loop: the connection now ending was refused
         self.connected = asyncio.Event()
         #: The complement of `connected`, so that a waiter can await an outage too.
         self.disconnected = asyncio.Event()
@@ -243,6 +244,7 @@ class MqttSession:
     # --- event loop --------------------------------------------------------------------------
 
     def _connect_failed(self, reason: str = "") -> None:
+        self.refused = ""  # failing otherwise (unreachable, TLS) ends a streak of refusals
         self.connect_failures += 1
         self.last_connect_error = reason
         self.connect_failed.set()
@@ -271,6 +273,7 @@ class MqttSession:
                 text,
             )
         self.refused = reason
+        self._refusal_reported = True
         self.connect_failed.set()
 
     def _ready(self, failed: list[str]) -> None:
@@ -287,11 +290,12 @@ class MqttSession:
     def _connection_lost(self, reason: str) -> None:
         if self._was_connected:
             log.warning("uplink_lost reason=%r waiting_replies=%d", reason, len(self._pending))
-        elif self._client is not None and not self.refused:
+        elif self._client is not None and not self._refusal_reported:
             # Ended before it was ready (e.g. a client certificate refused after the TLS 1.3
             # handshake): that is a failed attempt, not an outage. (A refused CONNECT was
             # reported by _connect_refused already.)
             self._connect_failed(reason)
+        self._refusal_reported = False
         self._was_connected = False
         self.connected.clear()
         self.disconnected.set()

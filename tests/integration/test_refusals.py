@@ -166,3 +166,29 @@ async def test_skip_invalid_measurepoints_delivers_the_good_points(
         assert await asyncio.to_thread(hub.wait_for, lambda h: h.delivered_count() == 1, 20)
     assert [d.points for d in hub.deliveries] == [{"P": 4}]
     assert rejected_rows(settings.queue.path) == []
+
+
+async def test_an_unreachable_hub_after_refusals_is_not_called_a_refusal(
+    tmp_path: Path, broker: FrontedBroker, hub: HubSimulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = gateway_config(
+        tmp_path,
+        broker.port,
+        [modbus_device("dev1", free_port(), 1, KNOWN_POINTS, 1.0)],
+        gateway={"device_secret": "change-me"},
+        mqtt={"reconnect_min_s": 0.2, "reconnect_max_s": 0.4},
+    )
+    caplog.set_level(logging.INFO)
+    async with running(settings) as daemon:
+        assert await asyncio.to_thread(hub.wait_for, lambda h: len(h.logins) >= 2, 20)
+        assert daemon.session.refused == "not_authorised"
+        broker.stop()  # now nothing listens: unreachable, not refused
+        try:
+            async with asyncio.timeout(20):
+                while daemon.session.connect_failures == 0:
+                    daemon.session.connect_failed.clear()
+                    await daemon.session.connect_failed.wait()
+            assert daemon.session.refused == ""
+        finally:
+            broker.start()
+    assert any("uplink_connect_failed" in r.getMessage() for r in caplog.records)

@@ -52,7 +52,7 @@ from gatewayd.sim.hub_records import (
     LoginLog,
     RequestLog,
 )
-from gatewayd.sim.hub_requests import HubRequests, well_formed
+from gatewayd.sim.hub_requests import HubRequests
 from gatewayd.sim.login import ConnectPacket, LoginVerdict, check_login
 from gatewayd.sim.thing_model import ANY_TYPE, PointType, ThingModel
 
@@ -322,19 +322,12 @@ class HubSimulator(HubRequests):
         )
         n = len(params) if isinstance(params, list) else 0
         accepted: list[Delivery]
-        hits = [  # an injected refusal of a point comes before the model's verdict on it
-            faults.point_codes[p]
-            for element in (params if refusal is None and isinstance(params, list) else [])
-            if well_formed(element)
-            for p in element["measurepoints"]
-            if p in faults.point_codes
-        ]
         if refusal is not None:
             code, message, accepted = refusal.code, refusal.message, []
-        elif hits:
-            code, message, accepted = hits[0], "simulated refusal of a point", []
         else:
-            code, message, accepted = self._check_batch(method, params, flags, state)
+            code, message, accepted = self._check_batch(
+                method, params, flags, state, faults.point_codes
+            )
         if code == 200 and faults.reply_code != 200:
             code, message = faults.reply_code, "simulated failure"
         answered = None if faults.drop or faults.garbage else code

@@ -31,12 +31,18 @@ class HubRequests:
         raise NotImplementedError
 
     def _check_batch(
-        self, method: Any, params: Any, flags: tuple[bool, bool], state: GatewayState
+        self,
+        method: Any,
+        params: Any,
+        flags: tuple[bool, bool],
+        state: GatewayState,
+        point_codes: dict[str, int],
     ) -> tuple[int, str, list[Delivery]]:
+        """Format and time, then permission, of every element; then an injected refusal of a
+        point (`Faults.point_codes`); then the model. The first error fails the request."""
         if not isinstance(params, list) or not params:
             return 1206, "Measurepoint post data format error", []
         allow_offline, skip_invalid = flags
-        accepted: list[Delivery] = []
         for element in params:
             if not well_formed(element):
                 return 1206, "Measurepoint post data format error", []
@@ -48,6 +54,13 @@ class HubRequests:
                 or (allow_offline and key in state.topology and key not in self.disabled)
             ):
                 return 1212, f"No sub-device permission: {key[0]}/{key[1]}", []
+        for element in params:
+            hits = [point_codes[p] for p in element["measurepoints"] if p in point_codes]
+            if hits:
+                return hits[0], "simulated refusal of a point", []
+        accepted: list[Delivery] = []
+        for element in params:
+            key = (element["productKey"], element["deviceKey"])
             points = dict(element["measurepoints"])
             if self.models:
                 invalid = invalid_points(self.models.get(key[0], {}), points)

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import asdict
@@ -508,41 +507,42 @@ def sim_modbus(host: str, port: int, units: str) -> None:
 @sim.command("hub")
 @click.option("--host", default="127.0.0.1", show_default=True, help="MQTT broker host.")
 @click.option("--port", default=1883, show_default=True, help="MQTT broker port.")
+@click.option(
+    "--listen",
+    default="127.0.0.1:11883",
+    show_default=True,
+    help="HOST:PORT where gateways connect (the authenticating front; port 0: any free one).",
+)
+@click.option("--gateway-secret", help="Secret gateways must sign with (default: from -c).")
+@click.option(
+    "--model",
+    "model_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Thing model (TOML or JSON) to check points against (default: derived from -c).",
+)
 @click.option("--reply-code", default=200, show_default=True, help="Answer data requests so.")
 @config_option
-def sim_hub(host: str, port: int, reply_code: int, config: str | None) -> None:
-    """Play the EnOS hub on a broker: topology, logins and data requests; print each request.
+def sim_hub(
+    host: str,
+    port: int,
+    listen: str,
+    gateway_secret: str | None,
+    model_path: Path | None,
+    reply_code: int,
+    config: str | None,
+) -> None:
+    """Play the EnOS hub on a broker: logins, topology, data requests; print each as JSON.
 
-    With -c, the config's sub-devices are registered with their secrets and must log in
-    (1212 otherwise), as on the real hub. Without it, data for any sub-device is accepted.
+    Gateways connect to --listen; their CONNECT is checked (secure mode 2 sign with the gateway
+    secret; CONNACK 5 "not authorised" otherwise) and relayed to the broker. With -c, the
+    config's gateway, sub-devices (which must log in, 1212 otherwise) and a model derived from
+    its points are known, as on the real hub. Without them it says what it leaves unchecked.
     """
-    import threading
+    from gatewayd.sim.hub_cli import build_hub, parse_listen, serve
 
-    from gatewayd.sim.hub import HubSimulator
-
+    where = parse_listen(listen)
     settings = load_or_exit(config) if config else None
-    hub = HubSimulator(host, port, require_login=settings is not None)
-    for device in settings.devices if settings else []:
-        if device.device_secret is not None:
-            secret = device.device_secret.get_secret_value()
-            hub.register(device.product_key, device.device_key, secret)
+    setup_logging("INFO")
+    hub = build_hub(host, port, settings, gateway_secret, model_path, err_console)
     hub.set_faults(reply_code=reply_code)
-    hub.start()
-    err_console.print(f"hub simulator on {host}:{port}; control topic gatewayd-sim/hub/control")
-    seen = 0
-    stopped = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
-
-    def more(h: HubSimulator) -> bool:
-        return len(h.requests) > seen
-
-    try:
-        while not stopped.is_set():
-            hub.wait_for(more, timeout_s=1.0)
-            for request in hub.requests[seen:]:
-                click.echo(json.dumps(asdict(request)))
-            seen = len(hub.requests)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        hub.stop()
+    serve(hub, where, err_console)

@@ -43,6 +43,7 @@ from gatewayd.enos.protocol import (
     parse_command,
     parse_reply,
 )
+from gatewayd.enos.refusals import connack_refusal
 from gatewayd.enos.transport import disconnect_reason, no_delay, tls_context
 from gatewayd.errors import ReplyFormatError, ReplyTimeout, UplinkDown
 from gatewayd.logs import clip
@@ -70,6 +71,11 @@ class MqttSession:
         #: Set when a connection attempt fails (refused, TLS handshake, unreachable).
         self.connect_failed = asyncio.Event()
         self.last_connect_error = ""
+        #: Why the hub refuses our login ("" while it does not): a wrong secret never fixes itself.
+        self.refused = ""
+        self.refusals = 0
+        self._refused_attempt = False  # network thread only: the last CONNECT was refused
+        self._refusal_reported = False  # event loop: the connection now ending was refused
         self.connected = asyncio.Event()
         #: The complement of `connected`, so that a waiter can await an outage too.
         self.disconnected = asyncio.Event()
@@ -146,6 +152,7 @@ class MqttSession:
         errors = 0
         while not self._stopping.is_set():
             self._healthy = False
+            self._refused_attempt = False
             try:
                 self._connect_and_serve(client)
             except Exception as exc:
@@ -157,6 +164,8 @@ class MqttSession:
             delay = backoff_delay(
                 failures, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, random.random
             )
+            if self._refused_attempt:  # asking again at once cannot help: never a tight loop
+                delay = max(delay, self.cfg.reconnect_min_s)
             self._stopping.wait(delay)
 
     def _connect_and_serve(self, client: mqtt.Client) -> None:
@@ -264,7 +273,8 @@ class MqttSession:
         properties: Any,
     ) -> None:
         if reason.is_failure:
-            self._call(self._connect_refused, str(reason))
+            self._refused_attempt = True
+            self._call(self._connect_refused, int(reason.value), str(reason))
             return
         result, mid = client.subscribe([(topic, 1) for topic in self.topics])
         if result == mqtt.MQTT_ERR_SUCCESS:
@@ -308,6 +318,7 @@ class MqttSession:
             self.failed.set()
 
     def _connect_failed(self, reason: str = "") -> None:
+        self.refused = ""  # failing otherwise (unreachable, TLS) ends a streak of refusals
         self.connect_failures += 1
         self.last_connect_error = reason
         self.connect_failed.set()
@@ -320,15 +331,32 @@ class MqttSession:
                 reason,
             )
 
-    def _connect_refused(self, reason: str) -> None:
-        log.warning(
-            "uplink_refused host=%s port=%d reason=%r", self.cfg.host, self.cfg.port, reason
-        )
+    def _connect_refused(self, code: int, text: str) -> None:
+        """The hub answered CONNECT with a refusal: said once per streak (and when it changes)."""
+        reason, hint = connack_refusal(code)
+        self.refusals += 1
+        if reason != self.refused:
+            log.error(
+                "uplink_refused reason=%s hint=%r host=%s port=%d code=%d text=%r "
+                "note='readings stay queued; retried with backoff'",
+                reason,
+                hint,
+                self.cfg.host,
+                self.cfg.port,
+                code,
+                text,
+            )
+        self.refused = reason
+        self._refusal_reported = True
+        self.connect_failed.set()
 
     def _ready(self, failed: list[str]) -> None:
         if failed:
             log.error("uplink_subscribe_refused topics=%d reasons=%s", len(failed), failed)
         log.info("uplink_connected host=%s port=%d", self.cfg.host, self.cfg.port)
+        if self.refused:
+            log.info("uplink_accepted_after_refusals refusals=%d", self.refusals)
+            self.refused = ""
         self._was_connected = True
         self._silent_since = None
         self.disconnected.clear()
@@ -337,10 +365,12 @@ class MqttSession:
     def _connection_lost(self, reason: str) -> None:
         if self._was_connected:
             log.warning("uplink_lost reason=%r waiting_replies=%d", reason, len(self._pending))
-        elif self._client is not None:
+        elif self._client is not None and not self._refusal_reported:
             # Ended before it was ready (e.g. a client certificate refused after the TLS 1.3
-            # handshake): that is a failed attempt, not an outage.
+            # handshake): that is a failed attempt, not an outage. (A refused CONNECT was
+            # reported by _connect_refused already.)
             self._connect_failed(reason)
+        self._refusal_reported = False
         self._was_connected = False
         self.connected.clear()
         self.disconnected.set()

@@ -40,6 +40,7 @@ from gatewayd.enos.protocol import (
     topo_add_params,
     topo_topic,
 )
+from gatewayd.enos.refusals import login_refusal
 from gatewayd.errors import ReplyTimeout, UplinkDown
 from gatewayd.logs import clip
 from gatewayd.runtime.watchdog import Pulse
@@ -346,7 +347,7 @@ class Topology:
             self.online.add(key)
             self._unpark(key)
         for key in wanted - logged:
-            self.park(key, f"login refused: {reply.code} {clip(reply.message)}".strip())
+            self.park(key, login_refusal(reply.code, reply.message, key))
         log.info("sub_devices_logged_in ok=%d failed=%d", len(logged), len(wanted - logged))
 
     # --- commands from the hub -----------------------------------------------------------------

@@ -120,6 +120,8 @@ class Health:
             dropped_replies=dropped,
             parked=parked,
             uplink_stalls=self.session.stalls,
+            refused=self.session.refused,
+            refusals=self.session.refusals,
         )
 
     def refresh(self) -> Snapshot:
@@ -161,6 +163,8 @@ class Health:
 
     async def _write_state(self, s: Snapshot) -> None:
         uplink = "connected" if s.connected else "disconnected"
+        if s.refused and not s.connected:  # the hub refuses our login
+            uplink = f"refused: {s.refused}"
         if uplink != self._uplink:
             self._uplink, self._since_ms = uplink, now_ms()
         # On disk trouble the committer reports; the figures can wait for the next tick. Bounded:

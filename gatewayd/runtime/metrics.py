@@ -63,6 +63,12 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             "gatewayd_uplink_connected", "1 while the MQTT session is up", int(s.connected)
         )
+        yield GaugeMetricFamily(
+            "gatewayd_uplink_refused",
+            "1 while the hub refuses the gateway's login (see the log's uplink_refused hint)",
+            1 if s.refused else 0,
+        )
+        yield CounterMetricFamily("gatewayd_uplink_refusals", "Logins the hub refused", s.refusals)
         yield CounterMetricFamily("gatewayd_sent_samples", "Samples the hub confirmed", f.delivered)
         yield CounterMetricFamily("gatewayd_rejected_samples", "Samples dead-lettered", f.rejected)
         yield CounterMetricFamily(

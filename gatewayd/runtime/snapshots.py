@@ -70,6 +70,9 @@ class Snapshot:
     rate: float = 0.0
     #: Sessions declared dead for want of acknowledgements or replies, then reconnected.
     uplink_stalls: int = 0
+    #: Why the hub refuses our login ("" while it does not), and how often it did.
+    refused: str = ""
+    refusals: int = 0
     #: The queue's writer thread answered the last tick's figures request in time.
     writer_ok: bool = True
 

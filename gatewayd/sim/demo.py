@@ -1,7 +1,8 @@
 """`gatewayd demo`: the whole product on one machine in under a minute.
 
-Three simulated meters, an embedded MQTT broker, the hub simulator, and the real daemon whose
-uplink runs through a relay. The relay is cut for a while: polling goes on, the queue grows, and
+Three simulated meters, an embedded MQTT broker, the hub simulator (strict: it checks the
+gateway's login at its front and every point against the model the demo's config implies), and
+the real daemon whose uplink runs through a relay. The relay is cut for a while: polling goes on, the queue grows, and
 when the link returns the backlog drains to zero. At the end every reading is checked off at the
 hub by its per-meter sequence number.
 """
@@ -21,9 +22,11 @@ from gatewayd.config import build_config
 from gatewayd.queue.store import read_stats
 from gatewayd.runtime.daemon import Daemon
 from gatewayd.sim.broker import EmbeddedBroker
+from gatewayd.sim.front import AuthFront
 from gatewayd.sim.hub import HubSimulator
 from gatewayd.sim.modbus import ModbusSimulator, meter_points
 from gatewayd.sim.relay import Relay
+from gatewayd.sim.thing_model import model_from_settings
 
 UNITS = (1, 2, 3)
 BEFORE_OUTAGE_S = 6.0
@@ -80,16 +83,22 @@ async def run_demo(console: Console, outage_s: float = 10.0) -> int:
             modbus = ModbusSimulator(UNITS)
             modbus_port = await modbus.start()
             stack.push_async_callback(modbus.stop)
-            relay = Relay("127.0.0.1", broker.port)
-            await relay.start()
-            stack.push_async_callback(relay.stop)
             hub = HubSimulator("127.0.0.1", broker.port)
             await asyncio.to_thread(hub.start)
             stack.callback(hub.stop)
+            front = AuthFront("127.0.0.1", broker.port, hub.check_login)
+            await front.start()
+            stack.push_async_callback(front.stop)
+            relay = Relay("127.0.0.1", front.port)
+            await relay.start()
+            stack.push_async_callback(relay.stop)
 
             queue_path = Path(tmp) / "queue.db"
             settings = build_config(demo_config(queue_path, relay.port, modbus_port))
-            for device in settings.devices:  # created "in the cloud console"
+            gateway = settings.gateway  # created "in the cloud console", with its model
+            hub.register_gateway(gateway.product_key, gateway.device_key, gateway.secret())
+            hub.set_models(model_from_settings(settings))
+            for device in settings.devices:
                 assert device.device_secret is not None
                 hub.register(
                     device.product_key, device.device_key, device.device_secret.get_secret_value()

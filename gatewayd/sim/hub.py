@@ -1,22 +1,29 @@
 """An EnOS hub simulator: plays the hub's side of the gateway protocol on an MQTT broker.
 
-It is an ordinary MQTT client on the gateway's broker. It keeps what the hub keeps: a registry
-of sub-devices and their secrets, a topology and a login state per gateway, and optional thing
-models (the point ids a product defines). It answers as enos-protocol.md says the hub answers:
+It is an ordinary MQTT client on the gateway's broker; the gateway's own CONNECT is checked by
+its authenticating front (gatewayd/sim/front.py), which asks `check_login` (secure-mode-2 sign
+with the gateway's secret; CONNACK 5 "not authorised" otherwise). It keeps what the hub keeps:
+a registry of sub-devices and their secrets, a topology and a login state per gateway, and
+thing models (gatewayd/sim/thing_model.py). Every request's envelope is checked first
+(gatewayd/sim/hub_checks.py: 1008 size, 1251/1220 format and version, 1260 method), then:
 
-- `thing.topo.get/add` (signs checked; 1255 for unknown devices or bad signs),
-- `combine.login.batch` (740 not in topology, 742 bad sign, 723 disabled; partial failures),
-- measurement-point batches: 1206 for a malformed element, 1212 for a sub-device that is not
-  logged in through this gateway (unless `allowOfflineSubDevice`; a device outside the topology
-  is refused either way), 1204 for a point outside the model (unless `skipInvalidMeasurepoints`,
-  which drops just those points); the whole request fails with the first error.
+- `thing.topo.get/add` (signs checked with their `signMethod`; 1255 for unknown devices or bad
+  signs),
+- `combine.login.batch` (705 unknown, 740 not in topology, 742 bad sign, 723 disabled; partial
+  failures answer 723 with a per-device list),
+- measurement-point batches: 1206 for a malformed element or a seconds-range `time`, 1212 for a
+  sub-device that is not logged in through this gateway (unless `allowOfflineSubDevice`; a
+  device outside the topology is refused either way), 1204 for a point outside the model or a
+  value of the wrong type (unless `skipInvalidMeasurepoints`, which drops just those points);
+  the whole request fails with the first error.
 
 With `require_login=False` (open mode) it accepts data for any sub-device, for trying a config.
 It can be told to misbehave (`Faults`): force a code, drop replies, delay them, answer garbage.
 What it answered 200 for is what the hub stored (`deliveries`).
 
 Control from another process: publish JSON such as `{"reply_code": 1212}`, `{"drop": true}`
-or `{"kick": ["pk", "dk"]}` on `gatewayd-sim/hub/control`.
+or `{"kick": ["pk", "dk"]}` on `gatewayd-sim/hub/control`; the answer (`{"ok": true}`, or
+`{"ok": false, "error": ...}` for a message that is refused) comes on `.../control/reply`.
 """
 
 from __future__ import annotations
@@ -24,79 +31,42 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, replace
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gatewayd.enos.protocol import (
-    LOGIN_BATCH_CLIENT_ID,
     METHOD_DISABLE,
     METHOD_ENABLE,
     request,
     session_topic,
-    sign,
 )
+from gatewayd.sim.hub_checks import METHODS, Refusal, check_request, parse_control
+from gatewayd.sim.hub_records import (
+    Delivery,
+    Faults,
+    GatewayState,
+    LoginLog,
+    RequestLog,
+)
+from gatewayd.sim.hub_requests import HubRequests
+from gatewayd.sim.login import ConnectPacket, LoginVerdict, check_login
+from gatewayd.sim.thing_model import ANY_TYPE, PointType, ThingModel
 
 log = logging.getLogger(__name__)
 
 CONTROL_TOPIC = "gatewayd-sim/hub/control"
+CONTROL_REPLY_TOPIC = CONTROL_TOPIC + "/reply"
 Key = tuple[str, str]
-
-_MEASUREPOINT_METHODS = {
-    "measurepoint/post/batch": "thing.measurepoint.post.batch",
-    "measurepoint/resume/batch": "thing.measurepoint.resume.batch",
-}
+#: `set_model(pk, ids)` without types: any value is accepted for these ids.
+ANY = PointType(ANY_TYPE)
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One sample the hub accepted."""
-
-    method: str
-    product_key: str
-    device_key: str
-    ts_ms: int
-    points: dict[str, Any]
-    #: When the hub accepted it (wall clock, seconds), to measure how far behind the drain ran.
-    received_s: float = field(default_factory=time.time)
-
-
-@dataclass(frozen=True)
-class RequestLog:
-    """One request the hub saw, and how it answered (None: no answer)."""
-
-    topic: str
-    request_id: str
-    method: str
-    samples: int
-    code: int | None
-    flags: tuple[bool, bool] = (False, False)
-
-
-@dataclass
-class Faults:
-    """What the simulator should do with the next requests."""
-
-    reply_code: int = 200  # anything but 200 replaces the answer to data requests
-    drop: bool = False
-    garbage: bool = False
-    delay_s: float = 0.0
-    #: Refuse any batch with an element carrying this point id, with this code (e.g. 1206).
-    point_codes: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class GatewayState:
-    topology: set[Key] = field(default_factory=set)
-    online: set[Key] = field(default_factory=set)
-
-
-class HubSimulator:
-    """Connect with `start()`; register devices; read `deliveries` and `requests`."""
+class HubSimulator(HubRequests):
+    """Connect with `start()`; register devices; read `deliveries`, `requests` and `logins`."""
 
     def __init__(
         self,
@@ -105,9 +75,13 @@ class HubSimulator:
         client_id: str = "gatewayd-hub-sim",
         require_login: bool = True,
         keep_deliveries: bool = True,
+        model: ThingModel | None = None,
+        gateway_secrets: Mapping[Key, str] | None = None,
     ) -> None:
         """`keep_deliveries=False` only counts what was stored (`delivered_samples`), for
-        benchmarks that push millions of samples through."""
+        benchmarks that push millions of samples through. `model`: the thing models to check
+        data against (none: any point is accepted). `gateway_secrets`: the gateways whose
+        CONNECT the front accepts (None: any login is accepted unchecked)."""
         self.host = host
         self.port = port
         self.require_login = require_login
@@ -115,14 +89,18 @@ class HubSimulator:
         self.delivered_samples = 0
         self.faults = Faults()
         self.registry: dict[Key, str] = {}
-        self.models: dict[str, set[str]] = {}
+        self.gateway_secrets = dict(gateway_secrets) if gateway_secrets is not None else None
+        self.models: ThingModel = {pk: dict(points) for pk, points in (model or {}).items()}
         self.disabled: set[Key] = set()
         #: Sub-devices whose logins fail (742) although they are in the topology.
         self.deny_login: set[Key] = set()
         self.gateways: dict[Key, GatewayState] = {}
         self.deliveries: list[Delivery] = []
         self.requests: list[RequestLog] = []
+        self.logins: list[LoginLog] = []
         self.command_replies: list[dict[str, Any]] = []
+        #: Called with every login, topology, session and data event (the CLI prints them).
+        self.on_event: Callable[[dict[str, Any]], None] | None = None
         self._cond = threading.Condition()
         self._ready = threading.Event()
         self._timers: list[threading.Timer] = []
@@ -155,10 +133,22 @@ class HubSimulator:
         with self._cond:
             self.registry[(product_key, device_key)] = secret
 
-    def set_model(self, product_key: str, point_ids: set[str]) -> None:
-        """Define the points a product's thing model has; others are refused with 1204."""
+    def register_gateway(self, product_key: str, device_key: str, secret: str) -> None:
+        """Make a gateway known: from now on only signed logins are accepted at the front."""
         with self._cond:
-            self.models[product_key] = set(point_ids)
+            if self.gateway_secrets is None:
+                self.gateway_secrets = {}
+            self.gateway_secrets[(product_key, device_key)] = secret
+
+    def set_model(self, product_key: str, point_ids: set[str]) -> None:
+        """Define the point ids of a product's model (any value type); others get 1204."""
+        with self._cond:
+            self.models[product_key] = {point: ANY for point in point_ids}
+
+    def set_models(self, model: ThingModel) -> None:
+        """Define (or replace) the typed models of the products in `model`."""
+        with self._cond:
+            self.models.update({pk: dict(points) for pk, points in model.items()})
 
     def set_faults(self, **changes: Any) -> None:
         with self._cond:
@@ -196,6 +186,26 @@ class HubSimulator:
         with self._cond:
             return set(self.gateways.get(gateway, GatewayState()).online)
 
+    def check_login(self, connect: ConnectPacket) -> LoginVerdict:
+        """The front's judge: the hub's verdict on a device's MQTT CONNECT (recorded)."""
+        with self._cond:
+            verdict = check_login(connect, self.gateway_secrets)
+            self.logins.append(LoginLog(verdict.device, verdict.code, verdict.reason))
+            device = "/".join(verdict.device) if verdict.device else connect.username
+            self._event(
+                kind="connect",
+                device=device,
+                code=verdict.code,
+                accepted=verdict.accepted,
+                reason=verdict.reason,
+            )
+            self._cond.notify_all()
+        return verdict
+
+    def _event(self, **event: Any) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
     # --- paho thread ---------------------------------------------------------------------------
 
     def _on_connect(
@@ -215,55 +225,68 @@ class HubSimulator:
         if topic == CONTROL_TOPIC:
             self._control(payload)
             return
-        try:
-            body: Any = json.loads(payload)
-        except ValueError:
-            body = None
         if topic.endswith("_reply"):
-            if "/combine/" in topic and isinstance(body, dict):
-                with self._cond:
-                    self.command_replies.append({"topic": topic, **body})
-                    self._cond.notify_all()
+            if "/combine/" in topic:
+                try:
+                    body = json.loads(payload)
+                except ValueError:
+                    body = None
+                if isinstance(body, dict):
+                    with self._cond:
+                        self.command_replies.append({"topic": topic, **body})
+                        self._cond.notify_all()
             return
         parts = topic.split("/")
         if parts[1:2] == ["sys"] and len(parts) > 5:  # /sys/{pk}/{dk}/thing/<operation>
-            self._answer(topic, (parts[2], parts[3]), "/".join(parts[5:]), body)
+            self._answer(topic, (parts[2], parts[3]), "/".join(parts[5:]), payload)
         elif (
             parts[1:3] == ["ext", "session"] and len(parts) > 6
         ):  # /ext/session/{pk}/{dk}/combine/<op>
-            self._answer(topic, (parts[3], parts[4]), "/".join(parts[6:]), body)
+            self._answer(topic, (parts[3], parts[4]), "/".join(parts[6:]), payload)
 
     def _control(self, payload: bytes) -> None:
+        """Apply a control message, or refuse it loudly: nothing half-understood is taken."""
         try:
-            command = json.loads(payload)
-            kick = command.pop("kick", None)
+            changes, kick = parse_control(payload)
+        except ValueError as exc:
+            log.error("hub_sim_control_refused error=%r payload=%r", str(exc), payload[:200])
+            answer: dict[str, Any] = {"ok": False, "error": str(exc)}
+        else:
             if kick:
                 self.kick(*kick)
-            if command:
-                self.set_faults(**command)
-        except (ValueError, TypeError, AttributeError) as exc:
-            log.warning("hub_sim_bad_control error=%r", str(exc))
+            if changes:
+                self.set_faults(**changes)
+            log.info("hub_sim_control_applied changes=%s kick=%s", changes, kick)
+            answer = {"ok": True, "faults": asdict(self.faults)}
+        with self._cond:
+            self._event(kind="control", **answer)
+        self._client.publish(CONTROL_REPLY_TOPIC, json.dumps(answer), qos=1)
 
-    def _answer(self, topic: str, gateway: Key, operation: str, body: Any) -> None:
-        request_id = str(body.get("id")) if isinstance(body, dict) and "id" in body else ""
+    def _answer(self, topic: str, gateway: Key, operation: str, payload: bytes) -> None:
+        if operation not in METHODS:
+            return  # not a request this simulator plays
+        body, refusal = check_request(operation, payload)
+        request_id = str(body["id"]) if body and isinstance(body.get("id"), str) else ""
+        is_data = operation.startswith("measurepoint/")
         with self._cond:
             state = self.gateways.setdefault(gateway, GatewayState())
             faults = replace(self.faults)
-            is_data = operation in _MEASUREPOINT_METHODS
-            data: Any
-            if not isinstance(body, dict) or not request_id:
-                code, message, data = 1220, "Payload format error", {}
-            elif is_data:
-                code, message, data = self._data(topic, operation, body, state, faults)
+            data: Any = {}
+            if is_data:
+                code, message = self._data(topic, operation, body, refusal, state, faults)
+            elif refusal is not None:
+                code, message = refusal.code, refusal.message
+                self._event(kind=METHODS[operation], code=code, message=message)
             elif operation == "topo/get":
                 code, message = 200, ""
                 data = [{"productKey": pk, "deviceKey": dk} for pk, dk in sorted(state.topology)]
+                self._event(kind="thing.topo.get", code=code, devices=len(data))
             elif operation == "topo/add":
+                assert body is not None
                 code, message, data = self._topo_add(body, state)
-            elif operation == "login/batch":
-                code, message, data = self._login_batch(body, state)
             else:
-                return  # not a request this simulator plays
+                assert body is not None
+                code, message, data = self._login_batch(body, state)
             self._cond.notify_all()
         if not request_id or (faults.drop and is_data):
             return
@@ -282,8 +305,15 @@ class HubSimulator:
             self._client.publish(topic + "_reply", reply, qos=1)
 
     def _data(
-        self, topic: str, operation: str, body: dict[str, Any], state: GatewayState, faults: Faults
-    ) -> tuple[int, str, Any]:
+        self,
+        topic: str,
+        operation: str,
+        body: dict[str, Any] | None,
+        refusal: Refusal | None,
+        state: GatewayState,
+        faults: Faults,
+    ) -> tuple[int, str]:
+        body = body or {}
         method = body.get("method")
         params = body.get("params")
         flags = (
@@ -291,17 +321,13 @@ class HubSimulator:
             body.get("skipInvalidMeasurepoints") is True,
         )
         n = len(params) if isinstance(params, list) else 0
-        code, message, accepted = self._check_batch(operation, method, params, flags, state)
-        if code == 200 and faults.point_codes and isinstance(params, list):
-            for element in params:
-                hits = [
-                    faults.point_codes[p]
-                    for p in element["measurepoints"]
-                    if p in faults.point_codes
-                ]
-                if hits:
-                    code, message, accepted = hits[0], "simulated refusal of a point", []
-                    break
+        accepted: list[Delivery]
+        if refusal is not None:
+            code, message, accepted = refusal.code, refusal.message, []
+        else:
+            code, message, accepted = self._check_batch(
+                method, params, flags, state, faults.point_codes
+            )
         if code == 200 and faults.reply_code != 200:
             code, message = faults.reply_code, "simulated failure"
         answered = None if faults.drop or faults.garbage else code
@@ -309,108 +335,8 @@ class HubSimulator:
             self.delivered_samples += len(accepted)
             if self.keep_deliveries:
                 self.deliveries.extend(accepted)
-        self.requests.append(
-            RequestLog(topic, str(body.get("id")), str(method), n, answered, flags)
-        )
-        return code, message, {}
-
-    def _check_batch(
-        self,
-        operation: str,
-        method: Any,
-        params: Any,
-        flags: tuple[bool, bool],
-        state: GatewayState,
-    ) -> tuple[int, str, list[Delivery]]:
-        if method != _MEASUREPOINT_METHODS[operation]:
-            return 1260, "Methods not consistent", []
-        if not isinstance(params, list) or not params:
-            return 1206, "Measurepoint post data format error", []
-        allow_offline, skip_invalid = flags
-        accepted: list[Delivery] = []
-        for element in params:
-            if not _well_formed(element):
-                return 1206, "Measurepoint post data format error", []
-            key = (element["productKey"], element["deviceKey"])
-            if self.require_login and not (
-                key in state.online
-                or (allow_offline and key in state.topology and key not in self.disabled)
-            ):
-                return 1212, f"No sub-device permission: {key[0]}/{key[1]}", []
-            points = dict(element["measurepoints"])
-            model = self.models.get(key[0])
-            if model is not None and not set(points) <= model:
-                if not skip_invalid:
-                    unknown = sorted(set(points) - model)
-                    return 1204, f"Model validate failed: {unknown}", []
-                points = {k: v for k, v in points.items() if k in model}
-            accepted.append(Delivery(str(method), key[0], key[1], element["time"], points))
-        return 200, "", accepted
-
-    def _signed(self, key: Key, client_id: str, timestamp: str, signature: Any) -> bool:
-        if not self.require_login and key not in self.registry:
-            return True  # open mode: any sub-device is welcome
-        secret = self.registry.get(key)
-        if secret is None or not isinstance(signature, str):
-            return False
-        fields = {
-            "clientId": client_id,
-            "deviceKey": key[1],
-            "productKey": key[0],
-            "timestamp": timestamp,
-        }
-        return sign(fields, secret).upper() == signature.upper()
-
-    def _topo_add(self, body: dict[str, Any], state: GatewayState) -> tuple[int, str, Any]:
-        failures = []
-        for entry in body.get("params") or []:
-            key = (str(entry.get("productKey")), str(entry.get("deviceKey")))
-            if self._signed(
-                key, str(entry.get("clientId")), str(entry.get("timestamp")), entry.get("sign")
-            ):
-                state.topology.add(key)
-            else:
-                failures.append(f"{key[0]}/{key[1]}")
-        if failures:
-            return 1255, f"add topo failure, {failures}", {}
-        return 200, "", {}
-
-    def _login_batch(self, body: dict[str, Any], state: GatewayState) -> tuple[int, str, Any]:
-        params = body.get("params") or {}
-        client_id = str(params.get("clientId", LOGIN_BATCH_CLIENT_ID))
-        timestamp = str(params.get("timestamp"))
-        logged, failed, reasons = [], [], []
-        for entry in params.get("subDevices") or []:
-            key = (str(entry.get("productKey")), str(entry.get("deviceKey")))
-            item = {"productKey": key[0], "deviceKey": key[1]}
-            if key not in self.registry and self.require_login:
-                reason = 705
-            elif key not in state.topology:
-                reason = 740
-            elif key in self.deny_login or not self._signed(
-                key, client_id, timestamp, entry.get("sign")
-            ):
-                reason = 742
-            elif key in self.disabled:
-                reason = 723
-            else:
-                state.online.add(key)
-                logged.append({**item, "assetId": f"asset-{key[1]}"})
-                continue
-            failed.append(item)
-            reasons.append(f"{key[0]}/{key[1]}: {reason}")
-        data = {"loginedSubDevices": logged, "failedSubDevices": failed}
-        if failed:
-            return 723, "; ".join(reasons), data
-        return 200, "", data
-
-
-def _well_formed(element: Any) -> bool:
-    return (
-        isinstance(element, dict)
-        and isinstance(element.get("productKey"), str)
-        and isinstance(element.get("deviceKey"), str)
-        and isinstance(element.get("measurepoints"), dict)
-        and isinstance(element.get("time"), int)
-        and not isinstance(element.get("time"), bool)
-    )
+        entry = RequestLog(topic, str(body.get("id")), str(method), n, answered, flags)
+        self.requests.append(entry)
+        if self.on_event is not None:
+            self._event(kind="data", **asdict(entry), message=message)
+        return code, message

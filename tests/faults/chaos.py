@@ -40,9 +40,9 @@ from pymodbus.constants import ExcCodes
 from gatewayd.sim.hub import HubSimulator
 from gatewayd.sim.modbus import ModbusSimulator, meter_points
 from gatewayd.sim.relay import Relay
-from tests.support.brokers import Broker
+from tests.support.brokers import FrontedBroker as Broker
 from tests.support.child import Child
-from tests.support.daemon import config_data, modbus_device, write_config
+from tests.support.daemon import config_data, modbus_device, register_file, write_config
 
 METERS = (1, 2, 3)
 #: A meter whose sub-device the hub refuses for the whole round (it is parked for good).
@@ -178,7 +178,8 @@ class ChaosRig:
         self.log_path = workdir / "gatewayd.log"
         self.meters = ModbusSimulator(unit_ids=(*METERS, PARKED_METER))
         self.relay = Relay("127.0.0.1", broker.port)
-        self.hub = HubSimulator("127.0.0.1", broker.port)
+        self.hub = HubSimulator("127.0.0.1", broker.backend_port)
+        broker.judge = self.hub.check_login  # the strict hub checks the gateway's CONNECT
         self.books = Books()
         self.child: Child | None = None
         self._broker_lock = asyncio.Lock()
@@ -296,11 +297,11 @@ class ChaosRig:
         await self.meters.start()
         relay_port = await self.relay.start()
         await asyncio.to_thread(self.hub.start)
-        for uid in (*METERS, PARKED_METER):
-            self.hub.register("subPK", f"m{uid}", f"secret-of-m{uid}")
-        self.hub.deny_login.add(("subPK", f"m{PARKED_METER}"))
+        config = self._config(relay_port)
+        register_file(self.hub, config)  # gateway, sub-devices and model, as in the console
+        self.hub.deny_login.add(("subPK", f"m{PARKED_METER}"))  # parked for good
         self.child = Child(
-            self._config(relay_port),
+            config,
             self.workdir / "notify.sock",
             log_path=self.log_path,
             log_level="INFO",

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.faults.chaos import FAULT_KINDS, KILL_WINDOW_S, ChaosRig, Report, write_report
-from tests.support.brokers import Broker
+from tests.support.brokers import FrontedBroker as Broker
 
 #: Readings one kill may take with it: the open group and a poll in progress, per meter.
 PER_KILL_PER_METER = KILL_WINDOW_S / 0.2 + 1

@@ -22,7 +22,7 @@ from gatewayd.sim.hub import HubSimulator
 from gatewayd.sim.modbus import ModbusSimulator, meter_points
 from tests.support.brokers import Broker
 from tests.support.child import Child
-from tests.support.daemon import config_data, modbus_device, write_config
+from tests.support.daemon import config_data, modbus_device, register_file, write_config
 
 INTERVAL_S = 0.05
 COMMIT_MS = 50
@@ -71,8 +71,8 @@ async def run_kills(
     tmp_path: Path, broker: Broker, hub: HubSimulator, meter: ModbusSimulator, kills: int, seed: int
 ) -> None:
     rng = random.Random(seed)
-    hub.register("subPK", "m1", "secret-of-m1")
     config = kill_config(tmp_path, broker.port, meter.port)
+    register_file(hub, config)
     db = tmp_path / "q.db"
     child = Child(config, tmp_path / "notify.sock")
     committed: set[tuple[str, int]] = set()

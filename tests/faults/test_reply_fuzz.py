@@ -32,9 +32,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from gatewayd.sim.broker import free_port
 from gatewayd.sim.hub import HubSimulator
 from gatewayd.sim.modbus import ModbusSimulator, meter_points
-from tests.support.brokers import Broker
+from tests.support.brokers import FrontedBroker as Broker
 from tests.support.child import Child
-from tests.support.daemon import config_data, modbus_device, write_config
+from tests.support.daemon import config_data, modbus_device, register_file, write_config
 
 REQUESTS = "/sys/gwPK/gw001/thing/measurepoint/+/batch"
 
@@ -154,7 +154,6 @@ def fuzzed_reply(draw: st.DrawFn, request_id: str) -> bytes:
 def test_fuzzed_replies_never_delete_and_never_stop_the_daemon(
     tmp_path: Path, broker: Broker, hub: HubSimulator, meter: ModbusSimulator
 ) -> None:
-    hub.register("subPK", "m1", "secret-of-m1")
     hub.set_faults(drop=True)  # the hub answers topology and logins, never data
     metrics_port = free_port()
     db = tmp_path / "queue.db"
@@ -167,9 +166,10 @@ def test_fuzzed_replies_never_delete_and_never_stop_the_daemon(
         queue={"path": str(db), "commit_interval_ms": 50},
     )
     config = write_config(tmp_path / "config.toml", data)
+    register_file(hub, config)
     child = Child(config, tmp_path / "notify.sock", log_path=tmp_path / "gatewayd.log")
     loop = asyncio.new_event_loop()
-    fuzzer = Fuzzer(broker.port)
+    fuzzer = Fuzzer(broker.backend_port)
     metrics = Metrics(metrics_port)
     try:
         loop.run_until_complete(child.start())

@@ -20,6 +20,7 @@ from tests.support.brokers import Broker
 from tests.support.daemon import (
     config_data,
     modbus_device,
+    register_file,
     start_gatewayd,
     stop_gatewayd,
     write_config,
@@ -64,8 +65,8 @@ class NotifySocket:
 async def test_ready_watchdog_status_and_a_second_signal(
     tmp_path: Path, broker: Broker, hub: HubSimulator, known_modbus: KnownModbusServer
 ) -> None:
-    hub.register("subPK", "dev1", "secret-of-dev1")
     config = service_config(tmp_path, broker, known_modbus.port)
+    register_file(hub, config)
     notify = NotifySocket(tmp_path / "notify.sock")
     env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "WATCHDOG_USEC": "1000000"}
     proc = await start_gatewayd("run", "-c", str(config), env=env)
@@ -131,9 +132,9 @@ def test_the_unit_file_verifies(tmp_path: Path) -> None:
 async def test_sighup_adds_a_device_and_refuses_a_broken_config(
     tmp_path: Path, broker: Broker, hub: HubSimulator, known_modbus: KnownModbusServer
 ) -> None:
-    for unit in (1, 2):
-        hub.register("subPK", f"dev{unit}", f"secret-of-dev{unit}")
     config = service_config(tmp_path, broker, known_modbus.port, units=(1,))
+    register_file(hub, config)
+    hub.register("subPK", "dev2", "secret-of-dev2")  # created ahead of its SIGHUP
     proc = await start_gatewayd("run", "-c", str(config))
 
     def seen(device: str, after: int = 0):  # type: ignore[no-untyped-def]

@@ -17,6 +17,7 @@ from tests.support.daemon import (
     config_data,
     gateway_config,
     modbus_device,
+    register_file,
     running,
     start_gatewayd,
     stop_gatewayd,
@@ -169,7 +170,7 @@ async def test_gatewayd_run_as_a_process_delivers_and_stops_on_sigterm(
         gateway={"device_secret": "Zq-7-secret"},
     )
     config = write_config(tmp_path / "config.toml", data)
-    hub.register("subPK", "dev1", "secret-of-dev1")
+    register_file(hub, config)
     proc = await start_gatewayd("run", "-c", str(config))
     try:
         await wait_hub(hub, lambda h: len(h.deliveries) >= 5)

@@ -246,7 +246,7 @@ async def test_a_backlog_that_ages_while_it_drains_goes_in_full_batches(
     n, batch = 6000, 500
     now_ms = int(time.time() * 1000)
     start = now_ms - 60_000 - 1000  # the first 1,000 rows are past live_max_age_s = 60
-    backlog = [Sample("subPK", "m1", start + i, {"Seq": i}) for i in range(n)]
+    backlog = [Sample("subPK", "m1", start + i, {"P": i}) for i in range(n)]  # P: the model's
     settings = config(tmp_path, broker, silent_devices("m1"), batch_max_samples=batch)
     await prefill(settings.queue.path, backlog)
     async with running(settings, hub) as daemon:

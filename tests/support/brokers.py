@@ -1,15 +1,26 @@
-"""MQTT brokers the tests can stop and restart: mosquitto, or in-process amqtt where it is missing."""
+"""MQTT brokers the tests can stop and restart: mosquitto, or in-process amqtt where it is missing.
+
+`make_broker` puts the hub simulator's authenticating front (gatewayd/sim/front.py) before the
+broker, as the real hub has one: `port` is where gateways connect (their CONNECT is checked
+by `judge`, which the `hub` fixture sets to the simulator's), `backend_port` is the bare broker
+that the simulator itself and the tests' own tools use.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from gatewayd.sim.broker import EmbeddedBroker, free_port
+from gatewayd.sim.front import AuthFront, ThreadedFront
+from gatewayd.sim.login import ConnectPacket, LoginVerdict, check_login
 from gatewayd.sim.mosquitto import MosquittoBroker, wait_for_port
+
+__all__ = ["Broker", "FrontedBroker", "MosquittoBroker", "make_broker", "wait_for_port"]
 
 
 class Broker(Protocol):
@@ -48,7 +59,37 @@ class ThreadedAmqttBroker:
         self._loop = None
 
 
-def make_broker(workdir: Path) -> Broker:
-    if shutil.which("mosquitto"):
-        return MosquittoBroker(workdir)
-    return ThreadedAmqttBroker(workdir)
+class FrontedBroker:
+    """A broker behind the authenticating front; stop() and start() take both down and up
+    (same ports), so a stopped broker refuses connections as a dead hub does."""
+
+    def __init__(self, backend: Broker) -> None:
+        self.backend = backend
+        self.backend_port = backend.port
+        #: Until a hub simulator takes over, any well-formed login is let in.
+        self.judge: Callable[[ConnectPacket], LoginVerdict] = lambda c: check_login(c, None)
+        self._front = ThreadedFront(AuthFront("127.0.0.1", backend.port, self._judge))
+        self.port = 0
+
+    def _judge(self, connect: ConnectPacket) -> LoginVerdict:
+        return self.judge(connect)
+
+    def start(self) -> None:
+        self.backend.start()
+        self.port = self._front.start()
+
+    def stop(self) -> None:
+        self._front.stop()
+        self.backend.stop()
+
+    def close(self) -> None:
+        self.stop()
+        self._front.close()
+
+
+def make_broker(workdir: Path) -> FrontedBroker:
+    backend: Broker
+    backend = (
+        MosquittoBroker(workdir) if shutil.which("mosquitto") else ThreadedAmqttBroker(workdir)
+    )
+    return FrontedBroker(backend)

@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from gatewayd.config import Settings, build_config
+from gatewayd.config import Settings, build_config, load_config
 from gatewayd.runtime.daemon import Daemon
 from gatewayd.sim.hub import HubSimulator
+from gatewayd.sim.thing_model import model_from_settings
 
 
 def config_data(
@@ -88,10 +89,19 @@ def modbus_device(
 
 
 def register(hub: HubSimulator, settings: Settings) -> None:
-    """Create the config's sub-devices on the hub, as an operator does in the console."""
+    """Create the config's gateway, sub-devices and their products' models on the hub, as an
+    operator does in the console (the hub then checks the gateway's login and every point)."""
+    gateway = settings.gateway
+    hub.register_gateway(gateway.product_key, gateway.device_key, gateway.secret())
+    hub.set_models(model_from_settings(settings))
     for device in settings.devices:
         assert device.device_secret is not None
         hub.register(device.product_key, device.device_key, device.device_secret.get_secret_value())
+
+
+def register_file(hub: HubSimulator, config: Path) -> None:
+    """`register` for a config file, as `gatewayd run -c` reads it."""
+    register(hub, load_config(config))
 
 
 @contextlib.asynccontextmanager

@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -153,16 +154,31 @@ def poll(config: str | None, device_name: str | None) -> None:
     not be read with the reason. Exits 1 if any device fails or any configured point is missing.
     """
     settings = load_or_exit(config)
-    setup_logging("ERROR")  # what went wrong is printed per device and point below
     devices = [d for d in settings.devices if device_name in (None, d.name)]
     if device_name and not devices:
         known = ", ".join(d.name for d in settings.devices) or "none"
         fail(f"no device named {device_name!r} (configured: {known})", 2)  # a usage error
     if not devices:
         fail("no devices configured")
-    problems = asyncio.run(_poll_once(devices))
+    with quiet_logs():  # what went wrong is printed per device and point below
+        problems = asyncio.run(_poll_once(devices))
     if problems:
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def quiet_logs() -> Iterator[None]:
+    """For `poll`: no log lines beside the printed results (pymodbus's none at all); the
+    levels are put back after, so a caller in the same process keeps its logging."""
+    quiet = {"pymodbus": logging.CRITICAL + 1, "gatewayd": logging.ERROR}
+    saved = {name: logging.getLogger(name).level for name in quiet}
+    for name, level in quiet.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 async def _poll_once(devices: list[Any]) -> int:

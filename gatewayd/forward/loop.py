@@ -108,6 +108,11 @@ class Forwarder:
         return self.handler.rejected
 
     @property
+    def storms(self) -> int:
+        """Batches whose refusals were put down to the hub (see replies.py)."""
+        return self.handler.storms
+
+    @property
     def replies(self) -> dict[str, int]:
         """Replies by code ("timeout" and "no_connection" for the requests that got none)."""
         return self.handler.replies

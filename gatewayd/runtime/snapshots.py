@@ -103,7 +103,7 @@ def forwarder_stats(f: Forwarder) -> ForwarderStats:
         rejected=f.rejected,
         inflight=f.inflight,
         replies=tuple(sorted(f.replies.items())),
-        storms=f.handler.storms,
+        storms=f.storms,
     )
 
 

@@ -39,7 +39,7 @@ async def test_a_wrong_gateway_secret_is_refused_and_handled(
         tmp_path,
         broker.port,
         devices,
-        gateway={"device_secret": "change-me"},  # the hub knows gw-secret
+        gateway={"device_secret": "an-old-secret"},  # the hub knows gw-secret
         mqtt={"reconnect_min_s": 0.2, "reconnect_max_s": 0.8},
         metrics={"listen": f"127.0.0.1:{metrics_port}"},
     )
@@ -51,7 +51,7 @@ async def test_a_wrong_gateway_secret_is_refused_and_handled(
         assert refused, "the hub never refused the gateway six times"
         assert not daemon.session.connected.is_set()
         await daemon.health.tick()
-        assert daemon.health.pending > 0  # readings keep being queued
+        assert daemon.health.snapshot.queue.pending > 0  # readings keep being queued
         metrics = await asyncio.to_thread(scrape, metrics_port)
     attempts = [x.at for x in hub.logins]
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
@@ -175,7 +175,7 @@ async def test_an_unreachable_hub_after_refusals_is_not_called_a_refusal(
         tmp_path,
         broker.port,
         [modbus_device("dev1", free_port(), 1, KNOWN_POINTS, 1.0)],
-        gateway={"device_secret": "change-me"},
+        gateway={"device_secret": "an-old-secret"},
         mqtt={"reconnect_min_s": 0.2, "reconnect_max_s": 0.4},
     )
     caplog.set_level(logging.INFO)

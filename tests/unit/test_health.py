@@ -21,6 +21,9 @@ class Uplink:
     def __init__(self) -> None:
         self.connected = asyncio.Event()
         self.dropped_replies = 0
+        self.stalls = 0
+        self.refused = ""
+        self.refusals = 0
 
 
 class Sender:
@@ -29,6 +32,7 @@ class Sender:
         self.rejected = 0
         self.inflight = 0
         self.replies: dict[str, int] = {}
+        self.storms = 0
 
 
 class Hub:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -77,3 +78,30 @@ class DiskReserve:
             self.size,
         )
         return True
+
+
+class SpaceKeeper:
+    """Store's side of a full disk: a WAL that fits in the reserve, and pages handed back."""
+
+    conn: sqlite3.Connection
+
+    def limit_wal(self, max_wal_bytes: int) -> None:
+        """Checkpoint automatically once the WAL holds `max_wal_bytes` (or less: connect())."""
+        page = self.conn.execute("PRAGMA page_size").fetchone()[0]
+        current = self.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        pages = max(16, min(current, max_wal_bytes // page))
+        self.conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the file and truncate it (best effort: a full disk may refuse)."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def give_back_pages(self, keep_free_bytes: int) -> None:
+        """Hand free pages beyond `keep_free_bytes` back to the file system (for the reserve)."""
+        free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+        page = self.conn.execute("PRAGMA page_size").fetchone()[0]
+        surplus = free - keep_free_bytes // page
+        if surplus > 0:
+            list(self.conn.execute(f"PRAGMA incremental_vacuum({surplus})"))
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -66,11 +66,19 @@ class DiskReserve:
             return False
         return True
 
+    def disk_full(self) -> bool:
+        """Less room left on the queue's disk than the reserve holds."""
+        try:
+            stat = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        return stat.f_bavail * stat.f_frsize < self.size
+
     def release(self) -> bool:
         """Give the reserve's blocks back to the disk; False if there was none."""
         try:
             self.path.unlink()
-        except FileNotFoundError:
+        except OSError:  # none, or a read-only file system
             return False
         log.warning(
             "queue_reserve_released path=%s bytes=%d reason='disk full: deleting confirmed rows'",

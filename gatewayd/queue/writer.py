@@ -86,9 +86,18 @@ class SampleQueue(DamageAndFullDisk):
             self._check_task = asyncio.create_task(self._check_whole_file(self.store))
 
     def _open_store(self, replaced: bool = False) -> Store:
-        store = open_store(
-            self.path, self.cfg.synchronous, self.cfg.max_bytes, self.cfg, replaced=replaced
-        )
+        """Open the file; on a full disk (a restart after a crash while full) use the reserve."""
+        try:
+            store = open_store(
+                self.path, self.cfg.synchronous, self.cfg.max_bytes, self.cfg, replaced=replaced
+            )
+        except (QueueError, sqlite3.Error) as exc:
+            if not (self.reserve.disk_full() and self.reserve.release()):
+                raise
+            log.warning("queue_open_on_full_disk error=%r action='gave up the reserve'", str(exc))
+            store = open_store(
+                self.path, self.cfg.synchronous, self.cfg.max_bytes, self.cfg, replaced=replaced
+            )
         store.age_clock = self.age_clock
         store.enqueue_clock = self.enqueue_clock
         return store

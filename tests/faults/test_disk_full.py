@@ -120,3 +120,40 @@ async def test_a_stop_while_writes_fail_counts_and_logs_what_memory_held(
     messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any(f"queue_lost_at_stop samples={held} " in m for m in messages), messages
     assert any(f"lost_while_failing={dropped}" in m for m in messages), messages
+
+
+def fill_disk(folder: Path) -> None:
+    """Write a filler file until the disk refuses (what another program on the box might do)."""
+    fd = os.open(folder / "filler", os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    try:
+        for chunk in (bytes(1 << 20), bytes(4096)):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, chunk)
+    finally:
+        os.close(fd)
+
+
+async def test_a_restart_on_a_full_disk_opens_the_queue_and_drains_it(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the chaos round: after a kill -9 on a full disk the daemon could not start."""
+    caplog.set_level(logging.INFO, logger="gatewayd.queue")
+    path = small_disk / "queue.db"
+    queue = SampleQueue(QueueConfig(path=path, commit_interval_ms=50))
+    await queue.open()
+    for sample in readings(0, 500):
+        queue.put(sample)
+    await queue.flush()
+    await queue.close()
+    fill_disk(small_disk)
+    queue = SampleQueue(QueueConfig(path=path, commit_interval_ms=50))
+    await queue.open()  # the reserve is given up so that the queue opens
+    try:
+        rows = await queue.fetch_after(0, 1000)
+        assert len(rows) == 500
+        await queue.ack([r.id for r in rows])
+        assert await queue.fetch_after(0, 1000) == []
+    finally:
+        await queue.close()
+    assert read_stats(path).pending_samples == 0

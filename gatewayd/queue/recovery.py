@@ -41,6 +41,9 @@ class DamageAndFullDisk:
     _loop: asyncio.AbstractEventLoop | None
     _salvage_task: asyncio.Task[None] | None
     _check_task: asyncio.Task[None] | None
+    #: A damaged file kept aside whose fresh successor is not open yet, and its highest id seen.
+    _kept_pending: Path | None = None
+    _seen_pending: int = 0
 
     @property
     def store(self) -> Store:
@@ -55,14 +58,18 @@ class DamageAndFullDisk:
     async def _call(self, name: str, *args: Any) -> Any:
         raise NotImplementedError
 
-    def _on_store(self, store: Store, name: str, *args: Any) -> Any:
+    def _on_store(self, store: Store | None, name: str, *args: Any) -> Any:
         """Call a Store method; if SQLite finds the file damaged, switch to a fresh file and retry.
 
         Runs on the writer thread, so nothing else touches the store while it is replaced.
         `store` is the store when the call was queued: close() may have let go of it since.
         """
+        if self._store is None and self._kept_pending is not None:
+            self._open_fresh()  # the fresh queue could not be opened last time (a full disk)
         if self._store is not None:
             store = self._store  # replaced (damage) since the call was queued: the fresh one
+        if store is None:
+            raise QueueError("queue is not open")
         try:
             return getattr(store, name)(*args)
         except sqlite3.DatabaseError as exc:
@@ -95,11 +102,23 @@ class DamageAndFullDisk:
             return  # already replaced
         with contextlib.suppress(sqlite3.Error):
             damaged.conn.close()
-        kept = quarantine(self.path, problem)
+        self._kept_pending = quarantine(self.path, problem)
+        self._seen_pending = damaged.max_id_seen
+        self._store = None
+        self._open_fresh()
+
+    def _open_fresh(self) -> None:
+        """The fresh queue after damage; if it cannot be made now (a full disk), the next call
+        tries again, and until then writes fail and readings wait in memory (counted)."""
+        assert self._kept_pending is not None
         fresh = self._open_store(replaced=True)
-        fresh.max_id_seen = damaged.max_id_seen
-        fresh.begin_salvage(kept)
-        self._store = fresh
+        fresh.max_id_seen = self._seen_pending
+        try:
+            fresh.begin_salvage(self._kept_pending)
+        except sqlite3.Error:
+            fresh.conn.close()
+            raise
+        self._store, self._kept_pending = fresh, None
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._start_salvage)
 

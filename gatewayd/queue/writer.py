@@ -157,7 +157,7 @@ class SampleQueue(DamageAndFullDisk):
 
     async def _call(self, name: str, *args: Any) -> Any:
         """Run Store.`name` on the writer thread (see _on_store)."""
-        return await self._run(self._on_store, self.store, name, *args)
+        return await self._run(self._on_store, self._store, name, *args)
 
     @property
     def store(self) -> Store:
@@ -188,7 +188,7 @@ class SampleQueue(DamageAndFullDisk):
             self._buffer[:0] = group
             raise QueueError("queue is not open")
         insert = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._on_store, self.store, "insert", group
+            self._executor, self._on_store, self._store, "insert", group
         )
         try:
             # Shielded: a cancelled flush (a stop) must not lose a group that is being written.
@@ -196,9 +196,9 @@ class SampleQueue(DamageAndFullDisk):
         except asyncio.CancelledError:
             insert.add_done_callback(lambda done: self._restore_if_failed(done, group))
             raise
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, QueueError) as exc:  # QueueError: no fresh queue after damage yet
             self._buffer[:0] = group  # keep them for the next try, in order
-            error = QueueError(f"queue {self.path}: {exc}")
+            error = exc if isinstance(exc, QueueError) else QueueError(f"queue {self.path}: {exc}")
             self._write_failed(error)
             raise error from exc
         if self.write_failing:

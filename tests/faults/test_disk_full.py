@@ -157,3 +157,32 @@ async def test_a_restart_on_a_full_disk_opens_the_queue_and_drains_it(
     finally:
         await queue.close()
     assert read_stats(path).pending_samples == 0
+
+
+async def test_damage_met_on_a_full_disk_switches_once_there_is_room(small_disk: Path) -> None:
+    """Found by the long chaos round: the fresh queue could not be created on the full disk,
+    and the daemon kept the closed damaged one for good (every later write failed)."""
+    from tests.faults.test_queue_damage import damage_middle, write_queue
+
+    path = small_disk / "queue.db"
+    write_queue(path, 3000)
+    damage_middle(path, count=2)
+    cfg = QueueConfig(path=path, commit_interval_ms=50)
+    queue = SampleQueue(cfg, check_at_start=False)
+    await queue.open()
+    try:
+        queue.reserve.release()  # spent by an earlier episode, the disk never had room since
+        fill_disk(small_disk)
+        for sample in readings(10_000, 20):
+            queue.put(sample)
+        with pytest.raises(QueueError):
+            await queue.fetch_after(0, 5000)  # meets the damage; no room for a fresh queue
+        with contextlib.suppress(QueueError):
+            await queue.flush()
+        (small_disk / "filler").unlink()
+        assert await queue.flush() == 20  # room again: the fresh queue takes over
+        await queue.wait_salvaged()
+    finally:
+        await queue.close()
+    stats = read_stats(path)
+    assert stats.pending_samples + int(stats.state["lost_corrupt"]) == 3020

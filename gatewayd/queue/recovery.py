@@ -43,6 +43,8 @@ class DamageAndFullDisk:
     _check_task: asyncio.Task[None] | None
     #: A damaged file kept aside whose fresh successor is not open yet, and its highest id seen.
     _kept_pending: Path | None = None
+    #: The queue could not be opened at the start (a full disk): opened at the next call.
+    _open_pending: bool = False
     _seen_pending: int = 0
 
     @property
@@ -50,6 +52,9 @@ class DamageAndFullDisk:
         raise NotImplementedError
 
     def _open_store(self, replaced: bool = False) -> Store:
+        raise NotImplementedError
+
+    def _after_open(self) -> None:
         raise NotImplementedError
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -64,6 +69,10 @@ class DamageAndFullDisk:
         Runs on the writer thread, so nothing else touches the store while it is replaced.
         `store` is the store when the call was queued: close() may have let go of it since.
         """
+        if self._store is None and self._open_pending:
+            self._store = self._open_store()  # deferred at the start: a full disk
+            self._open_pending = False
+            self._after_open()
         if self._store is None and self._kept_pending is not None:
             self._open_fresh()  # the fresh queue could not be opened last time (a full disk)
         if self._store is not None:

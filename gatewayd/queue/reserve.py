@@ -17,6 +17,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CHUNK = 64 << 10
+#: A disk with less room than this is full for the queue (no group commit would fit).
+FULL_BELOW = 256 << 10
 
 
 def reserve_bytes(max_bytes: int) -> int:
@@ -67,12 +69,13 @@ class DiskReserve:
         return True
 
     def disk_full(self) -> bool:
-        """Less room left on the queue's disk than the reserve holds."""
+        """The queue's disk is writable and (all but) full: less than 256 KiB left."""
         try:
             stat = os.statvfs(self.path.parent)
         except OSError:
             return False
-        return stat.f_bavail * stat.f_frsize < self.size
+        writable = not stat.f_flag & os.ST_RDONLY and os.access(self.path.parent, os.W_OK)
+        return writable and stat.f_bavail * stat.f_frsize < FULL_BELOW
 
     def release(self) -> bool:
         """Give the reserve's blocks back to the disk; False if there was none."""

@@ -73,17 +73,40 @@ class SampleQueue(DamageAndFullDisk):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatewayd-db")
         try:
             self._store = await self._run(self._open_store)
+        except QueueError as exc:
+            if not await self._run(self.reserve.disk_full):
+                await self._abandon_open()
+                raise
+            # A full disk and no reserve left: start anyway, readings wait in memory (bounded,
+            # counted) and every commit tries to open the queue again (recovery._on_store).
+            self._open_pending = True
+            log.error(
+                "queue_open_deferred error=%r note='disk full: readings wait in memory until"
+                " there is room'",
+                str(exc),
+            )
+            return
         except BaseException:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+            await self._abandon_open()
             raise
-        self._start_salvage()  # a file found damaged at the start, or a salvage left unfinished
-        await self._run(self.reserve.ensure)
-        # What the WAL holds beyond the file must fit in the reserve, or a checkpoint on a full
-        # disk (which grows the file by those pages) could never run: checkpoint at half of it.
-        await self._call("limit_wal", self.reserve.size // 2)
+        await self._run(self._after_open)
         if self.check_at_start:
             self._check_task = asyncio.create_task(self._check_whole_file(self.store))
+
+    async def _abandon_open(self) -> None:
+        assert self._executor is not None
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    def _after_open(self) -> None:
+        """On the writer thread, once the file is open: salvage, reserve, WAL size."""
+        assert self._loop is not None
+        # A file found damaged at the start, or a salvage left unfinished.
+        self._loop.call_soon_threadsafe(self._start_salvage)
+        self.reserve.ensure()
+        # What the WAL holds beyond the file must fit in the reserve, or a checkpoint on a full
+        # disk (which grows the file by those pages) could never run: checkpoint at half of it.
+        self.store.limit_wal(self.reserve.size // 2)
 
     def _open_store(self, replaced: bool = False) -> Store:
         """Open the file; on a full disk (a restart after a crash while full) use the reserve."""

@@ -186,3 +186,30 @@ async def test_damage_met_on_a_full_disk_switches_once_there_is_room(small_disk:
         await queue.close()
     stats = read_stats(path)
     assert stats.pending_samples + int(stats.state["lost_corrupt"]) == 3020
+
+
+async def test_a_start_on_a_full_disk_without_a_reserve_waits_for_room(small_disk: Path) -> None:
+    """Found by the long chaos round: a restart on a full disk, the reserve spent, exited 1."""
+    path = small_disk / "queue.db"
+    queue = SampleQueue(QueueConfig(path=path, commit_interval_ms=50))
+    await queue.open()
+    for sample in readings(0, 50):
+        queue.put(sample)
+    await queue.flush()
+    await queue.close()
+    queue.reserve.release()
+    for leftover in ("-wal", "-shm"):  # as after a kill -9
+        Path(f"{path}{leftover}").unlink(missing_ok=True)
+    fill_disk(small_disk)
+    queue = SampleQueue(QueueConfig(path=path, commit_interval_ms=50))
+    await queue.open()  # polling may start: readings wait in memory until there is room
+    try:
+        for sample in readings(50, 10):
+            queue.put(sample)
+        with pytest.raises(QueueError):
+            await queue.flush()
+        (small_disk / "filler").unlink()
+        assert await queue.flush() == 10
+        assert len(await queue.fetch_after(0, 1000)) == 60
+    finally:
+        await queue.close()

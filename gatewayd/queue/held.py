@@ -45,3 +45,8 @@ class HeldRows:
                     (boot,),
                 ).rowcount
             )
+
+    def queue_clock(self) -> int | None:
+        """Where the queue's clock stood at the last group commit (None: never noted)."""
+        row = self.conn.execute("SELECT value FROM state WHERE key = 'queue_clock_ms'").fetchone()
+        return None if row is None or row[0] is None else int(row[0])

@@ -148,6 +148,8 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows):
                     )
                 self._bump("evicted", evicted)
                 self._evict_rejected(bounds, age_now, by_bytes=False)
+            if clock_ms is None:  # where the queue's clock stood (acquire/clock.py resumes it)
+                self._set_many({"queue_clock_ms": enqueued})
         self._episode(evicted)
         return evicted
 

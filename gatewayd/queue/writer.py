@@ -42,12 +42,14 @@ class SampleQueue(DamageAndFullDisk):
         check_at_start: bool = True,
         age_clock: Callable[[], int | None] = now_ms,
         enqueue_clock: Callable[[], int] = now_ms,
+        resume_clock: Callable[[int | None], None] | None = None,
     ) -> None:
         self.cfg = cfg
         #: The times rows are queued and aged by (ClockGuard.queue_now_ms / age_now_ms: no
         #: step within a run; age None while the clock is untrusted: no age eviction then).
         self.age_clock = age_clock
         self.enqueue_clock = enqueue_clock
+        self.resume_clock = resume_clock  # told where the queue's clock stood in the file
         self.check_at_start = check_at_start  # read every page in the background after open
         self.path = Path(cfg.path)
         self._executor: ThreadPoolExecutor | None = None
@@ -99,8 +101,10 @@ class SampleQueue(DamageAndFullDisk):
         self._executor = None
 
     def _after_open(self) -> None:
-        """On the writer thread, once the file is open: salvage, reserve, WAL size."""
+        """On the writer thread, once the file is open: clock, salvage, reserve, WAL size."""
         assert self._loop is not None
+        if self.resume_clock is not None:
+            self.resume_clock(self.store.queue_clock())
         # A file found damaged at the start, or a salvage left unfinished.
         self._loop.call_soon_threadsafe(self._start_salvage)
         self.reserve.ensure()

@@ -199,7 +199,8 @@ async def test_a_start_on_a_full_disk_without_a_reserve_waits_for_room(small_dis
     await queue.close()
     queue.reserve.release()
     for leftover in ("-wal", "-shm"):  # as after a kill -9
-        Path(f"{path}{leftover}").unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{leftover}")
     fill_disk(small_disk)
     queue = SampleQueue(QueueConfig(path=path, commit_interval_ms=50))
     await queue.open()  # polling may start: readings wait in memory until there is room

@@ -149,6 +149,19 @@ class ClockGuard:
         start carried on by the monotonic clock, so no step moves it within a run."""
         return self.mono_ms() + self._start_offset
 
+    def resume_queue_clock(self, last_ms: int | None) -> None:
+        """Carry on the queue's clock from where the last run left it (kept in the file).
+
+        A restart must not take a stepped wall clock's word either: the queue's clock goes on
+        from its last value, unless the kernel says the wall clock is synchronised (`ntp`),
+        or the wall is behind it. Time the box was off then does not age the rows (eviction by
+        age comes later by that much; the byte bound still holds).
+        """
+        if last_ms is None or (self.cfg.trust == "ntp" and self.synchronised()):
+            return
+        if last_ms < self.queue_now_ms():
+            self._start_offset = last_ms - self.mono_ms()
+
     def age_now_ms(self) -> int | None:
         """`queue_now_ms()`, or None while the wall clock is not trusted (judge no age then)."""
         return self.queue_now_ms() if self.trusted else None

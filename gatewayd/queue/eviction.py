@@ -5,8 +5,11 @@ What is dropped is counted by the caller (the `evicted` counter) and logged once
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from dataclasses import dataclass
+
+log = logging.getLogger("gatewayd.queue.store")
 
 
 @dataclass
@@ -101,3 +104,56 @@ def evict_rejected(conn: sqlite3.Connection, bounds: Bounds, now_ms: int | None)
             (excess,),
         ).rowcount
     return evicted
+
+
+class BoundsKeeper:
+    """Store's eviction bookkeeping: dead letters' own bound, and one log line per episode."""
+
+    conn: sqlite3.Connection
+    bounds: Bounds | None
+    evicting: bool
+    episode_evicted: int
+
+    def add_counter(self, key: str, n: int) -> None:
+        raise NotImplementedError
+
+    def _evict_rejected(self, bounds: Bounds, clock_ms: int | None, *, by_bytes: bool) -> None:
+        """Dead letters past their age (cheap: an index) or, after a rejection, their bytes.
+
+        `clock_ms` None: the clock is not trusted, nothing is judged by age.
+        """
+        if clock_ms is None and by_bytes:
+            evicted = evict_rejected(self.conn, bounds, None)
+        elif clock_ms is None:
+            return
+        elif by_bytes:
+            evicted = evict_rejected(self.conn, bounds, clock_ms)
+        else:
+            cutoff = clock_ms - bounds.rejected_max_age_s * 1000
+            evicted = self.conn.execute(
+                "DELETE FROM rejected WHERE rejected_ms < ?", (cutoff,)
+            ).rowcount
+        if evicted:
+            self.add_counter("rejected_evicted", evicted)
+            log.warning(
+                "dead_letters_evicted count=%d max_bytes=%d max_age_s=%d",
+                evicted,
+                bounds.rejected_budget,
+                bounds.rejected_max_age_s,
+            )
+
+    def _episode(self, evicted: int) -> None:
+        if evicted and not self.evicting:
+            self.evicting = True
+            assert self.bounds is not None
+            log.warning(
+                "queue_full_evicting policy=%s max_bytes=%d max_age_s=%d",
+                self.bounds.overflow,
+                self.bounds.max_bytes,
+                self.bounds.max_age_s,
+            )
+        self.episode_evicted += evicted
+        if not evicted and self.evicting:
+            self.evicting = False
+            log.info("queue_within_bounds evicted_in_episode=%d", self.episode_evicted)
+            self.episode_evicted = 0

@@ -11,11 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64 << 10
+#: A disk with less room than this is full for the queue (no group commit would fit).
+FULL_BELOW = 256 << 10
 
 
 def reserve_bytes(max_bytes: int) -> int:
@@ -65,11 +68,20 @@ class DiskReserve:
             return False
         return True
 
+    def disk_full(self) -> bool:
+        """The queue's disk is writable and (all but) full: less than 256 KiB left."""
+        try:
+            stat = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        writable = not stat.f_flag & os.ST_RDONLY and os.access(self.path.parent, os.W_OK)
+        return writable and stat.f_bavail * stat.f_frsize < FULL_BELOW
+
     def release(self) -> bool:
         """Give the reserve's blocks back to the disk; False if there was none."""
         try:
             self.path.unlink()
-        except FileNotFoundError:
+        except OSError:  # none, or a read-only file system
             return False
         log.warning(
             "queue_reserve_released path=%s bytes=%d reason='disk full: deleting confirmed rows'",
@@ -77,3 +89,30 @@ class DiskReserve:
             self.size,
         )
         return True
+
+
+class SpaceKeeper:
+    """Store's side of a full disk: a WAL that fits in the reserve, and pages handed back."""
+
+    conn: sqlite3.Connection
+
+    def limit_wal(self, max_wal_bytes: int) -> None:
+        """Checkpoint automatically once the WAL holds `max_wal_bytes` (or less: connect())."""
+        page = self.conn.execute("PRAGMA page_size").fetchone()[0]
+        current = self.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        pages = max(16, min(current, max_wal_bytes // page))
+        self.conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the file and truncate it (best effort: a full disk may refuse)."""
+        with contextlib.suppress(sqlite3.OperationalError):
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+
+    def give_back_pages(self, keep_free_bytes: int) -> None:
+        """Hand free pages beyond `keep_free_bytes` back to the file system (for the reserve)."""
+        free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+        page = self.conn.execute("PRAGMA page_size").fetchone()[0]
+        surplus = free - keep_free_bytes // page
+        if surplus > 0:
+            list(self.conn.execute(f"PRAGMA incremental_vacuum({surplus})"))
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

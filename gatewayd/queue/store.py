@@ -7,7 +7,6 @@ reply naming its request, eviction by the bounds, a move to `rejected`, or an op
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import sqlite3
@@ -20,14 +19,10 @@ import sqlite_utils
 
 from gatewayd.config import QueueConfig
 from gatewayd.model import QueuedSample, Sample
-from gatewayd.queue.eviction import (
-    Bounds,
-    evict_old,
-    evict_rejected,
-    evict_to_budget,
-    used_bytes,
-)
+from gatewayd.queue.eviction import Bounds, BoundsKeeper, evict_old, evict_to_budget, used_bytes
+from gatewayd.queue.held import HeldRows
 from gatewayd.queue.marker import check_and_mark
+from gatewayd.queue.reserve import SpaceKeeper
 from gatewayd.queue.salvage import SalvageTarget
 from gatewayd.queue.schema import MIGRATIONS, connect, migrate, open_connection
 
@@ -99,7 +94,7 @@ def open_store(
     return store
 
 
-class Store(SalvageTarget):
+class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows):
     """Synchronous queue operations on one connection; used from exactly one thread."""
 
     def __init__(self, conn: sqlite3.Connection, cfg: QueueConfig | None = None) -> None:
@@ -153,53 +148,14 @@ class Store(SalvageTarget):
                     )
                 self._bump("evicted", evicted)
                 self._evict_rejected(bounds, age_now, by_bytes=False)
+            if clock_ms is None:  # where the queue's clock stood (acquire/clock.py resumes it)
+                self._set_many({"queue_clock_ms": enqueued})
         self._episode(evicted)
         return evicted
 
     def _next_id(self) -> int:
         row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'samples'").fetchone()
         return int(row[0]) + 1 if row else 1
-
-    def _evict_rejected(self, bounds: Bounds, clock_ms: int | None, *, by_bytes: bool) -> None:
-        """Dead letters past their age (cheap: an index) or, after a rejection, their bytes.
-
-        `clock_ms` None: the clock is not trusted, nothing is judged by age.
-        """
-        if clock_ms is None and by_bytes:
-            evicted = evict_rejected(self.conn, bounds, None)
-        elif clock_ms is None:
-            return
-        elif by_bytes:
-            evicted = evict_rejected(self.conn, bounds, clock_ms)
-        else:
-            cutoff = clock_ms - bounds.rejected_max_age_s * 1000
-            evicted = self.conn.execute(
-                "DELETE FROM rejected WHERE rejected_ms < ?", (cutoff,)
-            ).rowcount
-        if evicted:
-            self.add_counter("rejected_evicted", evicted)
-            log.warning(
-                "dead_letters_evicted count=%d max_bytes=%d max_age_s=%d",
-                evicted,
-                bounds.rejected_budget,
-                bounds.rejected_max_age_s,
-            )
-
-    def _episode(self, evicted: int) -> None:
-        if evicted and not self.evicting:
-            self.evicting = True
-            assert self.bounds is not None
-            log.warning(
-                "queue_full_evicting policy=%s max_bytes=%d max_age_s=%d",
-                self.bounds.overflow,
-                self.bounds.max_bytes,
-                self.bounds.max_age_s,
-            )
-        self.episode_evicted += evicted
-        if not evicted and self.evicting:
-            self.evicting = False
-            log.info("queue_within_bounds evicted_in_episode=%d", self.episode_evicted)
-            self.episode_evicted = 0
 
     def _insert_rows(self, samples: list[Sample], enqueued: int) -> None:
         rows = []
@@ -328,36 +284,6 @@ class Store(SalvageTarget):
             if code is not None:
                 self._set_many({"last_reply_code": code, "last_reply_ms": now_ms()})
 
-    def restamp(self, boot: str, offset_ms: int) -> int:
-        """Give held readings of this boot their wall time (monotonic + offset); release them."""
-        with self.db.atomic():
-            return int(
-                self.conn.execute(
-                    "UPDATE samples SET ts_ms = held_mono_ms + ?, held_boot = NULL,"
-                    " held_mono_ms = NULL WHERE held_boot = ?",
-                    (offset_ms, boot),
-                ).rowcount
-            )
-
-    def release_other_boots(self, boot: str, policy: str) -> int:
-        """Held readings of an earlier boot cannot be re-stamped: send as stamped, or reject."""
-        if policy == "reject":
-            ids = [
-                row[0]
-                for row in self.conn.execute(
-                    "SELECT id FROM samples WHERE held_boot IS NOT NULL AND held_boot != ?", (boot,)
-                )
-            ]
-            return self.reject(ids, 0, "taken before the wall clock was trusted") if ids else 0
-        with self.db.atomic():
-            return int(
-                self.conn.execute(
-                    "UPDATE samples SET held_boot = NULL, held_mono_ms = NULL"
-                    " WHERE held_boot IS NOT NULL AND held_boot != ?",
-                    (boot,),
-                ).rowcount
-            )
-
     def figures(self) -> tuple[int, int | None, float]:
         """(pending, oldest ts_ms, mean points of the newest 1,000) from the id index's ends.
 
@@ -379,27 +305,6 @@ class Store(SalvageTarget):
     def count_lost(self, key: str, n: int) -> None:
         with self.conn:
             self.add_counter(key, n)
-
-    def limit_wal(self, max_wal_bytes: int) -> None:
-        """Checkpoint automatically once the WAL holds `max_wal_bytes` (or less: connect())."""
-        page = self.conn.execute("PRAGMA page_size").fetchone()[0]
-        current = self.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
-        pages = max(16, min(current, max_wal_bytes // page))
-        self.conn.execute(f"PRAGMA wal_autocheckpoint = {pages}")
-
-    def checkpoint(self) -> None:
-        """Copy the WAL into the file and truncate it (best effort: a full disk may refuse)."""
-        with contextlib.suppress(sqlite3.OperationalError):
-            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-
-    def give_back_pages(self, keep_free_bytes: int) -> None:
-        """Hand free pages beyond `keep_free_bytes` back to the file system (for the reserve)."""
-        free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
-        page = self.conn.execute("PRAGMA page_size").fetchone()[0]
-        surplus = free - keep_free_bytes // page
-        if surplus > 0:
-            list(self.conn.execute(f"PRAGMA incremental_vacuum({surplus})"))
-            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def set_state(self, values: dict[str, Any]) -> None:
         with self.db.atomic():

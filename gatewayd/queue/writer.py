@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,9 +20,8 @@ from typing import Any, TypeVar
 from gatewayd.config import QueueConfig
 from gatewayd.errors import QueueError
 from gatewayd.model import QueuedSample, Sample
+from gatewayd.queue.recovery import DamageAndFullDisk
 from gatewayd.queue.reserve import DiskReserve, reserve_bytes
-from gatewayd.queue.salvage import Salvage, describe, is_corruption, is_disk_full
-from gatewayd.queue.schema import quarantine, whole_file_problem
 from gatewayd.queue.store import Store, now_ms, open_store
 from gatewayd.runtime.watchdog import Pulse
 
@@ -33,11 +31,9 @@ T = TypeVar("T")
 
 #: A group this large is committed at once rather than at the next commit tick.
 GROUP_MAX_SAMPLES = 2000
-#: Store calls that free space: on a full disk they may use the reserve.
-FREES_SPACE = {"ack", "reject"}
 
 
-class SampleQueue:
+class SampleQueue(DamageAndFullDisk):
     """The daemon's handle on the queue: async methods that run on the single writer thread."""
 
     def __init__(
@@ -47,12 +43,14 @@ class SampleQueue:
         check_at_start: bool = True,
         age_clock: Callable[[], int | None] = now_ms,
         enqueue_clock: Callable[[], int] = now_ms,
+        resume_clock: Callable[[int | None], None] | None = None,
     ) -> None:
         self.cfg = cfg
         #: The times rows are queued and aged by (ClockGuard.queue_now_ms / age_now_ms: no
         #: step within a run; age None while the clock is untrusted: no age eviction then).
         self.age_clock = age_clock
         self.enqueue_clock = enqueue_clock
+        self.resume_clock = resume_clock  # told where the queue's clock stood in the file
         self.check_at_start = check_at_start  # read every page in the background after open
         self.path = Path(cfg.path)
         self._executor: ThreadPoolExecutor | None = None
@@ -80,22 +78,56 @@ class SampleQueue:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gatewayd-db")
         try:
             self._store = await self._run(self._open_store)
+        except QueueError as exc:
+            if not await self._run(self.reserve.disk_full):
+                await self._abandon_open()
+                raise
+            # A full disk and no reserve left: start anyway, readings wait in memory (bounded,
+            # counted) and every commit tries to open the queue again (recovery._on_store).
+            self._open_pending = True
+            log.error(
+                "queue_open_deferred error=%r note='disk full: readings wait in memory until"
+                " there is room'",
+                str(exc),
+            )
+            return
         except BaseException:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+            await self._abandon_open()
             raise
-        self._start_salvage()  # a file found damaged at the start, or a salvage left unfinished
-        await self._run(self.reserve.ensure)
-        # What the WAL holds beyond the file must fit in the reserve, or a checkpoint on a full
-        # disk (which grows the file by those pages) could never run: checkpoint at half of it.
-        await self._call("limit_wal", self.reserve.size // 2)
+        await self._run(self._after_open)
         if self.check_at_start:
             self._check_task = asyncio.create_task(self._check_whole_file(self.store))
 
+    async def _abandon_open(self) -> None:
+        assert self._executor is not None
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    def _after_open(self) -> None:
+        """On the writer thread, once the file is open: clock, salvage, reserve, WAL size."""
+        assert self._loop is not None
+        if self.resume_clock is not None:
+            self.resume_clock(self.store.queue_clock())
+        # A file found damaged at the start, or a salvage left unfinished.
+        self._loop.call_soon_threadsafe(self._start_salvage)
+        self.reserve.ensure()
+        # What the WAL holds beyond the file must fit in the reserve, or a checkpoint on a full
+        # disk (which grows the file by those pages) could never run: checkpoint at half of it.
+        self.store.limit_wal(self.reserve.size // 2)
+
     def _open_store(self, replaced: bool = False) -> Store:
-        store = open_store(
-            self.path, self.cfg.synchronous, self.cfg.max_bytes, self.cfg, replaced=replaced
-        )
+        """Open the file; on a full disk (a restart after a crash while full) use the reserve."""
+        try:
+            store = open_store(
+                self.path, self.cfg.synchronous, self.cfg.max_bytes, self.cfg, replaced=replaced
+            )
+        except (QueueError, sqlite3.Error) as exc:
+            if not (self.reserve.disk_full() and self.reserve.release()):
+                raise
+            log.warning("queue_open_on_full_disk error=%r action='gave up the reserve'", str(exc))
+            store = open_store(
+                self.path, self.cfg.synchronous, self.cfg.max_bytes, self.cfg, replaced=replaced
+            )
         store.age_clock = self.age_clock
         store.enqueue_clock = self.enqueue_clock
         return store
@@ -155,127 +187,7 @@ class SampleQueue:
 
     async def _call(self, name: str, *args: Any) -> Any:
         """Run Store.`name` on the writer thread (see _on_store)."""
-        return await self._run(self._on_store, self.store, name, *args)
-
-    def _on_store(self, store: Store, name: str, *args: Any) -> Any:
-        """Call a Store method; if SQLite finds the file damaged, switch to a fresh file and retry.
-
-        Runs on the writer thread, so nothing else touches the store while it is replaced.
-        `store` is the store when the call was queued: close() may have let go of it since.
-        """
-        if self._store is not None:
-            store = self._store  # replaced (damage) since the call was queued: the fresh one
-        try:
-            return getattr(store, name)(*args)
-        except sqlite3.DatabaseError as exc:
-            if is_disk_full(exc):
-                return self._retry_on_full_disk(store, name, *args)
-            if not is_corruption(exc):
-                raise
-            self._replace_damaged(store, str(exc))
-            return getattr(self.store, name)(*args)
-
-    def _retry_on_full_disk(self, store: Store, name: str, *args: Any) -> Any:
-        """A full disk: empty the WAL into the file and try again; a delete may use the reserve.
-
-        The WAL holds committed pages the main file has not taken yet; once they are copied
-        back and the WAL truncated, its blocks are free. If that is not enough for a delete of
-        confirmed rows, the reserve is given up so the delete, and with it progress, can happen.
-        """
-        store.checkpoint()
-        try:
-            return getattr(store, name)(*args)
-        except sqlite3.DatabaseError as exc:
-            if not (is_disk_full(exc) and name in FREES_SPACE and self.reserve.release()):
-                raise
-        store.checkpoint()
-        return getattr(store, name)(*args)
-
-    def _replace_damaged(self, damaged: Store, problem: str) -> None:
-        """Keep the damaged file aside, go on in a fresh one, salvage in the background."""
-        if self._store is not damaged:
-            return  # already replaced
-        with contextlib.suppress(sqlite3.Error):
-            damaged.conn.close()
-        kept = quarantine(self.path, problem)
-        fresh = self._open_store(replaced=True)
-        fresh.max_id_seen = damaged.max_id_seen
-        fresh.begin_salvage(kept)
-        self._store = fresh
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._start_salvage)
-
-    async def _check_whole_file(self, store: Store) -> None:
-        """Read every page once, in the background, after the start (SQLite's quick_check).
-
-        The probe at open reads only both ends of the queue, so that polling starts at once;
-        damage in the middle is found here within seconds (307 ms for 1 M samples, 66 MB, from
-        the page cache; a cold SD card reads ~20-50 MB/s) instead of when the drain meets it.
-        """
-        problem = await asyncio.to_thread(whole_file_problem, self.path)
-        if problem is not None:
-            await self._run(self._replace_damaged, store, problem)
-
-    async def wait_checked(self) -> None:
-        """Wait for the background check of the whole file (tests)."""
-        if self._check_task is not None:
-            await asyncio.shield(self._check_task)
-
-    def _start_salvage(self) -> None:
-        if self._salvage_task is None or self._salvage_task.done():
-            self._salvage_task = asyncio.get_running_loop().create_task(self._salvage())
-
-    def salvage_pending(self) -> bool:
-        return self._salvage_task is not None and not self._salvage_task.done()
-
-    async def wait_salvaged(self) -> None:
-        """Wait for a running salvage to finish (tests, and a stop that may wait)."""
-        if self._salvage_task is not None:
-            await asyncio.shield(self._salvage_task)
-
-    async def _salvage(self) -> None:
-        pending = await self._call("pending_salvage")
-        if pending is None:
-            return
-        kept, start_id = pending
-        started = time.monotonic()
-        try:
-            salvage = await asyncio.to_thread(Salvage, kept, start_id)
-        except (QueueError, sqlite3.Error) as exc:
-            log.error(
-                "queue_salvage_failed from=%s error=%r note='the file is kept'", kept, str(exc)
-            )
-            return
-        try:
-            salvaged = 0
-            while (chunk := await asyncio.to_thread(salvage.next_samples)) is not None:
-                rows, next_id = chunk
-                salvaged += await self._call("insert_salvaged", rows, next_id)
-                if rows:
-                    self.new_data.set()
-            rejected, lost_rejected = await asyncio.to_thread(salvage.rejected)
-            lost = salvage.samples.unreadable_ids
-            await self._call("finish_salvage", rejected, lost, lost_rejected)
-        except (QueueError, sqlite3.Error) as exc:
-            log.error(
-                "queue_salvage_failed from=%s error=%r note='resumed at the next start'",
-                kept,
-                str(exc),
-            )
-            return
-        finally:
-            salvage.close()
-        log.warning(
-            "queue_salvaged from=%s samples=%d lost=%d unreadable_ids=%r dead_letters=%d"
-            " lost_dead_letters=%d seconds=%.1f",
-            kept,
-            salvaged,
-            lost,
-            describe(salvage.samples.unreadable),
-            len(rejected),
-            lost_rejected,
-            time.monotonic() - started,
-        )
+        return await self._run(self._on_store, self._store, name, *args)
 
     @property
     def store(self) -> Store:
@@ -306,7 +218,7 @@ class SampleQueue:
             self._buffer[:0] = group
             raise QueueError("queue is not open")
         insert = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._on_store, self.store, "insert", group
+            self._executor, self._on_store, self._store, "insert", group
         )
         try:
             # Shielded: a cancelled flush (a stop) must not lose a group that is being written.
@@ -314,9 +226,9 @@ class SampleQueue:
         except asyncio.CancelledError:
             insert.add_done_callback(lambda done: self._restore_if_failed(done, group))
             raise
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, QueueError) as exc:  # QueueError: no fresh queue after damage yet
             self._buffer[:0] = group  # keep them for the next try, in order
-            error = QueueError(f"queue {self.path}: {exc}")
+            error = exc if isinstance(exc, QueueError) else QueueError(f"queue {self.path}: {exc}")
             self._write_failed(error)
             raise error from exc
         if self.write_failing:

@@ -80,7 +80,10 @@ class Daemon:
         self.clock = clock or ClockGuard(settings.clock)
         self.shutdown_timeout_s = shutdown_timeout_s
         self.queue = SampleQueue(
-            settings.queue, age_clock=self.clock.age_now_ms, enqueue_clock=self.clock.queue_now_ms
+            settings.queue,
+            age_clock=self.clock.age_now_ms,
+            enqueue_clock=self.clock.queue_now_ms,
+            resume_clock=self.clock.resume_queue_clock,
         )
         self.session = MqttSession(settings.mqtt, settings.gateway, session_topics(settings))
         self.topology = Topology(self.session, settings.gateway, settings.devices, settings.forward)

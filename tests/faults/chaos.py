@@ -11,14 +11,18 @@ ending a sub-device's session) or refuse samples with 1204, refuse every request
 while, and makes the meters answer with a Modbus exception. The link lane also plays a path that
 drops the daemon's PUBLISH packets but passes its pings. Throughout the round a fourth meter is
 read whose sub-device the hub never lets log in: its backlog stays parked behind the others,
-who must not wait for it. Timing varies from run to run; which faults, how long and in what order does
+who must not wait for it. The *disk* lane (long round) overwrites pages in the middle of the
+live queue file, fills the queue's disk (a tmpfs) while the uplink is up, and steps the daemon's
+wall clock (libfaketime, from −1 day to +50 years). Timing varies from run to run; which faults, how long and in what order does
 not.
 
 At the end the meters are switched off, the daemon drains, and the books must balance: every
 sequence number a meter handed out is at the hub, or in `rejected` with the hub's reason, or was
 read in the moments before a kill -9 (the open commit group) or before the Modbus server was
-taken away mid-answer. Nothing else may be missing, and the queue must hold only the parked
-meter's readings, none of which reached the hub.
+taken away mid-answer, or sat in the queue when its pages were overwritten (no more than the
+daemon counted in `lost_corrupt`), or was read while the disk was full (no more than it counted
+in `lost_disk`). Nothing else may be missing, and the queue must hold only the parked meter's
+readings, none of which reached the hub.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import random
 import sqlite3
+import subprocess
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -77,7 +83,17 @@ FAULT_KINDS: dict[str, tuple[str, float, float]] = {
     "code_1204": ("hub", 0.3, 1.5),
     "refuse_all": ("hub", 0.5, 3.0),  # 1220 to every data request: the hub's fault
     "modbus_exception": ("hub", 0.3, 2.0),
+    "queue_damage": ("disk", 0.0, 0.0),
+    "disk_full": ("disk", 0.5, 3.0),
+    "clock_step": ("disk", 0.5, 3.0),
 }
+#: libfaketime offsets a clock step picks from (the wall clock returns to "+0" after it).
+CLOCK_STEPS = ("-90s", "-1d", "+55d", "+50y")
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
+DISK_BYTES = 64 << 20
+#: The queue's own faults, played by the long round only: their books balance, but the
+#: short CI round stays with the kinds whose timing is proven steady (see the README).
+DISK_KINDS = frozenset({"queue_damage", "disk_full", "clock_step"})
 #: Faults after which the hub may have stored a request whose reply never came back.
 REPLY_LOSING = {"kill9", "broker_restart", "link_cut", "link_stall", "link_drop_publish"}
 #: Faults that hold requests until a timeout, and so re-send once per reply timeout.
@@ -92,19 +108,24 @@ class Fault:
     detail: float = 0.0  # kind-specific: the reply delay, which meter is kicked
 
 
-def schedule(seed: int, count: int) -> dict[str, list[Fault]]:
+def schedule(seed: int, count: int, kinds: frozenset[str] | None = None) -> dict[str, list[Fault]]:
     """`count` faults drawn from the seed, split into the two lanes by kind.
 
     The first ones are every kind once, shuffled, so even a short round plays each of them.
     """
     rng = random.Random(seed)
-    lanes: dict[str, list[Fault]] = {"link": [], "hub": []}
-    kinds = sorted(FAULT_KINDS)
+    lanes: dict[str, list[Fault]] = {"link": [], "hub": [], "disk": []}
+    kinds = sorted(kinds or FAULT_KINDS)
     first = rng.sample(kinds, len(kinds))
     for n in range(count):
         kind = first[n] if n < len(first) else rng.choice(kinds)
         lane, low, high = FAULT_KINDS[kind]
-        detail = rng.uniform(0.2, 0.8) if kind == "reply_delay" else float(rng.choice(METERS))
+        if kind == "reply_delay":
+            detail = rng.uniform(0.2, 0.8)
+        elif kind == "clock_step":
+            detail = float(rng.randrange(len(CLOCK_STEPS)))
+        else:
+            detail = float(rng.choice(METERS))
         lanes[lane].append(Fault(kind, rng.uniform(0.3, 1.5), rng.uniform(low, high), detail))
     return lanes
 
@@ -122,6 +143,10 @@ class Report:
     lost: int
     lost_at_kill: int
     lost_at_modbus_drop: int
+    lost_at_damage: int
+    counted_lost_corrupt: int
+    lost_at_disk_full: int
+    counted_lost_disk: int
     lost_unexplained: int
     queue_left: int
     parked_queued: int
@@ -147,6 +172,14 @@ class Report:
             ("  copies rejected after the hub stored them", str(self.rejected_after_delivery)),
             ("lost in a kill -9 window", str(self.lost_at_kill)),
             ("lost as Modbus server went away", str(self.lost_at_modbus_drop)),
+            (
+                "lost to queue damage (counted)",
+                f"{self.lost_at_damage} ({self.counted_lost_corrupt})",
+            ),
+            (
+                "lost to a full disk (counted)",
+                f"{self.lost_at_disk_full} ({self.counted_lost_disk})",
+            ),
             ("lost otherwise", str(self.lost_unexplained)),
             ("left in queue (not the parked meter's)", str(self.queue_left)),
             ("parked meter: kept in queue", str(self.parked_queued)),
@@ -166,6 +199,12 @@ class Books:
 
     kills: list[float] = field(default_factory=list)
     modbus_drops: list[float] = field(default_factory=list)
+    #: Readings that were in the queue when its pages were overwritten.
+    in_queue_at_damage: set[tuple[str, int]] = field(default_factory=set)
+    #: When pages were overwritten (rows committed in the moment before may miss the snapshot).
+    damages: list[float] = field(default_factory=list)
+    #: (start, end) of each full-disk episode.
+    disk_full: list[tuple[float, float]] = field(default_factory=list)
     injected: Counter[str] = field(default_factory=Counter)
     duplicate_allowance: int = 0
 
@@ -173,11 +212,16 @@ class Books:
 class ChaosRig:
     """Everything on the path, and the fault actions; use `run()`."""
 
-    def __init__(self, workdir: Path, broker: Broker, seed: int) -> None:
+    def __init__(
+        self, workdir: Path, broker: Broker, seed: int, kinds: frozenset[str] | None = None
+    ) -> None:
         self.workdir = workdir
+        self.kinds = kinds or frozenset(FAULT_KINDS) - DISK_KINDS
         self.broker = broker
         self.seed = seed
-        self.db = workdir / "queue.db"
+        self.disk = workdir / "disk"  # a tmpfs: the queue's own small disk
+        self.db = self.disk / "queue.db"
+        self.clock_offset = workdir / "faketime"
         self.log_path = workdir / "gatewayd.log"
         self.meters = ModbusSimulator(unit_ids=(*METERS, PARKED_METER))
         self.relay = Relay("127.0.0.1", broker.port)
@@ -237,6 +281,68 @@ class ChaosRig:
                 drop=False, garbage=False, delay_s=0.0, reply_code=200, point_codes={}
             )
 
+    def _queue_rows(self) -> set[tuple[str, int]]:
+        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)) as conn:
+            try:
+                rows = conn.execute("SELECT device_key, points FROM samples").fetchall()
+            except sqlite3.DatabaseError:
+                return set()
+        return {(dk, int(json.loads(points)["Seq"])) for dk, points in rows}
+
+    def _damage_queue(self) -> None:
+        """Overwrite two leaf pages of `samples` in the middle of the live file."""
+        self.books.in_queue_at_damage |= self._queue_rows()
+        self.books.damages.append(time.monotonic())
+        # Into the file first: a page whose newer copy sits in the WAL would hide the damage.
+        with (
+            contextlib.closing(sqlite3.connect(self.db, timeout=5)) as conn,
+            contextlib.suppress(sqlite3.Error),
+        ):
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)) as conn:
+            try:
+                pages = [
+                    row[0]
+                    for row in conn.execute(
+                        "SELECT pageno FROM dbstat WHERE name = 'samples'"
+                        " AND pagetype = 'leaf' ORDER BY path"
+                    )
+                ]
+            except sqlite3.DatabaseError:
+                return
+        size = self.db.stat().st_size // 4096
+        middle = [p for p in pages[len(pages) // 3 : len(pages) // 3 + 2] if p <= size]
+        rng = random.Random(self.seed + len(self.books.in_queue_at_damage))
+        with self.db.open("r+b") as handle:
+            for page in middle:
+                handle.seek((page - 1) * 4096)
+                handle.write(rng.randbytes(4096))
+
+    async def _fill_disk(self, hold_s: float) -> None:
+        filler = self.disk / "filler"
+        start = time.monotonic()
+        await asyncio.to_thread(self._fill, filler)
+        await asyncio.sleep(hold_s)
+        filler.unlink()
+        self.books.disk_full.append((start, time.monotonic()))
+
+    @staticmethod
+    def _fill(filler: Path) -> None:
+        """Write until the disk refuses: in MiB, then in pages for the last bit."""
+        fd = os.open(filler, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+        try:
+            for chunk in (bytes(1 << 20), bytes(4096)):
+                with contextlib.suppress(OSError):
+                    while True:
+                        os.write(fd, chunk)
+        finally:
+            os.close(fd)
+
+    async def _step_clock(self, hold_s: float, step: str) -> None:
+        self.clock_offset.write_text(step + "\n")
+        await asyncio.sleep(hold_s)
+        self.clock_offset.write_text("+0\n")
+
     async def inject(self, fault: Fault) -> None:
         assert self.child is not None
         kind, hold = fault.kind, fault.hold_s
@@ -279,6 +385,12 @@ class ChaosRig:
             self.meters.exception = ExcCodes.DEVICE_BUSY
             await asyncio.sleep(hold)
             self.meters.exception = None
+        elif kind == "queue_damage":
+            await asyncio.to_thread(self._damage_queue)
+        elif kind == "disk_full":
+            await self._fill_disk(hold)
+        elif kind == "clock_step":
+            await self._step_clock(hold, CLOCK_STEPS[int(fault.detail)])
         else:
             raise ValueError(f"unknown fault {kind}")
         self.books.injected[kind] += 1
@@ -296,7 +408,20 @@ class ChaosRig:
     # --- the round ----------------------------------------------------------------------------
 
     async def run(self, fault_count: int, drain_timeout_s: float = 90.0) -> Report:
+        """The round, with the queue on its own small tmpfs (unmounted whatever happens)."""
+        self.disk.mkdir(exist_ok=True)
+        if "disk_full" not in self.kinds:
+            return await self._round(fault_count, drain_timeout_s)
+        mount = ["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(self.disk)]
+        await asyncio.to_thread(subprocess.run, mount, check=True)
+        try:
+            return await self._round(fault_count, drain_timeout_s)
+        finally:
+            await asyncio.to_thread(subprocess.run, ["umount", "-l", str(self.disk)], check=False)
+
+    async def _round(self, fault_count: int, drain_timeout_s: float) -> Report:
         started = time.monotonic()
+        self.clock_offset.write_text("+0\n")
         await self.meters.start()
         relay_port = await self.relay.start()
         await asyncio.to_thread(self.hub.start)
@@ -308,8 +433,16 @@ class ChaosRig:
             self.workdir / "notify.sock",
             log_path=self.log_path,
             log_level="INFO",
+            env={
+                "LD_PRELOAD": str(LIBFAKETIME),
+                "FAKETIME_TIMESTAMP_FILE": str(self.clock_offset),
+                "FAKETIME_CACHE_DURATION": "1",
+                "DONT_FAKE_MONOTONIC": "1",
+            }
+            if "clock_step" in self.kinds
+            else None,
         )
-        lanes = schedule(self.seed, fault_count)
+        lanes = schedule(self.seed, fault_count, self.kinds)
         try:
             await self.child.start()
             await asyncio.gather(*(self._lane(faults) for faults in lanes.values()))
@@ -364,6 +497,11 @@ class ChaosRig:
             (dk, json.loads(points)["Seq"], code, message) for dk, points, code, message in rows
         ]
 
+    def _counter(self, key: str) -> int:
+        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
     def _report(self, wall_s: float) -> Report:
         produced = {
             (f"m{uid}", seq)
@@ -387,12 +525,18 @@ class ChaosRig:
         rejected_all = {(dk, seq) for dk, seq, _, _ in rejected_rows}
         rejected = rejected_all - delivered
         lost = produced - delivered - rejected
-        at_kill, at_drop, unexplained = 0, 0, 0
+        at_kill, at_drop, at_damage, at_full, unexplained = 0, 0, 0, 0, 0
         unexplained_samples: list[str] = []
         for device, seq in sorted(lost):
             read_at = self.meters.meters[int(device[1:])].read_at[seq - 1]
             if any(k - KILL_WINDOW_S <= read_at <= k + 0.05 for k in self.books.kills):
                 at_kill += 1
+            elif (device, seq) in self.books.in_queue_at_damage or any(
+                d - KILL_WINDOW_S <= read_at <= d + 0.05 for d in self.books.damages
+            ):
+                at_damage += 1
+            elif any(a <= read_at <= b + 0.5 for a, b in self.books.disk_full):
+                at_full += 1
             elif any(d - MODBUS_WINDOW_S <= read_at <= d + 0.05 for d in self.books.modbus_drops):
                 at_drop += 1
             else:
@@ -414,6 +558,10 @@ class ChaosRig:
             lost=len(lost),
             lost_at_kill=at_kill,
             lost_at_modbus_drop=at_drop,
+            lost_at_damage=at_damage,
+            counted_lost_corrupt=self._counter("lost_corrupt"),
+            lost_at_disk_full=at_full,
+            counted_lost_disk=self._counter("lost_disk"),
             lost_unexplained=unexplained,
             queue_left=self._queued(),
             parked_queued=self._queued(parked=True),

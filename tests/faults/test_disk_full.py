@@ -120,3 +120,97 @@ async def test_a_stop_while_writes_fail_counts_and_logs_what_memory_held(
     messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any(f"queue_lost_at_stop samples={held} " in m for m in messages), messages
     assert any(f"lost_while_failing={dropped}" in m for m in messages), messages
+
+
+def fill_disk(folder: Path) -> None:
+    """Write a filler file until the disk refuses (what another program on the box might do)."""
+    fd = os.open(folder / "filler", os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
+    try:
+        for chunk in (bytes(1 << 20), bytes(4096)):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, chunk)
+    finally:
+        os.close(fd)
+
+
+async def test_a_restart_on_a_full_disk_opens_the_queue_and_drains_it(
+    small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by the chaos round: after a kill -9 on a full disk the daemon could not start."""
+    caplog.set_level(logging.INFO, logger="gatewayd.queue")
+    path = small_disk / "queue.db"
+    queue = SampleQueue(QueueConfig(path=path, commit_interval_ms=50))
+    await queue.open()
+    for sample in readings(0, 500):
+        queue.put(sample)
+    await queue.flush()
+    await queue.close()
+    fill_disk(small_disk)
+    queue = SampleQueue(QueueConfig(path=path, commit_interval_ms=50))
+    await queue.open()  # the reserve is given up so that the queue opens
+    try:
+        rows = await queue.fetch_after(0, 1000)
+        assert len(rows) == 500
+        await queue.ack([r.id for r in rows])
+        assert await queue.fetch_after(0, 1000) == []
+    finally:
+        await queue.close()
+    assert read_stats(path).pending_samples == 0
+
+
+async def test_damage_met_on_a_full_disk_switches_once_there_is_room(small_disk: Path) -> None:
+    """Found by the long chaos round: the fresh queue could not be created on the full disk,
+    and the daemon kept the closed damaged one for good (every later write failed)."""
+    from tests.faults.test_queue_damage import damage_middle, write_queue
+
+    path = small_disk / "queue.db"
+    write_queue(path, 3000)
+    damage_middle(path, count=2)
+    cfg = QueueConfig(path=path, commit_interval_ms=50)
+    queue = SampleQueue(cfg, check_at_start=False)
+    await queue.open()
+    try:
+        queue.reserve.release()  # spent by an earlier episode, the disk never had room since
+        fill_disk(small_disk)
+        for sample in readings(10_000, 20):
+            queue.put(sample)
+        with pytest.raises(QueueError):
+            await queue.fetch_after(0, 5000)  # meets the damage; no room for a fresh queue
+        with contextlib.suppress(QueueError):
+            await queue.flush()
+        (small_disk / "filler").unlink()
+        assert await queue.flush() == 20  # room again: the fresh queue takes over
+        await queue.wait_salvaged()
+    finally:
+        await queue.close()
+    stats = read_stats(path)
+    assert stats.pending_samples + int(stats.state["lost_corrupt"]) == 3020
+
+
+async def test_a_start_on_a_full_disk_without_a_reserve_waits_for_room(small_disk: Path) -> None:
+    """Found by the long chaos round: a restart on a full disk, the reserve spent, exited 1."""
+    path = small_disk / "queue.db"
+    queue = SampleQueue(QueueConfig(path=path, commit_interval_ms=50))
+    await queue.open()
+    for sample in readings(0, 50):
+        queue.put(sample)
+    await queue.flush()
+    await queue.close()
+    queue.reserve.release()
+    for leftover in ("-wal", "-shm"):  # as after a kill -9
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{leftover}")
+    fill_disk(small_disk)
+    queue = SampleQueue(QueueConfig(path=path, commit_interval_ms=50))
+    await queue.open()  # polling may start: readings wait in memory until there is room
+    try:
+        for sample in readings(50, 10):
+            queue.put(sample)
+        with pytest.raises(QueueError):
+            await queue.flush()
+        (small_disk / "filler").unlink()
+        assert await queue.flush() == 10
+        assert len(await queue.fetch_after(0, 1000)) == 60
+    finally:
+        await queue.close()

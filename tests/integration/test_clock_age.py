@@ -44,3 +44,27 @@ async def test_a_forward_step_evicts_nothing_by_age(tmp_path: Path) -> None:
         await queue.close()
     stats = read_stats(path)
     assert stats.pending_samples == 69 and stats.state["evicted"] == 0
+
+
+async def test_a_restart_on_a_stepped_clock_evicts_nothing_by_age(tmp_path: Path) -> None:
+    """Found by the long chaos round: killed and restarted while the wall clock read +50 y."""
+    path = tmp_path / "queue.db"
+    step = {"ms": 0}
+    for run in range(2):
+        guard = ClockGuard(ClockConfig(), wall_ms=lambda: time.time_ns() // 1_000_000 + step["ms"])
+        queue = SampleQueue(
+            QueueConfig(path=path, max_age_s=3600),
+            age_clock=guard.age_now_ms,
+            enqueue_clock=guard.queue_now_ms,
+            resume_clock=guard.resume_queue_clock,
+        )
+        await queue.open()
+        for n in range(30):
+            queue.put(Sample("subPK", "d1", guard.stamp()[0] + n, {"P": float(run)}))
+        await queue.flush()
+        queue.put(Sample("subPK", "d1", guard.stamp()[0], {"P": -1.0}))
+        await queue.flush()
+        await queue.close()
+        step["ms"] = 50 * 365 * 24 * HOUR_MS  # the box restarts with the clock 50 years ahead
+    stats = read_stats(path)
+    assert stats.state["evicted"] == 0 and stats.pending_samples == 62

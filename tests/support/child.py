@@ -19,9 +19,15 @@ class Child:
     """
 
     def __init__(
-        self, config: Path, notify: Path, log_path: Path | None = None, log_level: str = "ERROR"
+        self,
+        config: Path,
+        notify: Path,
+        log_path: Path | None = None,
+        log_level: str = "ERROR",
+        env: dict[str, str] | None = None,
     ) -> None:
         self.config = config
+        self.env = env or {}  # added to the test's environment (e.g. libfaketime's)
         self.notify_path = notify
         self.log_path = log_path
         self.log_level = log_level
@@ -41,7 +47,7 @@ class Child:
         sock.bind(str(self.notify_path))
         sock.setblocking(False)
         self._sock = sock
-        env = {**os.environ, "NOTIFY_SOCKET": str(self.notify_path)}
+        env = {**os.environ, **self.env, "NOTIFY_SOCKET": str(self.notify_path)}
         log = self.log_path.open("ab") if self.log_path is not None else None
         try:
             self.proc = await asyncio.create_subprocess_exec(

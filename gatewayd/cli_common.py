@@ -1,0 +1,55 @@
+"""What every `gatewayd` command shares: where the config is, how a failure is said, consoles."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NoReturn
+
+import click
+from rich.console import Console
+
+from gatewayd.config import DEFAULT_CONFIG_PATH, Settings, load_config
+from gatewayd.errors import ConfigError
+
+EX_CONFIG = 78
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def config_path(path: str | None) -> Path:
+    """`-c`, else $GATEWAYD_CONFIG, else the system default."""
+    return Path(path or os.environ.get("GATEWAYD_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def load_or_exit(path: str | None) -> Settings:
+    try:
+        return load_config(config_path(path))
+    except ConfigError as exc:
+        err_console.print(f"[bold red]invalid configuration[/] {exc.source}", highlight=False)
+        for problem in exc.problems:
+            err_console.print(f"  {problem}", highlight=False, markup=False, soft_wrap=True)
+        sys.exit(EX_CONFIG)
+
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "config",
+    metavar="PATH",
+    help="Config file (default: $GATEWAYD_CONFIG, else /etc/gatewayd/config.toml).",
+)
+
+
+def fmt_ms(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")

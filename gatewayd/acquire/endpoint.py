@@ -7,16 +7,19 @@ answer to one request, or an answer it sends twice, becomes another read's value
 same function, same size — without a trace. On `rtu` and `rtu_over_tcp` this endpoint therefore
 
 - sends one request at a time with its own deadline (pymodbus gets `retries=0` and a long
-  timeout it never reaches), and counts each request that timed out as an answer still *owed*;
-- after a timeout or any doubtful answer, listens and throws away what the line delivers until
-  every owed answer arrived (or the line stayed quiet for `LATE_FACTOR` timeouts, or twice the
-  longest lateness seen on the line) and then `timeout_s` of quiet, before it sends anything;
-- accepts an answer only if exactly one frame of exactly the expected size arrived for it and
-  the line then stayed quiet for the inter-request pause; anything else (a second frame, noise)
-  makes the answer doubtful: it is thrown away and the read retried or failed.
+  timeout it never reaches), and keeps, per unit id, the answers still *owed*: a request counts
+  as answered when a frame from that unit arrives, whenever that is;
+- never sends to a unit that still owes an answer. It waits up to one timeout for the late
+  answer (throwing it away), else fails the read without asking: the next frame from that unit
+  would be taken for the new request, whatever it belongs to. An answer owed for longer than
+  `OWED_EXPIRY` timeouts (at least `OWED_EXPIRY_MIN_S`) is given up (the request was lost);
+- accepts an answer only if exactly the bytes of one answer arrived and the line then stayed
+  quiet for the inter-request pause; anything else (a second frame, noise) makes the answer
+  doubtful: it is thrown away and the read retried or failed.
 
-Bytes that arrive while nothing is asked are counted as strays and the line settles before the
-next request. Modbus TCP needs none of this — its transaction id is checked here too, since
+Frames that arrive while nothing is asked, from a unit that owes nothing, are counted as strays;
+the line settles (quiet for a timeout) before the next request, and the poller discards a poll
+during which one arrived. Other units on the line are never held up by a unit that owes. Modbus TCP needs none of this — its transaction id is checked here too, since
 pymodbus lets an answer with id 0 match any request — and a failed exchange closes the
 connection so the next try starts on a fresh one.
 """
@@ -24,6 +27,7 @@ connection so the next try starts on a fresh one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -46,9 +50,11 @@ GATEWAY_PATH_UNAVAILABLE = 0x0A
 GATEWAY_TARGET_FAILED = 0x0B
 #: pymodbus's own timeout, never reached: every exchange runs under the device's own deadline.
 _LIBRARY_TIMEOUT_S = 3600.0
-#: After a timeout, an answer is waited for (and thrown away) until the line has been quiet
-#: for this many timeouts, or twice the longest lateness seen on the line if that is longer.
-LATE_FACTOR = 3
+#: An answer owed for longer than this many timeouts (and OWED_EXPIRY_MIN_S) is given up.
+OWED_EXPIRY = 20
+OWED_EXPIRY_MIN_S = 10.0
+#: How often the pause before a request is extended by bytes arriving in it, at most.
+_QUIET_CHECKS = 20
 #: A line that keeps talking this long after a failure is reopened.
 _MAX_SETTLE_S = 60.0
 _FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
@@ -87,23 +93,26 @@ class Endpoint:
         self.lock = asyncio.Lock()
         # A burst of bytes separated by more than this from the last one is a new frame.
         char_s = 11 / cfg.baudrate if cfg.transport == "rtu" else 0.0
-        self._frame_gap_s = max(3.5 * char_s, 0.005)
+        # (At least 30 ms: converters and USB adapters deliver one frame in pieces up to ~17 ms
+        # apart, and a frame split in two must not count as two answers.)
+        self._frame_gap_s = max(3.5 * char_s, 0.03)
         self.client = self._make_client()
         self._quiet_until = 0.0
         self._awaiting = False  # a request is out (and during the check after its answer)
-        self._settling = False  # after a failure: whatever arrives is thrown away
-        self._dirty = False  # the line may still deliver something nobody is waiting for
-        self._owed = 0  # requests that timed out; their answers may still come
+        self._dirty = False  # bytes came that nobody asked for: let the line go quiet first
         self._last_rx = 0.0
+        self._frame_unit: int | None = None  # unit id of the frame now arriving (first byte)
         self._exchange_bytes = 0
-        self._exchange_frames = 0
         self._sent_tid = 0
-        self._timed_out_at: list[float] = []  # send times of the owed requests, oldest first
-        #: The longest a late answer took from its request so far (learned, never shrinks).
-        self.late_s = 0.0
-        #: Answers (frames) thrown away while the line settled after a failure.
+        #: Per unit id: requests sent whose answer has not come (timed out, still owed), and
+        #: since when. Nothing is sent to a unit that still owes an answer: on RTU, the answer
+        #: that comes next would be taken for the new request, whatever it belongs to.
+        self._owed: dict[int, int] = {}
+        self._owed_since: dict[int, float] = {}
+        self._answered = asyncio.Event()  # set when an owed answer arrives
+        #: Late answers (frames from a unit that owed one) thrown away.
         self.late_discarded = 0
-        #: Frames that arrived while no request was out and the line was not settling.
+        #: Frames that arrived while no request was out, from a unit that owed nothing.
         self.strays = 0
         #: Answers refused as doubtful (extra frames, wrong size, wrong function or id).
         self.doubtful = 0
@@ -146,7 +155,7 @@ class Endpoint:
         original = protocol.data_received
 
         def counted(data: bytes) -> None:
-            self._received(len(data))
+            self._received(data)
             original(data)
 
         protocol.data_received = counted
@@ -157,22 +166,30 @@ class Endpoint:
             self._sent_tid = pdu.transaction_id
         return pdu
 
-    def _received(self, count: int) -> None:
+    def _received(self, data: bytes) -> None:
         now = time.monotonic()
         new_frame = now - self._last_rx > self._frame_gap_s
         self._last_rx = now
         if self._awaiting:
-            self._exchange_bytes += count
-            self._exchange_frames += new_frame
-        elif self._settling:
-            if new_frame:
-                self.late_discarded += 1
-                if self._timed_out_at:
-                    self.late_s = max(self.late_s, now - self._timed_out_at.pop(0))
-                self._owed = max(0, self._owed - 1)
-        elif self.serial_framing:  # TCP answers carry their transaction id: no doubt there
-            self.strays += new_frame
-            self._dirty = True
+            self._exchange_bytes += len(data)
+        if not self.serial_framing or not data:
+            return  # TCP answers carry their transaction id: no doubt there
+        if not self._awaiting:  # a late answer or a stray: the next request waits for quiet
+            self._quiet_until = max(self._quiet_until, now + self._frame_gap_s + self.cfg.pause_s)
+        if new_frame:
+            unit = self._frame_unit = data[0]
+            owed = self._owed.get(unit, 0)
+            if owed:  # an answer from a unit that owed one: ours now, or a late one
+                self._owed[unit] = owed - 1
+                if owed == 1:
+                    self._owed_since.pop(unit, None)
+                if not self._awaiting:
+                    self.late_discarded += 1
+            elif not self._awaiting:
+                self.strays += 1
+                self._dirty = True
+            if owed:
+                self._answered.set()
 
     async def read(
         self,
@@ -208,22 +225,27 @@ class Endpoint:
         doubtful = False  # the last try got an answer that could not be trusted
         for _attempt in range(tries):
             doubtful = False
-            if self._dirty or self._owed:
-                await self._settle(device, limit_s)
-            pause = self._quiet_until - time.monotonic()
-            if pause > 0:
+            if self.serial_framing:
+                owing = await self._await_owed(unit_id, limit_s)
+                if owing:
+                    failure = owing
+                    break  # asking again now could only get the late answer for the new question
+                if self._dirty:
+                    await self._settle(device, limit_s)
+            # A late answer arriving meanwhile pushes the quiet further: look again (bounded).
+            for _ in range(_QUIET_CHECKS):
+                pause = self._quiet_until - time.monotonic()
+                if pause <= 0:
+                    break
                 await asyncio.sleep(pause)
+            waited_tail = False
             try:
                 response = await self._exchange(request, unit_id, device, limit_s)
                 problem = await self._doubt(request, response)
+                waited_tail = self.serial_framing
             except TimeoutError:
                 failure = f"no answer within {limit_s:g} s"
-                problem = ""
-                if self.serial_framing:
-                    self._owed += 1
-                    self._timed_out_at.append(time.monotonic() - limit_s)
-                    self._dirty = True
-                else:
+                if not self.serial_framing:
                     self.client.close()
                 continue
             except ModbusException as exc:
@@ -235,7 +257,8 @@ class Endpoint:
                 continue
             finally:
                 self._awaiting = False
-                self._quiet_until = time.monotonic() + self.cfg.pause_s
+                # After an answer on a serial line the pause was already kept (see _doubt).
+                self._quiet_until = time.monotonic() + (0.0 if waited_tail else self.cfg.pause_s)
             if not problem:
                 return response
             failure = problem
@@ -247,6 +270,40 @@ class Endpoint:
         if doubtful:  # the line is out of step, not necessarily this device at fault
             raise LineOutOfStep(device, f"no trustworthy answer to {what}: {failure}")
         raise DeviceError(device, f"no valid answer to {what}: {failure}")
+
+    async def _await_owed(self, unit_id: int, limit_s: float) -> str:
+        """Wait up to `limit_s` for an answer `unit_id` still owes; "" once nothing is owed.
+
+        An owed answer older than OWED_EXPIRY timeouts (at least OWED_EXPIRY_MIN_S) is given
+        up: the request was lost on the way (noise), or the slave dropped it."""
+        if not self._owed.get(unit_id):
+            return ""
+        since = self._owed_since.get(unit_id, time.monotonic())
+        if time.monotonic() - since > max(OWED_EXPIRY * limit_s, OWED_EXPIRY_MIN_S):
+            log.info(
+                "owed_answer_given_up endpoint=%s unit=%d age_s=%.1f",
+                self,
+                unit_id,
+                time.monotonic() - since,
+            )
+            self._owed.pop(unit_id, None)
+            self._owed_since.pop(unit_id, None)
+            return ""
+        deadline = time.monotonic() + limit_s
+        while self._owed.get(unit_id):
+            self._answered.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                age = time.monotonic() - since
+                return (
+                    f"unit {unit_id} still owes the answer to a request {age:.1f} s ago; not "
+                    "asked again until it comes (a late answer would be taken for a new request)"
+                )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._answered.wait()
+        self._dirty = True  # let the line go quiet after the late answer
+        return ""
 
     async def _exchange(
         self, request: ReadRequest, unit_id: int, device: str, limit_s: float
@@ -265,8 +322,12 @@ class Endpoint:
             "coil": self.client.read_coils,
             "discrete": self.client.read_discrete_inputs,
         }
-        self._exchange_bytes = self._exchange_frames = 0
+        self._exchange_bytes = 0
         self._awaiting = True
+        if self.serial_framing:  # owed until its answer's first byte arrives
+            self._owed[unit_id] = self._owed.get(unit_id, 0) + 1
+            self._owed_since.setdefault(unit_id, time.monotonic())
+            self._last_rx = 0.0  # what comes after the request starts a new frame
         async with asyncio.timeout(limit_s):
             return await readers[request.table](
                 request.address, count=request.count, device_id=unit_id
@@ -289,51 +350,32 @@ class Endpoint:
             if response.transaction_id != self._sent_tid:
                 return f"answer to another transaction ({response.transaction_id})"
             return ""
-        # Exactly one frame of the expected size, then the line quiet for the pause: a second
-        # frame (a duplicate, or the real answer after a stale one) shows up in this window.
-        await asyncio.sleep(max(self.cfg.pause_s, self._frame_gap_s * 2))
+        # Exactly the bytes of one answer, then the line quiet for the pause: a second frame
+        # (a duplicate, or the real answer after a stale one) or noise shows up in the count.
+        await asyncio.sleep(max(self.cfg.pause_s, self._frame_gap_s))
         expected = answer_bytes(request, response)
-        if self._exchange_frames != 1 or self._exchange_bytes != expected:
+        if self._exchange_bytes != expected:
             return (
-                f"answers out of step on the line ({self._exchange_bytes} bytes in "
-                f"{self._exchange_frames} frames, expected {expected} in 1)"
+                f"answers out of step on the line ({self._exchange_bytes} bytes, "
+                f"expected {expected})"
             )
         return ""
 
     async def _settle(self, device: str, limit_s: float) -> None:
-        """Throw away what the line still delivers: until every owed answer came (or the line
-        was quiet past the longest lateness seen), then `limit_s` (the device's timeout) of quiet."""
-        self._settling = True
+        """After bytes nobody asked for: wait until the line was quiet for `limit_s`."""
         started = time.monotonic()
-        discarded = self.late_discarded
-        give_up_quiet = max(LATE_FACTOR * limit_s, 2 * self.late_s)
         try:
             while True:
                 now = time.monotonic()
-                quiet_since = max(self._last_rx, started)
-                if self._owed and now - quiet_since >= give_up_quiet:
-                    self._owed = 0  # those answers are not coming
-                    self._timed_out_at.clear()
-                need = limit_s if not self._owed else give_up_quiet
-                wait = quiet_since + need - now
-                if wait <= 0 and not self._owed:
+                wait = max(self._last_rx, started) + limit_s - now
+                if wait <= 0:
                     break
                 if now - started > _MAX_SETTLE_S:
                     self.client.close()  # a babbling line: start again on a fresh open
-                    self._owed = 0
-                    self._timed_out_at.clear()
                     break
-                await asyncio.sleep(max(wait, 0.001))
+                await asyncio.sleep(wait)
         finally:
-            self._settling = False
             self._dirty = False
-        if self.late_discarded != discarded:
-            log.debug(
-                "late_answers_discarded endpoint=%s device=%s count=%d",
-                self,
-                device,
-                self.late_discarded - discarded,
-            )
 
     def close(self) -> None:
         self.client.close()

@@ -136,14 +136,14 @@ class DevicePoller:
                 )
             for point, start, end, decode in layout:
                 self._put(points, point, self._decode(point, decode, words[start:end]))
-        if self.refused_reads != refused_before:
-            self.refused_polls += 1
         if self.endpoint.strays != strays:
             # An answer nobody asked for arrived on the line during this poll: one of this
             # poll's answers may belong to another request. Better a gap than a wrong value.
             raise LineOutOfStep(
                 self.device.name, f"answers out of step on {self.endpoint}; poll discarded"
             )
+        if self.refused_reads != refused_before:  # counted only for a poll that is kept
+            self.refused_polls += 1
         self._log_unreadable_changes()
         # Stamped when the read completed; held (with its monotonic time) while the wall clock
         # is not trusted, to be re-stamped later (gatewayd/acquire/clock.py).
@@ -275,7 +275,9 @@ class DevicePoller:
     def worst_case_s(self) -> float:
         """The longest one poll can take: a request timing out on every try."""
         cfg = self.device.modbus
-        return cfg.timeout_s * (cfg.retries + 1) + cfg.pause_s * len(self.plan)
+        # Each try may wait one timeout for its answer and, on a serial line, one more for an
+        # answer still owed before the retry (endpoint.py).
+        return cfg.timeout_s * (2 * cfg.retries + 1) * len(self.plan) + cfg.pause_s * len(self.plan)
 
     async def finish(self) -> None:
         """Let a poll in progress complete (bounded by worst_case_s), so its sample is kept."""

@@ -462,3 +462,53 @@ async def test_a_point_that_turns_unusable_is_logged_once_and_its_recovery_once(
     messages = [r.getMessage() for r in caplog.records]
     assert len([m for m in messages if m.startswith("point_unusable")]) == 1
     assert len([m for m in messages if m.startswith("point_usable")]) == 1
+
+
+@pytest.mark.parametrize("transport", SERIAL)
+async def test_one_late_answer_from_a_slave_that_drops_requests_while_busy(
+    transport: str, line_factory: Any
+) -> None:
+    """Found by the second adversarial round: the first answer to holding 10 comes 2 s late
+    (6.7x the timeout) and the slave ignores requests meanwhile. Before: gatewayd gave up on
+    the owed answer after 3 timeouts, asked holding 0, and took R10's late answer for R0."""
+    unit = four_point_meter()
+    unit.ignore_while_busy = True
+    first = [True]
+
+    def delay(table: str, address: int, count: int) -> float:
+        if address == 10 and first[0]:
+            first[0] = False
+            return 2.0
+        return 0.0
+
+    unit.delay = delay
+    _, connection = line_factory(transport, [unit])
+    samples: list[Sample] = []
+    pollers, endpoints = build_pollers(
+        [four_point_device(connection, timeout_s=0.3, retries=0)], samples.append
+    )
+    try:
+        for _ in range(6):  # about once a second, as a 1 s interval would
+            await pollers[0].poll()
+            pollers[0].retry_at = 0.0
+            await asyncio.sleep(0.7)
+    finally:
+        for endpoint in endpoints.values():
+            endpoint.close()
+    assert wrong_values(samples) == []
+    assert samples, "the slave recovered and was read again"
+
+
+async def test_an_answer_delivered_in_pieces_is_read(line_factory: Any) -> None:
+    """A converter delivering a frame in 4-byte bursts 17 ms apart (before: '13 bytes in 4
+    frames, expected 13 in 1', every poll discarded)."""
+    unit = four_point_meter()
+    unit.chunks = (4, 0.017)
+    _, connection = line_factory("rtu_over_tcp", [unit])
+    config = four_point_device(connection, timeout_s=0.5, retries=0)
+    config = config.model_copy(
+        update={"points": [PointConfig(id=f"R{a}", address=a) for a in (0, 1, 2, 3)]}
+    )
+    unit.tables["holding"].update({1: 1001, 2: 1002, 3: 1003})
+    samples = await poll_times([config], rounds=2)
+    assert [s.points for s in samples] == [{"R0": 1000, "R1": 1001, "R2": 1002, "R3": 1003}] * 2

@@ -59,6 +59,12 @@ class Unit:
     #: Before each answer, send the previous answer again (firmware that replays its buffer).
     replay_previous: bool = False
     last_answer: bytes = b""
+    #: Requests that arrive while the slave is still busy are dropped, not queued (as simple,
+    #: single-threaded firmware does).
+    ignore_while_busy: bool = False
+    #: Send each answer in pieces of this many bytes, this many seconds apart (a converter or a
+    #: USB adapter that delivers a frame in bursts).
+    chunks: tuple[int, float] | None = None
     #: Monotonic time until which the slave is busy with earlier requests.
     busy_until: float = 0.0
 
@@ -199,6 +205,8 @@ class RtuLine:
         adu += crc16(adu)
         # One request at a time per slave, in the order received, as a device's firmware does.
         now = time.monotonic()
+        if unit.ignore_while_busy and now < unit.busy_until:
+            return
         start = max(now, unit.busy_until)
         unit.busy_until = start + unit.delay(_TABLE_OF_FC.get(fc, ""), address, count)
         wire = (unit.last_answer + adu) if unit.replay_previous else adu
@@ -215,6 +223,14 @@ class RtuLine:
 
     def _send(self, adu: bytes) -> None:
         if self._stop.is_set():
+            return
+        unit = self.units.get(adu[0])
+        if unit is not None and unit.chunks is not None:
+            size, gap = unit.chunks
+            for start in range(0, len(adu), size):
+                with self._send_lock, contextlib.suppress(OSError):
+                    self._write(adu[start : start + size])
+                time.sleep(gap)
             return
         # If the master hung up, a real slave would talk to nobody too.
         with self._send_lock, contextlib.suppress(OSError):

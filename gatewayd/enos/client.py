@@ -40,8 +40,10 @@ from gatewayd.enos.protocol import (
     Reply,
     command_reply,
     device_credentials,
+    is_reply_topic,
     parse_command,
     parse_reply,
+    reply_topic,
 )
 from gatewayd.enos.refusals import connack_refusal
 from gatewayd.enos.transport import disconnect_reason, no_delay, tls_context
@@ -220,7 +222,7 @@ class MqttSession:
         """Publish a request (QoS 1) and wait for its reply; raise UplinkDown or ReplyTimeout."""
         if self._client is None or not self.connected.is_set():
             raise UplinkDown("not connected")
-        key = (topic + "_reply", request_id)
+        key = (reply_topic(topic), request_id)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
@@ -379,7 +381,7 @@ class MqttSession:
                 future.set_exception(UplinkDown(f"connection lost: {reason}"))
 
     def _deliver(self, topic: str, payload: bytes) -> None:
-        if not topic.endswith("_reply"):
+        if not is_reply_topic(topic):
             self._obey(topic, payload)
             return
         try:
@@ -406,4 +408,4 @@ class MqttSession:
             return
         code = self.command_handler(topic, command) if self.command_handler else 1101
         if self._client is not None:
-            self._client.publish(topic + "_reply", command_reply(command.id, code), qos=1)
+            self._client.publish(reply_topic(topic), command_reply(command.id, code), qos=1)

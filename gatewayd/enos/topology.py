@@ -35,6 +35,7 @@ from gatewayd.enos.protocol import (
     SubDevice,
     device_keys,
     login_batch_params,
+    reply_topic,
     request,
     session_topic,
     topo_add_params,
@@ -57,9 +58,9 @@ def topology_topics(gateway: GatewayConfig) -> list[str]:
     """Reply topics of our topology requests and the command topics we obey."""
     pk, dk = gateway.product_key, gateway.device_key
     return [
-        topo_topic(pk, dk, METHOD_TOPO_GET) + "_reply",
-        topo_topic(pk, dk, METHOD_TOPO_ADD) + "_reply",
-        session_topic(pk, dk, METHOD_LOGIN_BATCH) + "_reply",
+        reply_topic(topo_topic(pk, dk, METHOD_TOPO_GET)),
+        reply_topic(topo_topic(pk, dk, METHOD_TOPO_ADD)),
+        reply_topic(session_topic(pk, dk, METHOD_LOGIN_BATCH)),
         session_topic(pk, dk, METHOD_DISABLE),
         session_topic(pk, dk, METHOD_ENABLE),
         session_topic(pk, dk, METHOD_DELETE),

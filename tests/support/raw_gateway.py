@@ -16,7 +16,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gatewayd.enos.protocol import device_credentials
+from gatewayd.enos.protocol import device_credentials, is_reply_topic, reply_topic
 
 GATEWAY = ("gwPK", "gw001", "gw-secret")
 
@@ -60,7 +60,7 @@ class RawGateway:
         deadline = time.monotonic() + timeout_s
         while True:
             got_topic, body = self._replies.get(timeout=max(0.01, deadline - time.monotonic()))
-            if got_topic == topic + "_reply":
+            if got_topic == reply_topic(topic):
                 return body
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, p: Any) -> None:
@@ -72,7 +72,7 @@ class RawGateway:
             client.subscribe([("/sys/+/+/thing/#", 1), ("/ext/session/+/+/combine/#", 1)])
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic.endswith("_reply"):
+        if is_reply_topic(message.topic):
             try:
                 body = json.loads(message.payload)
             except ValueError:

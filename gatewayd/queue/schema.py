@@ -8,7 +8,9 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
@@ -20,6 +22,26 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Migrations("gatewayd")
 SCHEMA_VERSION = 5
 COUNTERS = ("polled", "queued", "sent", "evicted", "rejected", "retried")
+
+
+def upsert(
+    conn: sqlite3.Connection,
+    table: Literal["state", "meta"],
+    values: Mapping[str, Any],
+    *,
+    add: bool = False,
+) -> None:
+    """Write key/value rows of `state` or `meta`, creating missing keys.
+
+    `add`: add each value to what the key holds (a counter; a missing one starts at 0) instead
+    of replacing it. The caller owns the transaction.
+    """
+    update = "value + excluded.value" if add else "excluded.value"
+    conn.executemany(
+        f"INSERT INTO {table} (key, value) VALUES (?, ?)"
+        f" ON CONFLICT(key) DO UPDATE SET value = {update}",
+        list(values.items()),
+    )
 
 
 @MIGRATIONS(name="0001_initial")
@@ -133,11 +155,7 @@ def migrate(conn: sqlite3.Connection) -> None:
         )
     MIGRATIONS.apply(db)
     with db.atomic():
-        db.execute(
-            "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [SCHEMA_VERSION],
-        )
+        upsert(conn, "meta", {"schema_version": SCHEMA_VERSION})
 
 
 def probe(conn: sqlite3.Connection) -> str | None:

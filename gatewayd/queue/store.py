@@ -24,7 +24,7 @@ from gatewayd.queue.held import HeldRows
 from gatewayd.queue.marker import check_and_mark
 from gatewayd.queue.reserve import SpaceKeeper
 from gatewayd.queue.salvage import SalvageTarget
-from gatewayd.queue.schema import MIGRATIONS, connect, migrate, open_connection
+from gatewayd.queue.schema import MIGRATIONS, connect, migrate, open_connection, upsert
 
 if TYPE_CHECKING:  # imports written before the split into modules keep working
     from gatewayd.queue.stats import QueueStats, file_bytes, read_stats
@@ -314,8 +314,4 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows):
         self.conn.execute("UPDATE state SET value = value + ? WHERE key = ?", (n, counter))
 
     def _set_many(self, values: dict[str, Any]) -> None:
-        self.conn.executemany(
-            "INSERT INTO state (key, value) VALUES (?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            list(values.items()),
-        )
+        upsert(self.conn, "state", values)

@@ -72,7 +72,6 @@ class MqttSession:
         self.connect_failures = 0
         #: Set when a connection attempt fails (refused, TLS handshake, unreachable).
         self.connect_failed = asyncio.Event()
-        self.last_connect_error = ""
         #: Why the hub refuses our login ("" while it does not): a wrong secret never fixes itself.
         self.refused = ""
         self.refusals = 0
@@ -106,10 +105,6 @@ class MqttSession:
 
     def next_id(self) -> str:
         return str(next(self._ids))
-
-    @property
-    def inflight(self) -> int:
-        return len(self._pending)
 
     async def start(self) -> None:
         """Begin connecting in the background; `connected` is set once reply topics are subscribed."""
@@ -322,7 +317,6 @@ class MqttSession:
     def _connect_failed(self, reason: str = "") -> None:
         self.refused = ""  # failing otherwise (unreachable, TLS) ends a streak of refusals
         self.connect_failures += 1
-        self.last_connect_error = reason
         self.connect_failed.set()
         if self.connect_failures == 1 or self.connect_failures % 100 == 0:
             log.warning(

@@ -105,10 +105,10 @@ class Topology:
         self.disabled: set[Key] = set()
         self.parked: dict[Key, float] = {}  # key -> when to try again (monotonic)
         self._park_counts: dict[Key, int] = {}
-        #: Times each device was parked since start (never reset; for metrics and tests).
+        #: Times each device was parked since start (never reset; only tests read it so far).
         self.park_counts: dict[Key, int] = {}
-        self.park_events = 0
-        #: Set whenever a device is parked (for whoever needs to react, and for tests).
+        #: Set whenever a device is parked. Only tests wait on it (test_spine, test_refusals,
+        #: test_uplink_faults: "a device was parked" without polling); the daemon never reads it.
         self.parked_signal = asyncio.Event()
         #: Set once the topology was synchronised on the current connection.
         self.ready = asyncio.Event()
@@ -153,6 +153,11 @@ class Topology:
         return set(self.disabled) | set(self.parked)
 
     @property
+    def park_events(self) -> int:
+        """Parks since start, all devices together (only tests read it, as they do park_counts)."""
+        return sum(self.park_counts.values())
+
+    @property
     def has_park_history(self) -> bool:
         """Some device's park delay is still grown (cheap to ask for every reply)."""
         return bool(self._park_counts)
@@ -171,7 +176,6 @@ class Topology:
         now = self.clock()
         if self.parked.get(key, now) > now:
             return
-        self.park_events += 1
         self.park_counts[key] = self.park_counts.get(key, 0) + 1
         count = self._park_counts.get(key, 0) + 1
         self._park_counts[key] = count

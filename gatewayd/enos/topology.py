@@ -42,7 +42,7 @@ from gatewayd.enos.protocol import (
     topo_topic,
 )
 from gatewayd.enos.refusals import login_refusal
-from gatewayd.errors import ReplyTimeout, UplinkDown
+from gatewayd.errors import TransientError
 from gatewayd.logs import clip
 from gatewayd.runtime.watchdog import Pulse
 
@@ -253,7 +253,7 @@ class Topology:
             async with self._lock:
                 try:
                     await self._login(managed)
-                except (UplinkDown, ReplyTimeout) as exc:
+                except TransientError as exc:  # UplinkDown, ReplyTimeout: the next round retries
                     log.info("sub_device_relogin_unanswered reason=%r", str(exc))
 
     async def repair(self) -> None:
@@ -274,7 +274,7 @@ class Topology:
                     await self._add(missing)
                 if wanted:
                     await self._login(wanted)
-            except (UplinkDown, ReplyTimeout) as exc:
+            except TransientError as exc:  # UplinkDown, ReplyTimeout: the next round retries
                 log.warning("topology_sync_failed reason=%r", str(exc))
                 return False
             return True

@@ -34,6 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gatewayd.backoff import backoff_delay
+from gatewayd.clocks import now_ms
 from gatewayd.config import GatewayConfig, MqttConfig
 from gatewayd.enos.protocol import (
     Command,
@@ -113,7 +114,7 @@ class MqttSession:
             self.gateway.product_key,
             self.gateway.device_key,
             self.gateway.secret(),
-            int(time.time() * 1000),
+            now_ms(),
         )
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from gatewayd.clocks import now_ms
 from gatewayd.config import DeviceConfig, ForwardConfig, GatewayConfig
 from gatewayd.enos.client import MqttSession
 from gatewayd.enos.protocol import (
@@ -297,7 +298,7 @@ class Topology:
 
     def _chunks(self, devices: list[SubDevice], method: str) -> list[list[SubDevice]]:
         """The devices in groups whose request stays within forward.batch_max_bytes."""
-        ts = int(time.time() * 1000)
+        ts = now_ms()
         if method == METHOD_TOPO_ADD:
             entries: list[object] = list(topo_add_params(devices, ts))
             empty: object = []
@@ -314,7 +315,7 @@ class Topology:
 
     async def _add_group(self, devices: list[SubDevice]) -> None:
         gw = self.gateway
-        params = topo_add_params(devices, int(time.time() * 1000))
+        params = topo_add_params(devices, now_ms())
         reply = await self._request(
             topo_topic(gw.product_key, gw.device_key, METHOD_TOPO_ADD), METHOD_TOPO_ADD, params
         )
@@ -336,7 +337,7 @@ class Topology:
 
     async def _login_group(self, devices: list[SubDevice]) -> None:
         gw = self.gateway
-        params = login_batch_params(devices, int(time.time() * 1000))
+        params = login_batch_params(devices, now_ms())
         reply = await self._request(
             session_topic(gw.product_key, gw.device_key, METHOD_LOGIN_BATCH),
             METHOD_LOGIN_BATCH,

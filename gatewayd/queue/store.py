@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
+from gatewayd.clocks import now_ms
 from gatewayd.config import QueueConfig
 from gatewayd.model import QueuedSample, Sample
 from gatewayd.queue.eviction import Bounds, BoundsKeeper, evict_old, evict_to_budget, used_bytes
@@ -62,10 +62,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(f"gatewayd.queue.{_MOVED[name]}"), name)
     raise AttributeError(name)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def open_store(

@@ -16,6 +16,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from gatewayd.clocks import now_ms
 from gatewayd.enos.protocol import device_credentials, is_reply_topic, reply_topic
 
 GATEWAY = ("gwPK", "gw001", "gw-secret")
@@ -25,7 +26,7 @@ class RawGateway:
     """Connect as a gateway (`secret` signs the CONNECT); `ask` publishes and awaits the reply."""
 
     def __init__(self, port: int, product_key: str, device_key: str, secret: str) -> None:
-        creds = device_credentials(product_key, device_key, secret, int(time.time() * 1000))
+        creds = device_credentials(product_key, device_key, secret, now_ms())
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=creds.client_id, protocol=mqtt.MQTTv311
         )

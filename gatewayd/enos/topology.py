@@ -98,7 +98,7 @@ class Topology:
     ) -> None:
         self.session = session
         self.gateway = gateway
-        self.cfg = forward
+        self.forward = forward
         self.clock = clock
         self.managed = self._managed(devices)
         self._resync = False
@@ -145,11 +145,11 @@ class Topology:
     def sendable(self, key: Key) -> bool:
         if key in self.disabled:
             return False
-        return key not in self.parked or self.cfg.allow_offline_sub_device
+        return key not in self.parked or self.forward.allow_offline_sub_device
 
     def unsendable(self) -> set[Key]:
         """The devices whose samples are held back now (disabled, or parked)."""
-        if self.cfg.allow_offline_sub_device:
+        if self.forward.allow_offline_sub_device:
             return set(self.disabled)
         return set(self.disabled) | set(self.parked)
 
@@ -180,7 +180,7 @@ class Topology:
         self.park_counts[key] = self.park_counts.get(key, 0) + 1
         count = self._park_counts.get(key, 0) + 1
         self._park_counts[key] = count
-        delay = min(self.cfg.retry_max_s * 5, self.cfg.retry_min_s * 5 * 2 ** (count - 1))
+        delay = min(self.forward.retry_max_s * 5, self.forward.retry_min_s * 5 * 2 ** (count - 1))
         self.parked[key] = now + delay
         self.online.discard(key)
         log.warning(
@@ -284,7 +284,9 @@ class Topology:
         request_id = self.session.next_id()
         payload = request(request_id, method, params)
         with self.pulse.idle():
-            return await self.session.request(topic, request_id, payload, self.cfg.reply_timeout_s)
+            return await self.session.request(
+                topic, request_id, payload, self.forward.reply_timeout_s
+            )
 
     async def _topology(self) -> set[Key]:
         gw = self.gateway
@@ -307,7 +309,7 @@ class Topology:
             empty = login_batch_params([], ts)
         overhead = len(request("9" * 40, method, empty)) + 64
         sizes = [len(json.dumps(entry, separators=(",", ":"))) + 1 for entry in entries]
-        return split_by_size(devices, sizes, self.cfg.batch_max_bytes - overhead)
+        return split_by_size(devices, sizes, self.forward.batch_max_bytes - overhead)
 
     async def _add(self, devices: list[SubDevice]) -> None:
         for group in self._chunks(devices, METHOD_TOPO_ADD):

@@ -120,7 +120,12 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows):
         return used_bytes(self.conn)
 
     def insert(self, samples: list[Sample], clock_ms: int | None = None) -> int:
-        """Commit a group; returns how many samples the bounds evicted (or refused)."""
+        """Commit a group; returns how many samples the bounds evicted (or refused).
+
+        The result is not the number stored: it is what this insert cost (old rows evicted by
+        age or bytes, or, under `drop_newest`, the group itself refused). The name stays: tests
+        and SampleQueue (by name, "insert", through its executor) call it.
+        """
         enqueued = clock_ms if clock_ms is not None else self.enqueue_clock()
         age_now = clock_ms if clock_ms is not None else self.age_clock()
         with self.db.atomic():

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from gatewayd.backoff import backoff_ceiling
 from gatewayd.clocks import now_ms
 from gatewayd.config import DeviceConfig, ForwardConfig, GatewayConfig
 from gatewayd.enos.client import MqttSession
@@ -180,7 +181,7 @@ class Topology:
         self.park_counts[key] = self.park_counts.get(key, 0) + 1
         count = self._park_counts.get(key, 0) + 1
         self._park_counts[key] = count
-        delay = min(self.forward.retry_max_s * 5, self.forward.retry_min_s * 5 * 2 ** (count - 1))
+        delay = backoff_ceiling(count, self.forward.retry_min_s * 5, self.forward.retry_max_s * 5)
         self.parked[key] = now + delay
         self.online.discard(key)
         log.warning(

@@ -34,14 +34,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gatewayd.backoff import backoff_delay
+from gatewayd.clocks import now_ms
 from gatewayd.config import GatewayConfig, MqttConfig
 from gatewayd.enos.protocol import (
     Command,
     Reply,
     command_reply,
     device_credentials,
+    is_reply_topic,
     parse_command,
     parse_reply,
+    reply_topic,
 )
 from gatewayd.enos.refusals import connack_refusal
 from gatewayd.enos.transport import disconnect_reason, no_delay, tls_context
@@ -70,7 +73,6 @@ class MqttSession:
         self.connect_failures = 0
         #: Set when a connection attempt fails (refused, TLS handshake, unreachable).
         self.connect_failed = asyncio.Event()
-        self.last_connect_error = ""
         #: Why the hub refuses our login ("" while it does not): a wrong secret never fixes itself.
         self.refused = ""
         self.refusals = 0
@@ -105,10 +107,6 @@ class MqttSession:
     def next_id(self) -> str:
         return str(next(self._ids))
 
-    @property
-    def inflight(self) -> int:
-        return len(self._pending)
-
     async def start(self) -> None:
         """Begin connecting in the background; `connected` is set once reply topics are subscribed."""
         self._loop = asyncio.get_running_loop()
@@ -116,7 +114,7 @@ class MqttSession:
             self.gateway.product_key,
             self.gateway.device_key,
             self.gateway.secret(),
-            int(time.time() * 1000),
+            now_ms(),
         )
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -220,7 +218,7 @@ class MqttSession:
         """Publish a request (QoS 1) and wait for its reply; raise UplinkDown or ReplyTimeout."""
         if self._client is None or not self.connected.is_set():
             raise UplinkDown("not connected")
-        key = (topic + "_reply", request_id)
+        key = (reply_topic(topic), request_id)
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
@@ -320,7 +318,6 @@ class MqttSession:
     def _connect_failed(self, reason: str = "") -> None:
         self.refused = ""  # failing otherwise (unreachable, TLS) ends a streak of refusals
         self.connect_failures += 1
-        self.last_connect_error = reason
         self.connect_failed.set()
         if self.connect_failures == 1 or self.connect_failures % 100 == 0:
             log.warning(
@@ -379,7 +376,7 @@ class MqttSession:
                 future.set_exception(UplinkDown(f"connection lost: {reason}"))
 
     def _deliver(self, topic: str, payload: bytes) -> None:
-        if not topic.endswith("_reply"):
+        if not is_reply_topic(topic):
             self._obey(topic, payload)
             return
         try:
@@ -406,4 +403,4 @@ class MqttSession:
             return
         code = self.command_handler(topic, command) if self.command_handler else 1101
         if self._client is not None:
-            self._client.publish(topic + "_reply", command_reply(command.id, code), qos=1)
+            self._client.publish(reply_topic(topic), command_reply(command.id, code), qos=1)

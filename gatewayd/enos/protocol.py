@@ -33,6 +33,8 @@ CODE_NO_SUB_DEVICE_PERMISSION = 1212
 CONTENT_CODES = frozenset({1008, 1204, 1206, 1220})
 #: §4.6: Java's default shared clientId for combine.login.batch.
 LOGIN_BATCH_CLIENT_ID = "login.batch"
+#: §1.2: what a request topic is suffixed with to make its reply topic.
+REPLY_SUFFIX = "_reply"
 
 
 def sign(fields: dict[str, str], secret: str) -> str:
@@ -212,7 +214,12 @@ def command_reply(request_id: str, code: int = CODE_OK, message: str = "") -> by
 
 def reply_topic(request_topic: str) -> str:
     """§1.2: replies come on the request topic with `_reply` appended."""
-    return request_topic + "_reply"
+    return request_topic + REPLY_SUFFIX
+
+
+def is_reply_topic(topic: str) -> bool:
+    """§1.2: whether `topic` carries replies (as opposed to requests or commands)."""
+    return topic.endswith(REPLY_SUFFIX)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from gatewayd.backoff import backoff_ceiling
+from gatewayd.clocks import now_ms
 from gatewayd.config import DeviceConfig, ForwardConfig, GatewayConfig
 from gatewayd.enos.client import MqttSession
 from gatewayd.enos.protocol import (
@@ -35,13 +37,14 @@ from gatewayd.enos.protocol import (
     SubDevice,
     device_keys,
     login_batch_params,
+    reply_topic,
     request,
     session_topic,
     topo_add_params,
     topo_topic,
 )
 from gatewayd.enos.refusals import login_refusal
-from gatewayd.errors import ReplyTimeout, UplinkDown
+from gatewayd.errors import TransientError
 from gatewayd.logs import clip
 from gatewayd.runtime.watchdog import Pulse
 
@@ -57,9 +60,9 @@ def topology_topics(gateway: GatewayConfig) -> list[str]:
     """Reply topics of our topology requests and the command topics we obey."""
     pk, dk = gateway.product_key, gateway.device_key
     return [
-        topo_topic(pk, dk, METHOD_TOPO_GET) + "_reply",
-        topo_topic(pk, dk, METHOD_TOPO_ADD) + "_reply",
-        session_topic(pk, dk, METHOD_LOGIN_BATCH) + "_reply",
+        reply_topic(topo_topic(pk, dk, METHOD_TOPO_GET)),
+        reply_topic(topo_topic(pk, dk, METHOD_TOPO_ADD)),
+        reply_topic(session_topic(pk, dk, METHOD_LOGIN_BATCH)),
         session_topic(pk, dk, METHOD_DISABLE),
         session_topic(pk, dk, METHOD_ENABLE),
         session_topic(pk, dk, METHOD_DELETE),
@@ -96,7 +99,7 @@ class Topology:
     ) -> None:
         self.session = session
         self.gateway = gateway
-        self.cfg = forward
+        self.forward = forward
         self.clock = clock
         self.managed = self._managed(devices)
         self._resync = False
@@ -104,10 +107,10 @@ class Topology:
         self.disabled: set[Key] = set()
         self.parked: dict[Key, float] = {}  # key -> when to try again (monotonic)
         self._park_counts: dict[Key, int] = {}
-        #: Times each device was parked since start (never reset; for metrics and tests).
+        #: Times each device was parked since start (never reset; only tests read it so far).
         self.park_counts: dict[Key, int] = {}
-        self.park_events = 0
-        #: Set whenever a device is parked (for whoever needs to react, and for tests).
+        #: Set whenever a device is parked. Only tests wait on it (test_spine, test_refusals,
+        #: test_uplink_faults: "a device was parked" without polling); the daemon never reads it.
         self.parked_signal = asyncio.Event()
         #: Set once the topology was synchronised on the current connection.
         self.ready = asyncio.Event()
@@ -143,13 +146,18 @@ class Topology:
     def sendable(self, key: Key) -> bool:
         if key in self.disabled:
             return False
-        return key not in self.parked or self.cfg.allow_offline_sub_device
+        return key not in self.parked or self.forward.allow_offline_sub_device
 
     def unsendable(self) -> set[Key]:
         """The devices whose samples are held back now (disabled, or parked)."""
-        if self.cfg.allow_offline_sub_device:
+        if self.forward.allow_offline_sub_device:
             return set(self.disabled)
         return set(self.disabled) | set(self.parked)
+
+    @property
+    def park_events(self) -> int:
+        """Parks since start, all devices together (only tests read it, as they do park_counts)."""
+        return sum(self.park_counts.values())
 
     @property
     def has_park_history(self) -> bool:
@@ -170,11 +178,10 @@ class Topology:
         now = self.clock()
         if self.parked.get(key, now) > now:
             return
-        self.park_events += 1
         self.park_counts[key] = self.park_counts.get(key, 0) + 1
         count = self._park_counts.get(key, 0) + 1
         self._park_counts[key] = count
-        delay = min(self.cfg.retry_max_s * 5, self.cfg.retry_min_s * 5 * 2 ** (count - 1))
+        delay = backoff_ceiling(count, self.forward.retry_min_s * 5, self.forward.retry_max_s * 5)
         self.parked[key] = now + delay
         self.online.discard(key)
         log.warning(
@@ -248,7 +255,7 @@ class Topology:
             async with self._lock:
                 try:
                     await self._login(managed)
-                except (UplinkDown, ReplyTimeout) as exc:
+                except TransientError as exc:  # UplinkDown, ReplyTimeout: the next round retries
                     log.info("sub_device_relogin_unanswered reason=%r", str(exc))
 
     async def repair(self) -> None:
@@ -269,7 +276,7 @@ class Topology:
                     await self._add(missing)
                 if wanted:
                     await self._login(wanted)
-            except (UplinkDown, ReplyTimeout) as exc:
+            except TransientError as exc:  # UplinkDown, ReplyTimeout: the next round retries
                 log.warning("topology_sync_failed reason=%r", str(exc))
                 return False
             return True
@@ -278,7 +285,9 @@ class Topology:
         request_id = self.session.next_id()
         payload = request(request_id, method, params)
         with self.pulse.idle():
-            return await self.session.request(topic, request_id, payload, self.cfg.reply_timeout_s)
+            return await self.session.request(
+                topic, request_id, payload, self.forward.reply_timeout_s
+            )
 
     async def _topology(self) -> set[Key]:
         gw = self.gateway
@@ -292,7 +301,7 @@ class Topology:
 
     def _chunks(self, devices: list[SubDevice], method: str) -> list[list[SubDevice]]:
         """The devices in groups whose request stays within forward.batch_max_bytes."""
-        ts = int(time.time() * 1000)
+        ts = now_ms()
         if method == METHOD_TOPO_ADD:
             entries: list[object] = list(topo_add_params(devices, ts))
             empty: object = []
@@ -301,7 +310,7 @@ class Topology:
             empty = login_batch_params([], ts)
         overhead = len(request("9" * 40, method, empty)) + 64
         sizes = [len(json.dumps(entry, separators=(",", ":"))) + 1 for entry in entries]
-        return split_by_size(devices, sizes, self.cfg.batch_max_bytes - overhead)
+        return split_by_size(devices, sizes, self.forward.batch_max_bytes - overhead)
 
     async def _add(self, devices: list[SubDevice]) -> None:
         for group in self._chunks(devices, METHOD_TOPO_ADD):
@@ -309,7 +318,7 @@ class Topology:
 
     async def _add_group(self, devices: list[SubDevice]) -> None:
         gw = self.gateway
-        params = topo_add_params(devices, int(time.time() * 1000))
+        params = topo_add_params(devices, now_ms())
         reply = await self._request(
             topo_topic(gw.product_key, gw.device_key, METHOD_TOPO_ADD), METHOD_TOPO_ADD, params
         )
@@ -331,7 +340,7 @@ class Topology:
 
     async def _login_group(self, devices: list[SubDevice]) -> None:
         gw = self.gateway
-        params = login_batch_params(devices, int(time.time() * 1000))
+        params = login_batch_params(devices, now_ms())
         reply = await self._request(
             session_topic(gw.product_key, gw.device_key, METHOD_LOGIN_BATCH),
             METHOD_LOGIN_BATCH,

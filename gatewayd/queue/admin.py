@@ -16,11 +16,11 @@ from typing import Any
 
 import sqlite_utils
 
+from gatewayd.clocks import now_ms
 from gatewayd.errors import QueueError
 from gatewayd.queue.salvage import RangeReader, describe, is_corruption
-from gatewayd.queue.schema import connect
+from gatewayd.queue.schema import connect, upsert
 from gatewayd.queue.stats import file_bytes
-from gatewayd.queue.store import now_ms
 
 SAMPLE_COLUMNS = "id, product_key, device_key, ts_ms, points, enqueued_ms, attempts"
 
@@ -81,7 +81,7 @@ def requeue_rejected(path: Path, code: int | None = None) -> int:
             params,
         ).rowcount
         db.execute(f"DELETE FROM rejected {where}", params)
-        _bump(db, "requeued", moved)
+        upsert(db.conn, "state", {"requeued": moved}, add=True)
         return int(moved)
 
 
@@ -152,12 +152,8 @@ def purge(path: Path, device: str | None = None, before_ms: int | None = None) -
     where, params = _filters(device, None, before_ms)
     with _open(path, write=True) as db, db.atomic():
         purged = db.execute(f"DELETE FROM samples{where}", params).rowcount
-        _bump(db, "purged", purged)
-        db.execute(
-            "INSERT INTO state (key, value) VALUES ('last_purge_ms', ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [now_ms()],
-        )
+        upsert(db.conn, "state", {"purged": purged}, add=True)
+        upsert(db.conn, "state", {"last_purge_ms": now_ms()})
         return int(purged)
 
 
@@ -176,11 +172,3 @@ def vacuum(path: Path) -> tuple[int, int]:
             db.execute("VACUUM")
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return before, file_bytes(path)
-
-
-def _bump(db: sqlite_utils.Database, key: str, n: int) -> None:
-    db.execute(
-        "INSERT INTO state (key, value) VALUES (?, ?)"
-        " ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-        [key, n],
-    )

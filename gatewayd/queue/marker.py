@@ -17,6 +17,8 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gatewayd.queue.schema import upsert
+
 log = logging.getLogger(__name__)
 
 
@@ -64,10 +66,7 @@ def check_and_mark(conn: sqlite3.Connection, queue: Path, *, replaced: bool = Fa
             previous.get("created", "?"),
         )
         with conn:
-            conn.execute(
-                "INSERT INTO state (key, value) VALUES ('queues_gone', 1)"
-                " ON CONFLICT(key) DO UPDATE SET value = value + 1"
-            )
+            upsert(conn, "state", {"queues_gone": 1}, add=True)
     if previous is None or previous.get("queue_id") != queue_id:
         _write_marker(marker, queue, queue_id)
     return gone

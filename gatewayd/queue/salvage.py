@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gatewayd.queue.schema import CORRUPTION, connect
+from gatewayd.queue.schema import CORRUPTION, connect, upsert
 
 log = logging.getLogger(__name__)
 
@@ -201,12 +201,7 @@ class SalvageTarget:
                 self.conn.execute(
                     "INSERT INTO sqlite_sequence (name, seq) VALUES ('samples', ?)", (base,)
                 )
-            for key, value in counters.items():
-                self.conn.execute(
-                    "INSERT INTO state (key, value) VALUES (?, ?)"
-                    " ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-                    (key, value),
-                )
+            upsert(self.conn, "state", counters, add=True)
             self.conn.executemany(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                 [("salvage_from", str(kept)), ("salvage_next_id", 0), ("salvage_base", base)],
@@ -254,8 +249,4 @@ class SalvageTarget:
 
     def add_counter(self, key: str, n: int) -> None:
         """Add to a counter in `state`, creating it (counters added after 0001 start absent)."""
-        self.conn.execute(
-            "INSERT INTO state (key, value) VALUES (?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
-            (key, n),
-        )
+        upsert(self.conn, "state", {key: n}, add=True)

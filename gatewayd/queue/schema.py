@@ -8,7 +8,9 @@ import logging
 import os
 import sqlite3
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, Literal
 
 import sqlite_utils
 from sqlite_utils.migrations import Migrations
@@ -16,13 +18,47 @@ from sqlite_utils.migrations import Migrations
 from gatewayd.errors import QueueError
 
 log = logging.getLogger(__name__)
+_Step = Callable[[sqlite_utils.Database], None]
 
 MIGRATIONS = Migrations("gatewayd")
-SCHEMA_VERSION = 5
+#: The names registered in MIGRATIONS, in order: sqlite-utils has no public list of a set's
+#: migrations (only `pending(db)` and `applied(db)`), and `migrate` needs it to spot a file
+#: written by a newer gatewayd.
+KNOWN_MIGRATIONS: list[str] = []
 COUNTERS = ("polled", "queued", "sent", "evicted", "rejected", "retried")
 
 
-@MIGRATIONS(name="0001_initial")
+def _migration(name: str) -> Callable[[_Step], _Step]:
+    """Register a step in MIGRATIONS under `name`, and note the name in KNOWN_MIGRATIONS."""
+
+    def register(step: _Step) -> _Step:
+        KNOWN_MIGRATIONS.append(name)
+        return MIGRATIONS(name=name)(step)
+
+    return register
+
+
+def upsert(
+    conn: sqlite3.Connection,
+    table: Literal["state", "meta"],
+    values: Mapping[str, Any],
+    *,
+    add: bool = False,
+) -> None:
+    """Write key/value rows of `state` or `meta`, creating missing keys.
+
+    `add`: add each value to what the key holds (a counter; a missing one starts at 0) instead
+    of replacing it. The caller owns the transaction.
+    """
+    update = "value + excluded.value" if add else "excluded.value"
+    conn.executemany(
+        f"INSERT INTO {table} (key, value) VALUES (?, ?)"
+        f" ON CONFLICT(key) DO UPDATE SET value = {update}",
+        list(values.items()),
+    )
+
+
+@_migration("0001_initial")
 def _m0001_initial(db: sqlite_utils.Database) -> None:
     db.executescript(
         """
@@ -56,14 +92,14 @@ def _m0001_initial(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO state (key, value) VALUES " + ",".join(f"('{c}', 0)" for c in COUNTERS))
 
 
-@MIGRATIONS(name="0002_held_samples")
+@_migration("0002_held_samples")
 def _m0002_held_samples(db: sqlite_utils.Database) -> None:
     """Readings taken while the wall clock was not trusted wait here to be re-stamped."""
     db.execute("ALTER TABLE samples ADD COLUMN held_boot TEXT")
     db.execute("ALTER TABLE samples ADD COLUMN held_mono_ms INTEGER")
 
 
-@MIGRATIONS(name="0003_held_index")
+@_migration("0003_held_index")
 def _m0003_held_index(db: sqlite_utils.Database) -> None:
     """Finding held readings must not walk the whole queue at every start (bench/disk.py).
 
@@ -72,18 +108,25 @@ def _m0003_held_index(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX samples_held ON samples (held_boot) WHERE held_boot IS NOT NULL")
 
 
-@MIGRATIONS(name="0004_rejected_age_index")
+@_migration("0004_rejected_age_index")
 def _m0004_rejected_age_index(db: sqlite_utils.Database) -> None:
     """Dead letters are evicted by the age of their rejection, oldest first: without a scan."""
     db.execute("CREATE INDEX rejected_age ON rejected (rejected_ms)")
 
 
-@MIGRATIONS(name="0005_device_index")
+@_migration("0005_device_index")
 def _m0005_device_index(db: sqlite_utils.Database) -> None:
     """Rows of a parked device must cost nothing to skip (forward/loop.py): this index finds a
     device's next row, and the next device, by seeking instead of reading every row between.
     Within one key the index is ordered by row id, which SQLite appends to every index entry."""
     db.execute("CREATE INDEX samples_device ON samples (product_key, device_key)")
+
+
+#: The number of migrations this gatewayd knows, copied into `meta.schema_version` at every open.
+#: `_sqlite_migrations` is the record that counts (migrate reads only that); the copy is kept
+#: because it is documented (README, queue file layout) and gives anyone holding just the
+#: `sqlite3` shell the version of a file taken off a gateway in one plain `SELECT`.
+SCHEMA_VERSION = len(KNOWN_MIGRATIONS)
 
 
 def _create_private(path: Path) -> None:
@@ -124,7 +167,7 @@ def connect(
 def migrate(conn: sqlite3.Connection) -> None:
     """Apply pending numbered migrations; refuse a file written by a newer gatewayd."""
     db = sqlite_utils.Database(conn)
-    known = {m.name for m in MIGRATIONS._migrations}
+    known = set(KNOWN_MIGRATIONS)
     unknown = [m.name for m in MIGRATIONS.applied(db) if m.name not in known]
     if unknown:
         raise QueueError(
@@ -133,11 +176,7 @@ def migrate(conn: sqlite3.Connection) -> None:
         )
     MIGRATIONS.apply(db)
     with db.atomic():
-        db.execute(
-            "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            [SCHEMA_VERSION],
-        )
+        upsert(conn, "meta", {"schema_version": SCHEMA_VERSION})
 
 
 def probe(conn: sqlite3.Connection) -> str | None:

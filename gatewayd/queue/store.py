@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
+from gatewayd.clocks import now_ms
 from gatewayd.config import QueueConfig
 from gatewayd.model import QueuedSample, Sample
 from gatewayd.queue.eviction import Bounds, BoundsKeeper, evict_old, evict_to_budget, used_bytes
@@ -24,7 +24,7 @@ from gatewayd.queue.held import HeldRows
 from gatewayd.queue.marker import check_and_mark
 from gatewayd.queue.reserve import SpaceKeeper
 from gatewayd.queue.salvage import SalvageTarget
-from gatewayd.queue.schema import MIGRATIONS, connect, migrate, open_connection
+from gatewayd.queue.schema import MIGRATIONS, connect, migrate, open_connection, upsert
 
 if TYPE_CHECKING:  # imports written before the split into modules keep working
     from gatewayd.queue.stats import QueueStats, file_bytes, read_stats
@@ -62,10 +62,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(f"gatewayd.queue.{_MOVED[name]}"), name)
     raise AttributeError(name)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def open_store(
@@ -124,7 +120,12 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows):
         return used_bytes(self.conn)
 
     def insert(self, samples: list[Sample], clock_ms: int | None = None) -> int:
-        """Commit a group; returns how many samples the bounds evicted (or refused)."""
+        """Commit a group; returns how many samples the bounds evicted (or refused).
+
+        The result is not the number stored: it is what this insert cost (old rows evicted by
+        age or bytes, or, under `drop_newest`, the group itself refused). The name stays: tests
+        and SampleQueue (by name, "insert", through its executor) call it.
+        """
         enqueued = clock_ms if clock_ms is not None else self.enqueue_clock()
         age_now = clock_ms if clock_ms is not None else self.age_clock()
         with self.db.atomic():
@@ -314,8 +315,4 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows):
         self.conn.execute("UPDATE state SET value = value + ? WHERE key = ?", (n, counter))
 
     def _set_many(self, values: dict[str, Any]) -> None:
-        self.conn.executemany(
-            "INSERT INTO state (key, value) VALUES (?, ?)"
-            " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            list(values.items()),
-        )
+        upsert(self.conn, "state", values)

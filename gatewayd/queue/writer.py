@@ -17,12 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gatewayd.clocks import now_ms
 from gatewayd.config import QueueConfig
 from gatewayd.errors import QueueError
 from gatewayd.model import QueuedSample, Sample
 from gatewayd.queue.recovery import DamageAndFullDisk
 from gatewayd.queue.reserve import DiskReserve, reserve_bytes
-from gatewayd.queue.store import Store, now_ms, open_store
+from gatewayd.queue.store import Store, open_store
 from gatewayd.runtime.watchdog import Pulse
 
 log = logging.getLogger(__name__)

@@ -18,11 +18,12 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from gatewayd.acquire.poller import DevicePoller
+from gatewayd.clocks import now_ms
 from gatewayd.enos.client import MqttSession
 from gatewayd.enos.topology import Topology
 from gatewayd.errors import QueueError
 from gatewayd.forward.loop import Forwarder
-from gatewayd.queue.store import SampleQueue, now_ms
+from gatewayd.queue.store import SampleQueue
 from gatewayd.runtime.snapshots import (
     QueueFigures,
     Snapshot,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -22,6 +21,7 @@ from prometheus_client import CollectorRegistry, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from gatewayd.clocks import now_ms
 from gatewayd.queue.store import file_bytes
 from gatewayd.runtime.snapshots import PollerStats, Snapshot
 
@@ -50,7 +50,7 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             "gatewayd_queue_bytes", "Queue file size with WAL", file_bytes(self.queue_path)
         )
-        age = 0.0 if q.oldest_ts_ms is None else max(0.0, time.time() - q.oldest_ts_ms / 1000)
+        age = 0.0 if q.oldest_ts_ms is None else max(0.0, (now_ms() - q.oldest_ts_ms) / 1000)
         yield GaugeMetricFamily(
             "gatewayd_queue_oldest_age_seconds", "Age of the oldest sample", age
         )

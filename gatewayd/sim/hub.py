@@ -41,6 +41,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gatewayd.enos.protocol import (
     METHOD_DISABLE,
     METHOD_ENABLE,
+    is_reply_topic,
+    reply_topic,
     request,
     session_topic,
 )
@@ -225,7 +227,7 @@ class HubSimulator(HubRequests):
         if topic == CONTROL_TOPIC:
             self._control(payload)
             return
-        if topic.endswith("_reply"):
+        if is_reply_topic(topic):
             if "/combine/" in topic:
                 try:
                     body = json.loads(payload)
@@ -297,12 +299,12 @@ class HubSimulator(HubRequests):
             reply = json.dumps(body_out).encode()
         if faults.delay_s > 0 and is_data:
             timer = threading.Timer(
-                faults.delay_s, self._client.publish, (topic + "_reply", reply, 1)
+                faults.delay_s, self._client.publish, (reply_topic(topic), reply, 1)
             )
             self._timers = [t for t in self._timers if t.is_alive()] + [timer]
             timer.start()
         else:
-            self._client.publish(topic + "_reply", reply, qos=1)
+            self._client.publish(reply_topic(topic), reply, qos=1)
 
     def _data(
         self,

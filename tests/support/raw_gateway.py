@@ -16,7 +16,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gatewayd.enos.protocol import device_credentials
+from gatewayd.clocks import now_ms
+from gatewayd.enos.protocol import device_credentials, is_reply_topic, reply_topic
 
 GATEWAY = ("gwPK", "gw001", "gw-secret")
 
@@ -25,7 +26,7 @@ class RawGateway:
     """Connect as a gateway (`secret` signs the CONNECT); `ask` publishes and awaits the reply."""
 
     def __init__(self, port: int, product_key: str, device_key: str, secret: str) -> None:
-        creds = device_credentials(product_key, device_key, secret, int(time.time() * 1000))
+        creds = device_credentials(product_key, device_key, secret, now_ms())
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=creds.client_id, protocol=mqtt.MQTTv311
         )
@@ -60,7 +61,7 @@ class RawGateway:
         deadline = time.monotonic() + timeout_s
         while True:
             got_topic, body = self._replies.get(timeout=max(0.01, deadline - time.monotonic()))
-            if got_topic == topic + "_reply":
+            if got_topic == reply_topic(topic):
                 return body
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, p: Any) -> None:
@@ -72,7 +73,7 @@ class RawGateway:
             client.subscribe([("/sys/+/+/thing/#", 1), ("/ext/session/+/+/combine/#", 1)])
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic.endswith("_reply"):
+        if is_reply_topic(message.topic):
             try:
                 body = json.loads(message.payload)
             except ValueError:

@@ -14,7 +14,8 @@ benchmark report how well the link was used.
 
     python -m gatewayd.sim.link --target-port P --rate-bps 1000000 --rtt-ms 300
 
-prints the listening port, then runs until SIGTERM/SIGINT.
+prints the listening port, then its counters as JSON lines every --stats-every-s seconds and
+once more at SIGTERM/SIGINT, when it stops.
 """
 
 from __future__ import annotations
@@ -183,7 +184,15 @@ async def _serve(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     started = time.monotonic()
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(args.stats_every_s)
+            print(json.dumps({**link.stats(), "t": time.time()}), flush=True)
+
+    reporter = asyncio.create_task(report())
     await stopping.wait()
+    reporter.cancel()
     await link.stop()
     print(json.dumps({**link.stats(), "elapsed_s": time.monotonic() - started}), flush=True)
 
@@ -193,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target-port", type=int, required=True)
     parser.add_argument("--rate-bps", type=float, required=True, help="bits per second")
     parser.add_argument("--rtt-ms", type=float, required=True)
+    parser.add_argument("--stats-every-s", type=float, default=3600.0, help="print counters")
     asyncio.run(_serve(parser.parse_args(argv if argv is not None else sys.argv[1:])))
 
 

@@ -27,9 +27,19 @@ LINKS = [(10_000_000, 60), (1_000_000, 300), (256_000, 600)]
 
 def start_link(target: int, rate_bps: int, rtt_ms: int) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gatewayd.sim.link", "--target-port", str(target),
-         "--rate-bps", str(rate_bps), "--rtt-ms", str(rtt_ms)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "gatewayd.sim.link",
+            "--target-port",
+            str(target),
+            "--rate-bps",
+            str(rate_bps),
+            "--rtt-ms",
+            str(rtt_ms),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     return proc, int(proc.stdout.readline())
@@ -112,8 +122,13 @@ def main() -> None:
     print_table(
         "link emulator vs bare paho",
         rows,
-        [("rate_bps", "set bit/s"), ("rtt_ms", "set RTT ms"), ("goodput_bps", "goodput bit/s"),
-         ("goodput_ratio", "ratio"), ("measured_rtt_ms", "RTT ms")],
+        [
+            ("rate_bps", "set bit/s"),
+            ("rtt_ms", "set RTT ms"),
+            ("goodput_bps", "goodput bit/s"),
+            ("goodput_ratio", "ratio"),
+            ("measured_rtt_ms", "RTT ms"),
+        ],
     )
     write_json("link_check", machine(), rows)
 

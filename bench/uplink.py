@@ -91,8 +91,7 @@ def backlog(path: Path, n: int) -> None:
 
 def live_devices_toml(ports: list[int]) -> str:
     points = "".join(
-        f'[[devices.points]]\nid = "P{k}"\ntable = "holding"\naddress = {2 * k}\n'
-        'type = "float32"\n'
+        f'[[devices.points]]\nid = "P{k}"\ntable = "holding"\naddress = {2 * k}\ntype = "float32"\n'
         for k in range(POINTS)
     )
     return "\n".join(
@@ -109,9 +108,22 @@ class LinkProcess:
 
     def __init__(self, target: int, rate_bps: int, rtt_ms: int) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gatewayd.sim.link", "--target-port", str(target),
-             "--rate-bps", str(rate_bps), "--rtt-ms", str(rtt_ms), "--stats-every-s", "0.5"],
-            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "gatewayd.sim.link",
+                "--target-port",
+                str(target),
+                "--rate-bps",
+                str(rate_bps),
+                "--rtt-ms",
+                str(rtt_ms),
+                "--stats-every-s",
+                "0.5",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
         assert self.proc.stdout is not None
         self.port = int(self.proc.stdout.readline())
@@ -163,7 +175,9 @@ def run_link(
     n = int(size * scale)
     farm = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "modbus_farm.py"), "--devices", str(LIVE_DEVICES)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert farm.stdout is not None and farm.stdin is not None
     ports = json.loads(farm.stdout.readline())
@@ -216,7 +230,9 @@ def run_link(
             stored_backlog += 1
             backlog_done = received
     drain_end = backlog_done if stored_backlog >= n else t_end
-    during = [r - ts / 1000 for r, d, ts in firsts if d.startswith("live") and ts / 1000 < drain_end]
+    during = [
+        r - ts / 1000 for r, d, ts in firsts if d.startswith("live") and ts / 1000 < drain_end
+    ]
     after = [
         r - ts / 1000 for r, d, ts in firsts if d.startswith("live") and ts / 1000 > drain_end + 1
     ]
@@ -247,12 +263,21 @@ def run_link(
 
 
 COLUMNS = [
-    ("link", "link"), ("backlog", "backlog"), ("drain_s", "drain s"),
-    ("backlog_stored", "stored"), ("link_use", "use all"), ("link_use_new", "use new"),
-    ("live_p50_during_s", "live p50 drain"), ("live_p99_during_s", "p99 drain"),
-    ("live_p50_after_s", "p50 after"), ("live_p99_after_s", "p99 after"),
-    ("duplicates", "dups"), ("timeouts", "timeouts"), ("bytes_per_point", "B/point"),
-    ("cpu_percent", "CPU %"), ("load_1m", "load"),
+    ("link", "link"),
+    ("backlog", "backlog"),
+    ("drain_s", "drain s"),
+    ("backlog_stored", "stored"),
+    ("link_use", "use all"),
+    ("link_use_new", "use new"),
+    ("live_p50_during_s", "live p50 drain"),
+    ("live_p99_during_s", "p99 drain"),
+    ("live_p50_after_s", "p50 after"),
+    ("live_p99_after_s", "p99 after"),
+    ("duplicates", "dups"),
+    ("timeouts", "timeouts"),
+    ("bytes_per_point", "B/point"),
+    ("cpu_percent", "CPU %"),
+    ("load_1m", "load"),
 ]
 
 

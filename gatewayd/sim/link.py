@@ -53,7 +53,12 @@ class LinkEmulator:
     """Proxies connections on 127.0.0.1 to a target through a link of `rate_bps` and `rtt_s`."""
 
     def __init__(
-        self, target_host: str, target_port: int, rate_bps: float, rtt_s: float, *,
+        self,
+        target_host: str,
+        target_port: int,
+        rate_bps: float,
+        rtt_s: float,
+        *,
         down_rate_bps: float | None = None,
     ) -> None:
         self.target = (target_host, target_port)
@@ -178,7 +183,8 @@ class LinkEmulator:
 async def _serve(args: argparse.Namespace) -> None:
     link = LinkEmulator("127.0.0.1", args.target_port, args.rate_bps, args.rtt_ms / 1000.0)
     port = await link.start()
-    print(port, flush=True)
+    sys.stdout.write(f"{port}\n")
+    sys.stdout.flush()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -188,13 +194,15 @@ async def _serve(args: argparse.Namespace) -> None:
     async def report() -> None:
         while True:
             await asyncio.sleep(args.stats_every_s)
-            print(json.dumps({**link.stats(), "t": time.time()}), flush=True)
+            sys.stdout.write(json.dumps({**link.stats(), "t": time.time()}) + "\n")
+            sys.stdout.flush()
 
     reporter = asyncio.create_task(report())
     await stopping.wait()
     reporter.cancel()
     await link.stop()
-    print(json.dumps({**link.stats(), "elapsed_s": time.monotonic() - started}), flush=True)
+    sys.stdout.write(json.dumps({**link.stats(), "elapsed_s": time.monotonic() - started}) + "\n")
+    sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,16 +6,22 @@ then comes after `reply_timeout_s` although the hub stored it, its rows are sent
 the link carries duplicates while the backlog waits (issue 18's re-send loop).
 
 So the window is measured, as TCP's BBR does for packets: every reply gives a delivery-rate
-sample (bytes answered while the request was out, over the time it was out) and a round-trip
-sample: the time it was out, less the time its own bytes and those queued ahead of it needed
-at that rate. What is queued ahead is modelled as a fluid (bytes sent, drained at the measured
-rate, never more than what still awaits replies): the bytes in flight alone would count the
-ones already on their way, and a round trip taken with the queue in it would grow the window,
-which grows the queue. A windowed maximum of the rates is the link's rate, a windowed minimum of the round trips its
+sample and a round-trip sample. A request's own delivery rate (bytes answered while it was out,
+over the time it was out) counts the round trip as if it were link time, so it reads low
+whenever the window is not yet a BDP (and the window is sized from it: it would never grow).
+The rate sample is therefore taken between replies too: over the longest run of recent replies
+whose requests were all sent before the reply that opens the run came (the link had their
+bytes all along), bytes answered over the time between the first and the last reply. The
+round-trip sample is the time the request was out less its own bytes' time at that rate: an
+upper bound (it includes any wait behind other requests), exact for a request that went out
+onto an idle link, as the first ones do and live ones between drains do. It is only taken
+with a rate sample between replies (a rate read low, as a request's own delivery rate reads
+before the window is a BDP, would make it read low, and the window with it), and the minimum is kept long (RTT_MEMORY_S), so a drain's own queue, which would
+grow the window that grows the queue, does not creep in. A windowed maximum of the rates is the link's rate, a windowed minimum of the round trips its
 base round trip, their product the bandwidth-delay product (BDP). Then:
 
-- backlog bytes in flight stay under WINDOW_GAIN x BDP: the pipe stays full, and the queue
-  behind it holds about one round trip of bytes, so a live request queued behind it waits
+- backlog bytes in flight stay under WINDOW_GAIN x BDP (or a BDP and a request) plus one
+  request: the pipe stays full, and the queue behind it holds about a round trip of bytes, so a live request queued behind it waits
   about a round trip, not the many seconds a count-based window allowed;
 - a backlog request carries about half a BDP, but at least what the link moves in
   BATCH_MIN_S (so a fast link is not split into tiny requests) and at most batch_max_bytes;
@@ -47,9 +53,13 @@ BATCH_FLOOR_BYTES = 4096
 INITIAL_BATCH_BYTES = 16384
 #: Before any reply, deadlines assume a link at least this fast (bytes/s: 16 kbit/s).
 FLOOR_RATE = 2000.0
+#: Replies looked back over for a rate sample between replies, and the shortest span used
+#: (replies handed over together by the network thread would read as an infinite rate).
+RUN_REPLIES = 16
+RUN_MIN_S = 0.005
 #: How long rate samples (maximum) and round-trip samples (minimum) are remembered.
 RATE_MEMORY_S = 10.0
-RTT_MEMORY_S = 30.0
+RTT_MEMORY_S = 300.0
 
 
 @dataclass
@@ -59,7 +69,7 @@ class Ticket:
     size: int
     sent_s: float
     delivered_at_send: int  # the window's delivered bytes when it went
-    ahead: int  # bytes queued before the link when it went (modelled), its own included
+    ahead_s: float  # the bytes in flight when it went (its own included) at the rate then
 
 
 class LinkWindow:
@@ -70,10 +80,10 @@ class LinkWindow:
         self._clock = clock
         self.inflight_bytes = 0
         self.delivered_bytes = 0
-        self._queued = 0.0  # bytes not yet through the link (a fluid model)
-        self._queued_at = clock()
         self._rates: deque[tuple[float, float]] = deque()
         self._rtts: deque[tuple[float, float]] = deque()
+        #: (answered at, size, sent at) of the last RUN_REPLIES replies.
+        self._answers: deque[tuple[float, int, float]] = deque(maxlen=RUN_REPLIES)
 
     # --- estimates ----------------------------------------------------------------------
 
@@ -102,54 +112,64 @@ class LinkWindow:
         return int(min(want, self.batch_max_bytes))
 
     def window_bytes(self) -> int:
-        """Bytes that may await replies; never less than two requests (one on the wire while
-        the reply to the other comes back)."""
+        """Bytes in flight up to which another backlog request may go (so at most one request
+        more than this): WINDOW_GAIN BDPs, or a BDP and a request if more."""
         batch = self.batch_bytes()
         if self.rate <= 0:
             return 2 * batch
-        return int(max(WINDOW_GAIN * self.bdp, 2 * batch))
+        return int(max(WINDOW_GAIN * self.bdp, self.bdp + batch))
 
     def has_room(self) -> bool:
         """May another backlog request go? (Live requests do not ask.)"""
-        return self.inflight_bytes < self.window_bytes() - self.batch_bytes() // 2
+        return self.inflight_bytes < self.window_bytes()
 
     def deadline_s(self, ticket: Ticket, reply_timeout_s: float) -> float:
         """How long to wait for the reply: the hub's share plus what the link needs."""
-        rate = self.rate or FLOOR_RATE
-        return reply_timeout_s + 2.0 * ticket.ahead / rate + 2.0 * self.rtt
+        return reply_timeout_s + 2.0 * ticket.ahead_s + 2.0 * self.rtt
 
     # --- events -------------------------------------------------------------------------
 
-    def queued_bytes(self) -> float:
-        """Bytes sent but (by the model) not yet through the link."""
-        now = self._clock()
-        drained = self.rate * (now - self._queued_at)
-        self._queued = min(max(0.0, self._queued - drained), float(self.inflight_bytes))
-        self._queued_at = now
-        return self._queued
-
     def sent(self, size: int) -> Ticket:
-        queued = self.queued_bytes()
         self.inflight_bytes += size
-        self._queued = queued + size
-        return Ticket(size, self._clock(), self.delivered_bytes, int(self._queued))
+        ahead_s = self.inflight_bytes / (self.rate or FLOOR_RATE)
+        return Ticket(size, self._clock(), self.delivered_bytes, ahead_s)
 
     def answered(self, ticket: Ticket) -> None:
-        """A reply came: one rate sample and one round-trip sample."""
+        """A reply came: a rate sample or two, and (once the rate is known) a round trip."""
         now = self._clock()
+        known = self.rate > 0
         self.inflight_bytes = max(0, self.inflight_bytes - ticket.size)
         self.delivered_bytes += ticket.size
         elapsed = max(now - ticket.sent_s, 1e-6)
         self._rates.append((now, (self.delivered_bytes - ticket.delivered_at_send) / elapsed))
-        serialise = ticket.ahead / self.rate
-        self._rtts.append((now, max(elapsed - serialise, 1e-4)))
-        self.queued_bytes()  # answered bytes are no longer queued
+        self._answers.append((now, ticket.size, ticket.sent_s))
+        between = self._rate_between_replies(now)
+        if between > 0:
+            self._rates.append((now, between))
+        if known and between > 0:
+            self._rtts.append((now, max(elapsed - ticket.size / self.rate, 1e-4)))
+
+    def _rate_between_replies(self, now: float) -> float:
+        """Bytes over time across the longest run of replies that kept the link fed; 0: none."""
+        answers = list(self._answers)
+        total = answers[-1][1]
+        latest_send = answers[-1][2]
+        sample = 0.0
+        for answered_s, size, sent_s in reversed(answers[:-1]):
+            if latest_send > answered_s:
+                break  # a request of the run went after this reply: the link may have idled
+            if now - answered_s >= RUN_MIN_S:
+                sample = total / (now - answered_s)
+            total += size
+            latest_send = max(latest_send, sent_s)
+        return sample
 
     def lost(self, ticket: Ticket) -> None:
         """No reply (a time-out or a lost connection): the bytes are out of flight and the rate
         is measured afresh (the link may have slowed down)."""
         self.inflight_bytes = max(0, self.inflight_bytes - ticket.size)
         self._rates.clear()
+        self._answers.clear()
 
     def _forget(self, samples: deque[tuple[float, float]], memory_s: float) -> None:
         cutoff = self._clock() - memory_s

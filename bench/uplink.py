@@ -14,7 +14,9 @@ when --max-s ran out), link use over the drain (all bytes the link carried upstr
 new data only: the same bytes times the share of stored samples that were not duplicates),
 live latency (stored minus taken) p50/p99 during the drain and for --after-s after it,
 duplicate samples, request timeouts (gatewayd_replies_total{code="timeout"}), bytes per point
-(upstream link bytes over points stored), and the daemon's CPU (user + system over wall).
+(upstream link bytes over points stored), the daemon's CPU (user + system over wall), and how
+far the drain-rate metric and the ETA it implies (pending / (rate - live inflow), as the
+`drain_progress` line computes it) were from the truth between 25 % and 90 % of the drain.
 """
 
 from __future__ import annotations
@@ -197,9 +199,13 @@ def run_link(
                 t_ready, cpu0 = time.time(), daemon.cpu_s()
                 drained_at = None
                 seen_backlog = False  # the first health tick has not run at READY
+                series: list[tuple[float, float, float]] = []  # (when, pending, rate metric)
                 while time.time() - t_ready < max_s:
                     time.sleep(0.5)
-                    pending = scrape(metrics_port).get("gatewayd_queue_samples", 0)
+                    figures = scrape(metrics_port)
+                    pending = figures.get("gatewayd_queue_samples", 0)
+                    rate_metric = figures.get("gatewayd_drain_rate_samples_per_second", 0.0)
+                    series.append((time.time(), pending, rate_metric))
                     seen_backlog = seen_backlog or pending > 2 * LIVE_DEVICES
                     if seen_backlog and pending <= 2 * LIVE_DEVICES:
                         drained_at = time.time()
@@ -242,8 +248,19 @@ def run_link(
     capacity = rate / 8 * (drain_end - t_ready)
     use = up / capacity if capacity else 0.0
     total_up = link.up_bytes_between(t_ready, t_end)
+    eta_ratios, rate_ratios = [], []
+    true_rate = (stored_backlog + LIVE_DEVICES * (drain_end - t_ready)) / (drain_end - t_ready)
+    for when, pending, rate_metric in series:
+        share = (when - t_ready) / (drain_end - t_ready)
+        if 0.25 <= share <= 0.9 and rate_metric > LIVE_DEVICES:  # the 60 s window has filled
+            eta_ratios.append(pending / (rate_metric - LIVE_DEVICES) / (drain_end - when))
+            rate_ratios.append(rate_metric / true_rate)
     return {
         "link": name,
+        "eta_ratio_min": round(min(eta_ratios), 2) if eta_ratios else float("nan"),
+        "eta_ratio_max": round(max(eta_ratios), 2) if eta_ratios else float("nan"),
+        "rate_ratio_min": round(min(rate_ratios), 2) if rate_ratios else float("nan"),
+        "rate_ratio_max": round(max(rate_ratios), 2) if rate_ratios else float("nan"),
         "backlog": n,
         "drained": stored_backlog >= n,
         "backlog_stored": stored_backlog,

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -37,6 +38,9 @@ DEFAULT_TICK_S = 2.0
 #: A backlog at least this large gets progress lines while it drains.
 PROGRESS_BACKLOG = 1000
 PROGRESS_EVERY_S = 30.0
+#: The drain rate and the ETA are taken over this long: one 2 s tick swings with every batch a
+#: thin link answers (an ETA of 122-198 s while ~25 min remained, issue 18).
+RATE_WINDOW_S = 60.0
 
 
 class Health:
@@ -66,8 +70,9 @@ class Health:
         self.writer_ok = True
         self._uplink = ""
         self._since_ms = 0
-        self._delivered = forwarder.delivered
         self._last_tick = time.monotonic()
+        #: (when, samples delivered, samples pending) at the ticks of the last RATE_WINDOW_S.
+        self._history: deque[tuple[float, int, int]] = deque()
         self._last_progress = 0.0
 
     async def run(self) -> None:
@@ -92,8 +97,7 @@ class Health:
         self.writer_pulse.beat()
         forwarder = forwarder_stats(self.forwarder)
         connected, dropped, parked = uplink_figures(self.session, self.topology)
-        rate = (forwarder.delivered - self._delivered) / elapsed
-        self._delivered = forwarder.delivered
+        rate, shrink = self._rates(now, forwarder.delivered, pending, elapsed)
         self.publish(
             Snapshot(
                 queue=QueueFigures(
@@ -108,7 +112,7 @@ class Health:
                 uplink_stalls=self.session.stalls,
             )
         )
-        self._progress(pending, rate, now)
+        self._progress(pending, rate, shrink, now)
         await self._write_state(self.snapshot)
 
     def publish(self, snapshot: Snapshot | None = None) -> None:
@@ -139,8 +143,27 @@ class Health:
                 updated_ms=now_ms(),
             )
 
-    def _progress(self, pending: int, rate: float, now: float) -> None:
-        if pending < PROGRESS_BACKLOG or rate <= 0 or now - self._last_progress < PROGRESS_EVERY_S:
+    def _rates(
+        self, now: float, delivered: int, pending: int, elapsed: float
+    ) -> tuple[float, float]:
+        """Samples sent per second, and how fast the queue shrinks (sent less taken in), both
+        over the last RATE_WINDOW_S."""
+        history = self._history
+        if not history:
+            history.append((now - elapsed, delivered, pending))
+        history.append((now, delivered, pending))
+        while len(history) > 2 and history[1][0] <= now - RATE_WINDOW_S:
+            history.popleft()
+        then, delivered_then, pending_then = history[0]
+        span = max(now - then, 1e-3)
+        return (delivered - delivered_then) / span, (pending_then - pending) / span
+
+    def _progress(self, pending: int, rate: float, shrink: float, now: float) -> None:
+        if (
+            pending < PROGRESS_BACKLOG
+            or shrink <= 0
+            or now - self._last_progress < PROGRESS_EVERY_S
+        ):
             return
         self._last_progress = now
         log.info(
@@ -148,5 +171,5 @@ class Health:
             self.forwarder.delivered,
             pending,
             rate,
-            pending / rate,
+            pending / shrink,
         )

@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 #: Bytes in flight allowed, in BDPs.
-WINDOW_GAIN = 2.0
+WINDOW_GAIN = 1.25
 #: A backlog request is about this many BDPs...
 BATCH_BDP = 0.5
 #: ...but at least what the link moves in this long.

@@ -12,12 +12,13 @@ whenever the window is not yet a BDP (and the window is sized from it: it would 
 The rate sample is therefore taken between replies too: over the longest run of recent replies
 whose requests were all sent before the reply that opens the run came (the link had their
 bytes all along), bytes answered over the time between the first and the last reply. The
-round-trip sample is the time the request was out less its own bytes' time at that rate: an
+round-trip sample is the time the request was out less its own bytes' time at the rate: an
 upper bound (it includes any wait behind other requests), exact for a request that went out
-onto an idle link, as the first ones do and live ones between drains do. It is only taken
-with a rate sample between replies (a rate read low, as a request's own delivery rate reads
-before the window is a BDP, would make it read low, and the window with it), and the minimum is kept long (RTT_MEMORY_S), so a drain's own queue, which would
-grow the window that grows the queue, does not creep in. A windowed maximum of the rates is the link's rate, a windowed minimum of the round trips its
+onto an idle link, as the first ones do and live ones between drains do. The samples are kept
+(the best of each second, RTT_MEMORY_S long) and their minimum worked out again at the rate
+known at each reply, so the first requests, answered before the rate was known, still count;
+the minimum is kept long, so a drain's own queue, which would grow the window that grows the
+queue, does not creep in. A windowed maximum of the rates is the link's rate, a windowed minimum of the round trips its
 base round trip, their product the bandwidth-delay product (BDP). Then:
 
 - backlog bytes in flight stay under WINDOW_GAIN x BDP (or a BDP and a request) plus one
@@ -81,7 +82,10 @@ class LinkWindow:
         self.inflight_bytes = 0
         self.delivered_bytes = 0
         self._rates: deque[tuple[float, float]] = deque()
-        self._rtts: deque[tuple[float, float]] = deque()
+        #: (second, time out, size) of the request with the least time out net of its own
+        #: bytes' time in each second of the last RTT_MEMORY_S.
+        self._rtts: deque[tuple[int, float, int]] = deque()
+        self._rtt = 0.0
         #: (answered at, size, sent at) of the last RUN_REPLIES replies.
         self._answers: deque[tuple[float, int, float]] = deque(maxlen=RUN_REPLIES)
 
@@ -96,8 +100,7 @@ class LinkWindow:
     @property
     def rtt(self) -> float:
         """The base round trip (s): the smallest seen lately; 0 if unknown."""
-        self._forget(self._rtts, RTT_MEMORY_S)
-        return min((r for _, r in self._rtts), default=0.0)
+        return self._rtt
 
     @property
     def bdp(self) -> float:
@@ -137,7 +140,6 @@ class LinkWindow:
     def answered(self, ticket: Ticket) -> None:
         """A reply came: a rate sample or two, and (once the rate is known) a round trip."""
         now = self._clock()
-        known = self.rate > 0
         self.inflight_bytes = max(0, self.inflight_bytes - ticket.size)
         self.delivered_bytes += ticket.size
         elapsed = max(now - ticket.sent_s, 1e-6)
@@ -146,8 +148,27 @@ class LinkWindow:
         between = self._rate_between_replies(now)
         if between > 0:
             self._rates.append((now, between))
-        if known and between > 0:
-            self._rtts.append((now, max(elapsed - ticket.size / self.rate, 1e-4)))
+        self._round_trip(now, elapsed, ticket.size)
+
+    def _round_trip(self, now: float, elapsed: float, size: int) -> None:
+        """Keep the sample, and work the minimum out again at the rate known now: a request
+        that went out onto an idle link before the rate was known is the best sample there is."""
+        rate = self.rate
+        second = int(now)
+
+        def net(sample: tuple[int, float, int]) -> float:
+            return sample[1] - sample[2] / rate if rate > 0 else sample[1]
+
+        sample = (second, elapsed, size)
+        if self._rtts and self._rtts[-1][0] == second:
+            if net(sample) < net(self._rtts[-1]):
+                self._rtts[-1] = sample
+        else:
+            self._rtts.append(sample)
+        while self._rtts and self._rtts[0][0] < now - RTT_MEMORY_S:
+            self._rtts.popleft()
+        if rate > 0:
+            self._rtt = max(min(net(s) for s in self._rtts), 1e-4)
 
     def _rate_between_replies(self, now: float) -> float:
         """Bytes over time across the longest run of replies that kept the link fed; 0: none."""

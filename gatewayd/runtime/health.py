@@ -40,7 +40,7 @@ PROGRESS_BACKLOG = 1000
 PROGRESS_EVERY_S = 30.0
 #: The drain rate and the ETA are taken over this long: one 2 s tick swings with every batch a
 #: thin link answers (an ETA of 122-198 s while ~25 min remained, issue 18).
-RATE_WINDOW_S = 60.0
+RATE_WINDOW_S = 30.0
 
 
 class Health:

@@ -43,8 +43,9 @@ log = logging.getLogger(__name__)
 
 IDLE_RECHECK_S = 1.0
 AGE_STEP_MS = 1000
-#: Live requests in flight at most (they do not count against the backlog's window).
-LIVE_MAX_INFLIGHT = 8
+#: Live requests in flight at most (they do not count against the backlog's window); with
+#: forward.inflight at its default of 4, paho's own limit of 20 unacknowledged messages.
+LIVE_MAX_INFLIGHT = 16
 #: rows, their batch elements, the method, and whether it went as a live request.
 _Batch = tuple[list[QueuedSample], list[str], str, bool]
 #: What _next_batch says instead of a batch: nothing to do until new rows or a reply come

@@ -208,8 +208,10 @@ class Usage:
 class Daemon:
     """`gatewayd run -c CONFIG` with READY awaited over NOTIFY_SOCKET; RSS sampled in a thread."""
 
-    def __init__(self, config: Path, folder: Path) -> None:
+    def __init__(self, config: Path, folder: Path, cgroup: Path | None = None) -> None:
+        """`cgroup`: a cgroup v1 folder the daemon joins before it execs (a CPU quota)."""
         self.config = config
+        self.cgroup = cgroup
         self.notify = folder / "notify.sock"
         self.usage = Usage()
         self.started_s = 0.0
@@ -231,12 +233,17 @@ class Daemon:
             [sys.executable, "-m", "gatewayd", "run", "-c", str(self.config)],
             env=env,
             stderr=subprocess.DEVNULL,
+            preexec_fn=self._join_cgroup if self.cgroup is not None else None,
         )
         while b"READY=1" not in self._sock.recv(4096):
             pass
         self.ready_s = time.monotonic()
         self._watch = threading.Thread(target=self._sample_usage, daemon=True)
         self._watch.start()
+
+    def _join_cgroup(self) -> None:
+        assert self.cgroup is not None
+        (self.cgroup / "cgroup.procs").write_text(str(os.getpid()))
 
     @property
     def pid(self) -> int:
@@ -282,6 +289,31 @@ class Daemon:
                 self._proc.wait()
         if self._sock is not None:
             self._sock.close()
+
+
+@contextlib.contextmanager
+def cpu_quota(percent: float) -> Iterator[Path]:
+    """A cgroup v1 `cpu` child capped at `percent` of one core (root only); removed after."""
+    base = Path("/sys/fs/cgroup/cpu")
+    if not (base / "cpu.cfs_quota_us").exists():
+        raise RuntimeError("no cgroup v1 cpu controller at /sys/fs/cgroup/cpu")
+    group = base / f"gatewayd-bench-{os.getpid()}"
+    group.mkdir()
+    try:
+        (group / "cpu.cfs_period_us").write_text("100000")
+        (group / "cpu.cfs_quota_us").write_text(str(int(percent * 1000)))
+        yield group
+    finally:
+        for pid in (group / "cgroup.procs").read_text().split():
+            with contextlib.suppress(OSError):  # a process still in it goes back to the root
+                (base / "cgroup.procs").write_text(pid)
+        group.rmdir()
+
+
+def throttled_s(group: Path) -> float:
+    """Seconds the group's tasks were held back by the quota so far."""
+    stat = dict(line.split() for line in (group / "cpu.stat").read_text().splitlines())
+    return int(stat.get("throttled_time", 0)) / 1e9
 
 
 def copy_queue(template: Path, target: Path) -> Path:

@@ -1,6 +1,7 @@
 """Poll capacity: 200 Modbus TCP devices x 50 registers every second, for a minute.
 
     python bench/poll.py [--devices 200] [--registers 50] [--seconds 60] [--repeat 3]
+                         [--cpu-quota 25]
 
 Each device is its own pymodbus server on loopback (all in one helper process), the daemon runs
 as `gatewayd run` with mosquitto and the hub simulator behind it, so its CPU includes
@@ -9,12 +10,17 @@ completed). Per device, the schedule is the interval trigger's ticks; a tick wit
 a missed poll, and a sample's jitter is how far after its tick it was stamped, measured from
 the device's earliest-stamped tick (so jitter includes the read itself). CPU is the daemon's
 user + system time over the measured window. Medians of --repeat runs; bench/results/poll.json.
+With --cpu-quota P (root, cgroup v1) the daemon runs in a child of /sys/fs/cgroup/cpu with
+cfs_quota_us = P% of cfs_period_us = 100 ms, from before it execs (so READY is under the quota
+too); the group is removed after. READY is exec to READY=1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -27,6 +33,7 @@ from common import (
     Daemon,
     FarEnd,
     broker,
+    cpu_quota,
     daemon_sections,
     machine,
     median,
@@ -96,7 +103,9 @@ def analyse(
     }
 
 
-def run_once(folder: Path, devices: int, registers: int, seconds: float) -> dict[str, Any]:
+def run_once(
+    folder: Path, devices: int, registers: int, seconds: float, cgroup: Path | None = None
+) -> dict[str, Any]:
     farm = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "modbus_farm.py"), "--devices", str(devices)],
         stdin=subprocess.PIPE,
@@ -116,7 +125,7 @@ def run_once(folder: Path, devices: int, registers: int, seconds: float) -> dict
                 folder / "config.toml", sections, devices_toml(ports, registers, 1.0)
             )
             far = FarEnd(mqtt_broker.port, 10**12, record=record)
-            daemon = Daemon(config, folder)
+            daemon = Daemon(config, folder, cgroup)
             try:
                 daemon.start()
                 time.sleep(WARMUP_S)  # a benchmark's measuring window, not a wait for an event
@@ -134,6 +143,7 @@ def run_once(folder: Path, devices: int, registers: int, seconds: float) -> dict
     result = analyse(samples, (t0, t1), 1000)
     result["cpu_percent"] = 100 * (cpu1 - cpu0) / (t1 - t0)
     result["peak_rss_mb"] = daemon.usage.peak_rss_kb / 1024
+    result["ready_s"] = round(daemon.ready_s - daemon.started_s, 2)
     return result
 
 
@@ -143,15 +153,18 @@ def main() -> None:
     parser.add_argument("--registers", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cpu-quota", type=float, help="percent of one core (cgroup v1)")
+    parser.add_argument("--name", default="poll", help="JSON file name in bench/results")
     args = parser.parse_args()
     runs = []
-    with workdir() as folder:
+    with workdir() as folder, contextlib.ExitStack() as stack:
+        group = stack.enter_context(cpu_quota(args.cpu_quota)) if args.cpu_quota else None
         for n in range(args.repeat):
-            runs.append(run_once(folder, args.devices, args.registers, args.seconds))
+            runs.append(run_once(folder, args.devices, args.registers, args.seconds, group))
             r = runs[-1]
             print(
                 f"run {n + 1}: {r['done']}/{r['scheduled']} polls, p99 jitter "
-                f"{r['jitter_p99_ms']} ms, CPU {r['cpu_percent']:.1f} %",
+                f"{r['jitter_p99_ms']} ms, CPU {r['cpu_percent']:.1f} %, READY {r['ready_s']} s",
                 flush=True,
             )
     keys = ["scheduled", "done", "missed", "jitter_p50_ms", "jitter_p99_ms", "jitter_max_ms"]
@@ -161,6 +174,9 @@ def main() -> None:
         **{k: median([r[k] for r in runs]) for k in keys},
         "cpu_percent": round(median([r["cpu_percent"] for r in runs]), 1),
         "peak_rss_mb": round(median([r["peak_rss_mb"] for r in runs]), 1),
+        "ready_s": median([r["ready_s"] for r in runs]),
+        "cpu_quota_percent": args.cpu_quota or 0,
+        "load_1m": round(os.getloadavg()[0], 2),
         "runs": runs,
     }
     print_table(
@@ -177,9 +193,12 @@ def main() -> None:
             ("jitter_max_ms", "max ms"),
             ("cpu_percent", "CPU % of a core"),
             ("peak_rss_mb", "peak RSS MB"),
+            ("ready_s", "READY s"),
+            ("cpu_quota_percent", "quota %"),
+            ("load_1m", "load"),
         ],
     )
-    print(f"JSON: {write_json('poll', machine(), [row])}")
+    print(f"JSON: {write_json(args.name, machine(), [row])}")
 
 
 if __name__ == "__main__":

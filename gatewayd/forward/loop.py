@@ -3,9 +3,11 @@
 Live before backfill: samples younger than `live_max_age_s` (give or take the one-second step
 of the boundary) go as `thing.measurepoint.post.batch` (the hub runs alerts on them), older ones
 as `thing.measurepoint.resume.batch`. Each round first looks at
-the newest rows (a cheap scan from the end of the table) and sends the young ones; the
-backlog drains oldest first behind a cursor (row ids only grow) in the remaining capacity. Up to
-`forward.inflight` requests await replies at once; batches are bounded by samples and bytes.
+the newest rows (a cheap scan from the end of the table) and sends the young ones at once (up
+to LIVE_MAX_INFLIGHT requests; they never wait for the backlog); the backlog drains oldest first
+behind a cursor (row ids only grow) while the window (forward/window.py: bytes in flight near
+twice what the link moves in a round trip, measured from the replies) has room, in requests
+sized by the link, never more than `forward.inflight` of them at once.
 
 What a reply does is in gatewayd/forward/replies.py. After a failure (anything but a reply
 that settles the rows) the loop lets the other in-flight requests finish, waits a capped,
@@ -15,7 +17,6 @@ jittered, growing delay, and starts again from the oldest row still queued.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
@@ -42,6 +43,14 @@ log = logging.getLogger(__name__)
 
 IDLE_RECHECK_S = 1.0
 AGE_STEP_MS = 1000
+#: Live requests in flight at most (they do not count against the backlog's window); with
+#: forward.inflight at its default of 4, paho's own limit of 20 unacknowledged messages.
+LIVE_MAX_INFLIGHT = 16
+#: rows, their batch elements, the method, and whether it went as a live request.
+_Batch = tuple[list[QueuedSample], list[str], str, bool]
+#: What _next_batch says instead of a batch: nothing to do until new rows or a reply come
+#: (IDLE), or the cursor moved without sending (AGAIN: look again at once).
+IDLE, AGAIN = "idle", "again"
 
 
 def pack_batch(rows: list[QueuedSample], max_bytes: int) -> tuple[list[QueuedSample], list[str]]:
@@ -86,7 +95,9 @@ class Forwarder:
         self._cursor = 0  # the backlog: every row at or below it was looked at
         self._live_cursor = 0  # the newest row the live pass has seen
         self._inflight_ids: set[int] = set()
-        self._window = asyncio.Semaphore(forward.inflight)
+        self._live_inflight = 0
+        self._backlog_inflight = 0
+        self._room = asyncio.Event()  # set whenever a request ends
         self._tasks: set[asyncio.Task[None]] = set()
         self._generation = topology.generation
         #: Queue rows read to build requests (sent or skipped): what skipping parked rows costs.
@@ -94,6 +105,8 @@ class Forwarder:
         #: Jumps over rows of parked or disabled devices (see _skip_held_back).
         self.skips = 0
         self.handler = ReplyHandler(queue, session, topology, forward, self.topics)
+        #: Backlog bytes in flight and request sizes follow the link (forward/window.py).
+        self.window = self.handler.window
         #: Set whenever samples leave the queue (delivered or dead-lettered).
         self.progress = self.handler.progress
         #: Beats every round; waits on the hub or the topology are idle (runtime/watchdog.py).
@@ -134,34 +147,52 @@ class Forwarder:
             if self.topology.generation != self._generation:
                 self._generation = self.topology.generation
                 self._cursor = self._live_cursor = 0  # parked rows may be sendable now
-            with self.pulse.idle():
-                await self._window.acquire()
+            # Cleared before reading: a commit or a reply after the reads wakes the wait below.
+            self.queue.new_data.clear()
+            self._room.clear()
             try:
                 batch = await self._next_batch()
             except QueueError as exc:
-                self._window.release()
                 log.error("forward_queue_error error=%r", str(exc))
                 self._mark_failed()
                 continue
-            if batch is None:
-                self._window.release()
+            if batch == IDLE:
+                with self.pulse.idle():
+                    await self._wait_for_work()
                 continue
-            rows, elements, method = batch
+            if batch == AGAIN:
+                continue
+            assert isinstance(batch, tuple)
+            rows, elements, method, live = batch
             self._inflight_ids.update(row.id for row in rows)
-            task = asyncio.create_task(self._send(rows, elements, method))
+            task = asyncio.create_task(self._send(rows, elements, method, live))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _wait_for_work(self) -> None:
+        """Until new rows are committed or a request ends (room in the window), at most
+        IDLE_RECHECK_S."""
+        waits = {
+            asyncio.ensure_future(self.queue.new_data.wait()),
+            asyncio.ensure_future(self._room.wait()),
+        }
+        _done, pending = await asyncio.wait(
+            waits, timeout=IDLE_RECHECK_S, return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in pending:
+            waiter.cancel()
 
     def _eligible(self, row: QueuedSample) -> bool:
         return row.id not in self._inflight_ids and self.topology.sendable(
             (row.product_key, row.device_key)
         )
 
-    async def _next_batch(self) -> tuple[list[QueuedSample], list[str], str] | None:
-        """The next request to send: young rows first, else the oldest rows; None when idle."""
+    async def _next_batch(self) -> _Batch | str:
+        """The next request to send: young rows first (they never wait for the backlog's
+        window), else the oldest rows if the window has room; or IDLE, or AGAIN."""
         limit = self.cfg.batch_max_samples
         young_after = self._young_after()
-        if self.cfg.live_max_age_s > 0:
+        if self.cfg.live_max_age_s > 0 and self._live_inflight < LIVE_MAX_INFLIGHT:
             newest = await self.queue.fetch_newest(self._live_cursor, limit)
             self.rows_read += len(newest)
             if newest:
@@ -169,29 +200,26 @@ class Forwarder:
                 live = [r for r in reversed(newest) if r.ts_ms >= young_after and self._eligible(r)]
                 if live:
                     rows, elements = pack_batch(live, self.cfg.batch_max_bytes)
-                    return rows, elements, METHOD_POST_BATCH
-        # Clear before reading: a commit that lands after the read sets the event again.
-        self.queue.new_data.clear()
+                    return rows, elements, METHOD_POST_BATCH, True
+        if self._backlog_inflight >= self.cfg.inflight or not self.window.has_room():
+            return IDLE
         fetched = await self.queue.fetch_after(self._cursor, limit)
         self.rows_read += len(fetched)
         if not fetched:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(IDLE_RECHECK_S):
-                    await self.queue.new_data.wait()
-            return None
+            return IDLE
         candidates = [r for r in fetched if self._eligible(r)]
         if not candidates:
             self._cursor = await self._skip_held_back(fetched)
-            return None
+            return AGAIN
         young = candidates[0].ts_ms >= young_after
         same_kind = []
         for row in candidates:
             if (row.ts_ms >= young_after) != young:
                 break
             same_kind.append(row)
-        rows, elements = pack_batch(same_kind, self.cfg.batch_max_bytes)
+        rows, elements = pack_batch(same_kind, self.window.batch_bytes())
         self._cursor = rows[-1].id
-        return rows, elements, METHOD_POST_BATCH if young else METHOD_RESUME_BATCH
+        return rows, elements, METHOD_POST_BATCH if young else METHOD_RESUME_BATCH, False
 
     async def _skip_held_back(self, fetched: list[QueuedSample]) -> int:
         """Where the backlog cursor goes after a read that held nothing to send.
@@ -244,12 +272,22 @@ class Forwarder:
         _done, still = await asyncio.wait(pending, timeout=timeout_s)
         return len(still)
 
-    async def _send(self, rows: list[QueuedSample], elements: list[str], method: str) -> None:
+    async def _send(
+        self, rows: list[QueuedSample], elements: list[str], method: str, live: bool
+    ) -> None:
+        if live:
+            self._live_inflight += 1
+        else:
+            self._backlog_inflight += 1
         try:
             await self.handler.send(rows, elements, method)
         finally:
+            if live:
+                self._live_inflight -= 1
+            else:
+                self._backlog_inflight -= 1
             self._inflight_ids.difference_update(row.id for row in rows)
-            self._window.release()
+            self._room.set()
 
     def _mark_failed(self) -> None:
         self.handler.mark_failed()

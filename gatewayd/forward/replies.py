@@ -34,6 +34,7 @@ from gatewayd.enos.protocol import (
 )
 from gatewayd.enos.topology import Topology
 from gatewayd.errors import QueueError, ReplyTimeout, UplinkDown
+from gatewayd.forward.window import LinkWindow
 from gatewayd.logs import clip
 from gatewayd.model import QueuedSample
 from gatewayd.queue.store import SampleQueue
@@ -91,6 +92,11 @@ class ReplyHandler:
         self.cfg = forward
         self.topics = topics
         self.failures = 0  # consecutive failed requests; the loop's backoff grows with it
+        #: Failures ever: a 200 resets `failures` only if its request went after the last one
+        #: (a live request answered while the backlog's requests fail is no sign of health).
+        self.failure_serial = 0
+        #: Bytes in flight, the link's rate and round trip; sets each request's deadline.
+        self.window = LinkWindow(forward.batch_max_bytes)
         self.rewind = False  # the loop must start again from the oldest row
         self.delivered = 0
         self.rejected = 0
@@ -161,16 +167,20 @@ class ReplyHandler:
             allow_offline_sub_device=self.cfg.allow_offline_sub_device,
             skip_invalid_measurepoints=self.cfg.skip_invalid_measurepoints,
         )
+        ticket = self.window.sent(len(payload))
+        deadline_s = self.window.deadline_s(ticket, self.cfg.reply_timeout_s)
+        answered = False
         try:
-            reply = await self.session.request(
-                self.topics[method], request_id, payload, self.cfg.reply_timeout_s
-            )
+            reply = await self.session.request(self.topics[method], request_id, payload, deadline_s)
+            answered = True
         except ReplyTimeout:
             self._count("timeout")
             raise
         except UplinkDown:
             self._count("no_connection")
             raise
+        finally:
+            (self.window.answered if answered else self.window.lost)(ticket)
         self._count(str(reply.code))
         if not reply.ok:
             log.warning(
@@ -194,6 +204,7 @@ class ReplyHandler:
         repaired: bool,
         probe: Probe,
     ) -> None:
+        failures_before = self.failure_serial
         reply = await self._request(rows, method, elements)
         ids = [row.id for row in rows]
         if reply.ok:
@@ -202,7 +213,8 @@ class ReplyHandler:
                 self.topology.confirmed({(r.product_key, r.device_key) for r in rows})
             self.delivered += len(ids)
             self.ok_serial += 1
-            self.failures = 0
+            if self.failure_serial == failures_before:
+                self.failures = 0
             if self._in_storm:
                 self._in_storm = False
                 log.info("hub_accepts_again storms=%d", self.storms)
@@ -303,4 +315,5 @@ class ReplyHandler:
 
     def mark_failed(self) -> None:
         self.failures += 1
+        self.failure_serial += 1
         self.rewind = True

@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -41,6 +42,9 @@ PROGRESS_BACKLOG = 1000
 PROGRESS_EVERY_S = 30.0
 #: How long a scrape waits for the event loop to take a fresh snapshot.
 SCRAPE_WAIT_S = 1.0
+#: The drain rate and the ETA are taken over this long: one 2 s tick swings with every batch a
+#: thin link answers (an ETA of 122-198 s while ~25 min remained, issue 18).
+RATE_WINDOW_S = 30.0
 
 
 class Health:
@@ -70,8 +74,9 @@ class Health:
         self.writer_ok = True
         self._uplink = ""
         self._since_ms = 0
-        self._delivered = forwarder.delivered
         self._last_tick = time.monotonic()
+        #: (when, samples delivered, samples pending) at the ticks of the last RATE_WINDOW_S.
+        self._history: deque[tuple[float, int, int]] = deque()
         self._last_progress = 0.0
 
     async def run(self) -> None:
@@ -95,8 +100,7 @@ class Health:
             return
         self.writer_pulse.beat()
         delivered = self.forwarder.delivered
-        rate = (delivered - self._delivered) / elapsed
-        self._delivered = delivered
+        rate, shrink = self._rates(now, delivered, pending, elapsed)
         self.publish(
             replace(
                 self._live(),
@@ -107,7 +111,7 @@ class Health:
                 uplink_stalls=self.session.stalls,
             )
         )
-        self._progress(pending, rate, now)
+        self._progress(pending, rate, shrink, now)
         await self._write_state(self.snapshot)
 
     def _live(self) -> Snapshot:
@@ -181,8 +185,27 @@ class Health:
                     updated_ms=now_ms(),
                 )
 
-    def _progress(self, pending: int, rate: float, now: float) -> None:
-        if pending < PROGRESS_BACKLOG or rate <= 0 or now - self._last_progress < PROGRESS_EVERY_S:
+    def _rates(
+        self, now: float, delivered: int, pending: int, elapsed: float
+    ) -> tuple[float, float]:
+        """Samples sent per second, and how fast the queue shrinks (sent less taken in), both
+        over the last RATE_WINDOW_S."""
+        history = self._history
+        if not history:
+            history.append((now - elapsed, delivered, pending))
+        history.append((now, delivered, pending))
+        while len(history) > 2 and history[1][0] <= now - RATE_WINDOW_S:
+            history.popleft()
+        then, delivered_then, pending_then = history[0]
+        span = max(now - then, 1e-3)
+        return (delivered - delivered_then) / span, (pending_then - pending) / span
+
+    def _progress(self, pending: int, rate: float, shrink: float, now: float) -> None:
+        if (
+            pending < PROGRESS_BACKLOG
+            or shrink <= 0
+            or now - self._last_progress < PROGRESS_EVERY_S
+        ):
             return
         self._last_progress = now
         log.info(
@@ -190,5 +213,5 @@ class Health:
             self.forwarder.delivered,
             pending,
             rate,
-            pending / rate,
+            pending / shrink,
         )

@@ -16,7 +16,7 @@ import pytest
 
 from gatewayd.config import ForwardConfig, GatewayConfig
 from gatewayd.enos.protocol import METHOD_POST_BATCH, METHOD_RESUME_BATCH, Reply
-from gatewayd.forward.loop import Forwarder
+from gatewayd.forward.loop import AGAIN, Forwarder
 from gatewayd.forward.replies import REJECTED_LOCALLY, ReplyHandler
 from gatewayd.model import QueuedSample
 
@@ -242,7 +242,7 @@ async def test_young_rows_go_live_first_and_old_ones_as_resume() -> None:
     forwarder = forwarder_for(MemoryQueue(old + young), SetTopology(), live_max_age_s=60)
     first = await forwarder._next_batch()
     second = await forwarder._next_batch()
-    assert first is not None and second is not None
+    assert isinstance(first, tuple) and isinstance(second, tuple)
     assert ([r.id for r in first[0]], first[2]) == ([10, 11, 12], METHOD_POST_BATCH)
     assert ([r.id for r in second[0]], second[2]) == ([1, 2, 3, 4, 5], METHOD_RESUME_BATCH)
 
@@ -255,9 +255,9 @@ async def test_rows_of_a_parked_device_are_jumped_not_read() -> None:
     forwarder = forwarder_for(
         MemoryQueue(lost + good), topology, batch_max_samples=100, live_max_age_s=0
     )
-    assert await forwarder._next_batch() is None  # 100 parked rows read, then a jump
+    assert await forwarder._next_batch() == AGAIN  # 100 parked rows read, then a jump
     batch = await forwarder._next_batch()
-    assert batch is not None and [r.id for r in batch[0]] == [r.id for r in good]
+    assert isinstance(batch, tuple) and [r.id for r in batch[0]] == [r.id for r in good]
     assert forwarder.rows_read == 110 and forwarder.skips == 1
 
 

@@ -1,8 +1,7 @@
 """The wall clock in epoch milliseconds, one way for the whole daemon.
 
-The `time` fields of requests, CONNECT signatures, the queue's bookkeeping and the health file
-use it. acquire/ (clock.py's `wall_ms` default, poller.py's stamp) still spell it out inline:
-those modules were being changed elsewhere when this one was made.
+The `time` fields of requests, CONNECT signatures, the queue's bookkeeping, the health file and
+the pollers' time stamps (through acquire/clock.py) all use it.
 """
 
 from __future__ import annotations

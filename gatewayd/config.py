@@ -284,6 +284,12 @@ class ModbusConfig(Section):
             return self.inter_request_ms / 1000
         return 0.0 if self.transport == "tcp" else SERIAL_PAUSE_MS / 1000
 
+    def line_key(self) -> tuple[str, ...]:
+        """Devices with equal keys share one connection (a serial port, or a host and port)."""
+        if self.transport == "rtu":
+            return ("rtu", str(self.serial_port))
+        return (self.transport, str(self.host), str(self.port))
+
     def line_settings(self) -> tuple[object, ...]:
         """What devices sharing one connection must agree on."""
         if self.transport == "rtu":

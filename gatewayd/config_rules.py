@@ -94,11 +94,7 @@ def fleet_problems(devices: Sequence[DeviceParts]) -> list[Problem]:
         m = device.modbus
         if m is None:
             continue
-        line = (
-            ("rtu", str(m.serial_port))
-            if m.transport == "rtu"
-            else (m.transport, str(m.host), str(m.port))
-        )
+        line = m.line_key()
         other = lines.setdefault(line, device)
         assert other.modbus is not None
         if other is not device and other.modbus.line_settings() != m.line_settings():

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gatewayd.clocks import now_ms
 from gatewayd.config import ClockConfig
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ class ClockGuard:
     def __init__(
         self,
         cfg: ClockConfig,
-        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        wall_ms: Callable[[], int] = now_ms,
         mono_ms: Callable[[], int] = lambda: time.monotonic_ns() // 1_000_000,
         synchronised: Callable[[], bool] = kernel_synchronised,
     ) -> None:

@@ -61,10 +61,8 @@ _FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
 
 def endpoint_key(cfg: ModbusConfig) -> EndpointKey:
-    """Devices with equal keys share one connection."""
-    if cfg.transport == "rtu":
-        return ("rtu", str(cfg.serial_port))
-    return (cfg.transport, str(cfg.host), str(cfg.port))
+    """Devices with equal keys share one connection (the same rule `check` applies)."""
+    return cfg.line_key()
 
 
 def answer_bytes(request: ReadRequest, response: ModbusPDU) -> int:

@@ -21,6 +21,8 @@ from gatewayd.acquire.deadband import ExceptionFilter
 from gatewayd.acquire.decode import PointDecoder, Words, is_finite, point_decoder
 from gatewayd.acquire.endpoint import Endpoint, EndpointKey, LineOutOfStep, endpoint_key
 from gatewayd.acquire.plan import ReadRequest, plan_reads
+from gatewayd.backoff import backoff_ceiling
+from gatewayd.clocks import now_ms
 from gatewayd.config import DeviceConfig, PointConfig
 from gatewayd.errors import DecodeError, DeviceError, ExceptionResponse
 from gatewayd.model import PointValue, Quality, Sample
@@ -73,7 +75,7 @@ class DevicePoller:
         self.device = device
         self.endpoint = endpoint
         self.sink = sink
-        self.stamp = stamp or (lambda: (time.time_ns() // 1_000_000, 0, None))
+        self.stamp = stamp or (lambda: (now_ms(), 0, None))
         self.plan = plan_reads(device.points, device.modbus.max_gap)
         self.report_by_exception = ExceptionFilter(device.points)
         # Per request: each point with its slice of the response and its decoder, worked out
@@ -256,9 +258,8 @@ class DevicePoller:
     def _failed(self, exc: DeviceError, started: float) -> None:
         self.failures += 1
         self.consecutive_failures += 1
-        delay = min(
-            self.device.modbus.backoff_max_s,
-            self.device.interval_s * 2 ** (self.consecutive_failures - 1),
+        delay = backoff_ceiling(
+            self.consecutive_failures, self.device.interval_s, self.device.modbus.backoff_max_s
         )
         self.retry_at = started + delay
         if self.consecutive_failures == 1:

@@ -116,7 +116,7 @@ class ReplyHandler:
                 await self._too_large(rows[0], request_bytes(elements))
                 return
             probe = Probe()
-            await self._deliver(rows, method, elements, False, probe)
+            await self._send_and_settle(rows, method, elements, False, probe)
             await self._conclude(probe, method)
         except HubStorm as exc:
             self.storms += 1
@@ -196,7 +196,7 @@ class ReplyHandler:
     def _count(self, outcome: str) -> None:
         self.replies[outcome] = self.replies.get(outcome, 0) + 1
 
-    async def _deliver(
+    async def _send_and_settle(
         self,
         rows: list[QueuedSample],
         method: str,
@@ -258,7 +258,7 @@ class ReplyHandler:
         if self.ok_serial != probe.ok_serial:
             confirm = Probe(ok_serial=CONFIRMING)
             for row, _ in suspects:
-                await self._deliver([row], method, None, False, confirm)
+                await self._send_and_settle([row], method, None, False, confirm)
             return
         if len(suspects) >= LONE_DEVICE_MIN:
             for row, reply in suspects:
@@ -288,8 +288,8 @@ class ReplyHandler:
         self, rows: list[QueuedSample], method: str, repaired: bool, probe: Probe
     ) -> None:
         half = len(rows) // 2
-        await self._deliver(rows[:half], method, None, repaired, probe)
-        await self._deliver(rows[half:], method, None, repaired, probe)
+        await self._send_and_settle(rows[:half], method, None, repaired, probe)
+        await self._send_and_settle(rows[half:], method, None, repaired, probe)
 
     async def _no_permission(
         self, rows: list[QueuedSample], method: str, repaired: bool, probe: Probe
@@ -298,7 +298,7 @@ class ReplyHandler:
             await self.topology.repair()
             still = [r for r in rows if self.topology.sendable((r.product_key, r.device_key))]
             if still:
-                await self._deliver(still, method, None, True, probe)
+                await self._send_and_settle(still, method, None, True, probe)
             return
         devices = {(r.product_key, r.device_key) for r in rows}
         if len(devices) == 1:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +15,8 @@ from gatewayd.cli import main
 from gatewayd.config import QueueConfig
 from gatewayd.model import Sample
 from gatewayd.queue.store import SampleQueue
+from tests.support.cli import gatewayd_cli
+from tests.support.example import finished_example_text
 from tests.support.modbus import KNOWN_VALUES, KnownModbusServer
 
 ROOT = Path(__file__).parents[2]
@@ -25,13 +25,8 @@ EXAMPLE = ROOT / "config.example.toml"
 
 def edited_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The example as an operator finishes it: the gateway's credential and the meter's secret."""
-    creds = tmp_path / "credentials"
-    creds.mkdir()
-    (creds / "gateway").write_text("gateway-secret-value\n")
-    (creds / "gateway").chmod(0o400)
-    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
     path = tmp_path / "config.toml"
-    path.write_text(EXAMPLE.read_text().replace('"change-me-too"', '"meter-secret-value"'))
+    path.write_text(finished_example_text(tmp_path, monkeypatch))
     return path
 
 
@@ -110,19 +105,7 @@ async def test_poll_prints_decoded_values_from_a_real_device(
     config.write_text("\n".join(lines))
 
     async def gatewayd(*args: str) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gatewayd",
-            *args,
-            "-c",
-            str(config),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 30)
-        return proc.returncode or 0, out.decode()
+        return await gatewayd_cli(*args, "-c", str(config))
 
     code, out = await gatewayd("poll", "--device", "good")
     assert code == 0, out

@@ -10,7 +10,6 @@ import json
 import logging
 import re
 import struct
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ from gatewayd.acquire.poller import build_pollers
 from gatewayd.config import DeviceConfig, PointConfig, load_config
 from gatewayd.model import Sample
 from gatewayd.sim.modbus import SERIAL_NUMBER, ModbusSimulator
+from tests.support.cli import gatewayd_cli
+from tests.support.example import finished_example_text
 from tests.support.rtu_slave import RtuLine, Unit
 
 ROOT = Path(__file__).parents[2]
@@ -149,19 +150,7 @@ def write_poll_config(path: Path, connection: dict[str, Any], points: list[dict[
 
 
 async def gatewayd_poll(config: Path) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gatewayd",
-        "poll",
-        "-c",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 30)
-    return proc.returncode or 0, out.decode()
+    return await gatewayd_cli("poll", "-c", str(config))
 
 
 async def test_poll_names_each_refused_read_and_fails(tmp_path: Path, line_factory: Any) -> None:
@@ -232,13 +221,7 @@ async def test_the_example_config_reads_every_point_of_the_simulated_meter(
 ) -> None:
     """config.example.toml against `gatewayd sim modbus`: every point read, none refused, the
     values those of the meter (before: Energy 65863680 from CDAB, Alarm and Serial unmapped)."""
-    creds = tmp_path / "credentials"  # as an operator finishes the example: its secrets
-    creds.mkdir()
-    (creds / "gateway").write_text("gateway-secret-value\n")
-    (creds / "gateway").chmod(0o400)
-    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
-    example = (ROOT / "config.example.toml").read_text()
-    example = example.replace('"change-me-too"', '"meter-secret-value"')
+    example = finished_example_text(tmp_path, monkeypatch)
     simulator = ModbusSimulator(unit_ids=(1,))
     port = await simulator.start()
     try:

@@ -8,8 +8,6 @@ Serial RTU runs over a socat pty pair: two linked pseudo-terminals, one per side
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
 import threading
 import time
@@ -22,6 +20,8 @@ from pymodbus import FramerType
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
+
+from tests.support.pty import pty_pair
 
 T = TypeVar("T")
 WORDS = 64
@@ -120,19 +120,8 @@ class ModbusLab:
         return dict(self.connection)
 
     def _pty_pair(self) -> tuple[str, str]:
-        if shutil.which("socat") is None:
-            raise RuntimeError("socat is needed for serial RTU tests (apt-get install socat)")
         a, b = self.workdir / "tty-client", self.workdir / "tty-server"
-        self._socat = subprocess.Popen(
-            ["socat", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not (os.path.exists(a) and os.path.exists(b)):
-            if time.monotonic() > deadline or self._socat.poll() is not None:
-                raise RuntimeError("socat did not create the pty pair")
-            time.sleep(0.01)
+        self._socat = pty_pair(a, b)
         return str(a), str(b)
 
     def stop(self) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import shutil
 import socket
 import struct
 import subprocess
@@ -26,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from tests.support.pty import pty_pair
 
 _TABLE_OF_FC = {1: "coil", 2: "discrete", 3: "holding", 4: "input"}
 
@@ -117,19 +118,8 @@ class RtuLine:
         return {"transport": "rtu_over_tcp", "host": "127.0.0.1", "port": port}
 
     def _start_pty(self) -> dict[str, Any]:
-        if shutil.which("socat") is None:
-            raise RuntimeError("socat is needed for serial RTU tests (apt-get install socat)")
         client, server = self.workdir / "tty-master", self.workdir / "tty-slave"
-        self._socat = subprocess.Popen(
-            ["socat", f"pty,raw,echo=0,link={client}", f"pty,raw,echo=0,link={server}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while not (client.exists() and server.exists()):
-            if time.monotonic() > deadline or self._socat.poll() is not None:
-                raise RuntimeError("socat did not create the pty pair")
-            time.sleep(0.01)
+        self._socat = pty_pair(client, server)
         fd = os.open(server, os.O_RDWR | os.O_NOCTTY)
         tty.setraw(fd)
         termios.tcflush(fd, termios.TCIOFLUSH)

@@ -6,6 +6,7 @@ import pytest
 
 from gatewayd.config import load_config
 from gatewayd.errors import ConfigError
+from tests.support.example import gateway_credential
 
 EXAMPLE = Path(__file__).parents[2] / "config.example.toml"
 
@@ -41,11 +42,7 @@ def problems(tmp_path: Path, text: str) -> list[str]:
 
 def test_the_shipped_example_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Valid once its gateway credential exists and its placeholder secret is replaced."""
-    creds = tmp_path / "credentials"
-    creds.mkdir()
-    (creds / "gateway").write_text("the-gateway-secret\n")
-    (creds / "gateway").chmod(0o400)
-    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    gateway_credential(tmp_path, monkeypatch)
     with pytest.raises(ConfigError) as info:
         load_config(EXAMPLE)
     assert [p.split(":")[0] for p in info.value.problems] == ["devices[0] (meter-1).device_secret"]

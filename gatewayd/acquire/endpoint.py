@@ -99,7 +99,6 @@ class Endpoint:
         self._awaiting = False  # a request is out (and during the check after its answer)
         self._dirty = False  # bytes came that nobody asked for: let the line go quiet first
         self._last_rx = 0.0
-        self._frame_unit: int | None = None  # unit id of the frame now arriving (first byte)
         self._exchange_bytes = 0
         self._sent_tid = 0
         #: Per unit id: requests sent whose answer has not come (timed out, still owed), and
@@ -175,7 +174,7 @@ class Endpoint:
         if not self._awaiting:  # a late answer or a stray: the next request waits for quiet
             self._quiet_until = max(self._quiet_until, now + self._frame_gap_s + self.cfg.pause_s)
         if new_frame:
-            unit = self._frame_unit = data[0]
+            unit = data[0]  # a frame's first byte names the unit that sent it
             owed = self._owed.get(unit, 0)
             if owed:  # an answer from a unit that owed one: ours now, or a late one
                 self._owed[unit] = owed - 1

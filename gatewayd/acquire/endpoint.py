@@ -1,27 +1,19 @@
 """One Modbus connection (a TCP host, a serial line, an RTU-over-TCP converter), shared in turns.
 
-Why this owns the retries, the timeouts and a byte count of its own: an RTU frame carries no
+Why this owns the retries, the timeouts and reads the raw bytes itself: an RTU frame carries no
 transaction id, and the answer to a read of holding registers does not say which registers it
 holds. pymodbus takes the first frame with the right unit id as the answer, so a slave's late
 answer to one request, or an answer it sends twice, becomes another read's value — same unit,
-same function, same size — without a trace. On `rtu` and `rtu_over_tcp` this endpoint therefore
+same function, same size — without a trace. On `rtu` and `rtu_over_tcp` pymodbus gets
+`retries=0` and a timeout it never reaches; this endpoint sends one request at a time under the
+device's own deadline, books every byte on the line in a ledger (line_ledger.py: frames cut by
+length and CRC, answers owed per unit, frames nobody can explain), never sends to a unit that
+owes an answer or that just sent one unasked, and takes an answer only if it was the one whole
+frame from the unit in its window, with nothing else, and pymodbus read the same values from it.
 
-- sends one request at a time with its own deadline (pymodbus gets `retries=0` and a long
-  timeout it never reaches), and keeps, per unit id, the answers still *owed*: a request counts
-  as answered when a frame from that unit arrives, whenever that is;
-- never sends to a unit that still owes an answer. It waits up to one timeout for the late
-  answer (throwing it away), else fails the read without asking: the next frame from that unit
-  would be taken for the new request, whatever it belongs to. An answer owed for longer than
-  `OWED_EXPIRY` timeouts (at least `OWED_EXPIRY_MIN_S`) is given up (the request was lost);
-- accepts an answer only if exactly the bytes of one answer arrived and the line then stayed
-  quiet for the inter-request pause; anything else (a second frame, noise) makes the answer
-  doubtful: it is thrown away and the read retried or failed.
-
-Frames that arrive while nothing is asked, from a unit that owes nothing, are counted as strays;
-the line settles (quiet for a timeout) before the next request, and the poller discards a poll
-during which one arrived. Other units on the line are never held up by a unit that owes. Modbus TCP needs none of this — its transaction id is checked here too, since
-pymodbus lets an answer with id 0 match any request — and a failed exchange closes the
-connection so the next try starts on a fresh one.
+Modbus TCP needs none of this — its transaction id is checked here too, since pymodbus lets an
+answer with id 0 match any request — and a failed exchange closes the connection so the next try
+starts on a fresh one.
 """
 
 from __future__ import annotations
@@ -37,7 +29,9 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.pdu import ModbusPDU
 
 from gatewayd.acquire.decode import Words
+from gatewayd.acquire.line_ledger import LineLedger
 from gatewayd.acquire.plan import ReadRequest
+from gatewayd.acquire.rtu_frames import frame_disagrees
 from gatewayd.config import ModbusConfig
 from gatewayd.errors import DeviceError, ExceptionResponse
 
@@ -55,23 +49,12 @@ OWED_EXPIRY = 20
 OWED_EXPIRY_MIN_S = 10.0
 #: How often the pause before a request is extended by bytes arriving in it, at most.
 _QUIET_CHECKS = 20
-#: A line that keeps talking this long after a failure is reopened.
-_MAX_SETTLE_S = 60.0
 _FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
 
 def endpoint_key(cfg: ModbusConfig) -> EndpointKey:
     """Devices with equal keys share one connection (the same rule `check` applies)."""
     return cfg.line_key()
-
-
-def answer_bytes(request: ReadRequest, response: ModbusPDU) -> int:
-    """Size of the RTU frame that carries this answer: unit, function, payload, CRC."""
-    if response.isError():
-        return 5  # unit, function | 0x80, exception code, CRC
-    if request.table in ("coil", "discrete"):
-        return 5 + (request.count + 7) // 8
-    return 5 + 2 * request.count
 
 
 class LineOutOfStep(DeviceError):
@@ -97,22 +80,41 @@ class Endpoint:
         self.client = self._make_client()
         self._quiet_until = 0.0
         self._awaiting = False  # a request is out (and during the check after its answer)
-        self._dirty = False  # bytes came that nobody asked for: let the line go quiet first
-        self._last_rx = 0.0
         self._exchange_bytes = 0
         self._sent_tid = 0
-        #: Per unit id: requests sent whose answer has not come (timed out, still owed), and
-        #: since when. Nothing is sent to a unit that still owes an answer: on RTU, the answer
-        #: that comes next would be taken for the new request, whatever it belongs to.
-        self._owed: dict[int, int] = {}
-        self._owed_since: dict[int, float] = {}
+        #: Serial lines: who owes what, and frames nobody can explain (line_ledger.py).
+        self.ledger = LineLedger()
+        #: Per unit: the ledger's epoch when the unit was last known quiet, and units whose last
+        #: exchange went wrong: before the next request to them, they must go quiet first.
+        self._settled_epoch: dict[int, int] = {}
+        self._unsettled: set[int] = set()
+        #: Per unit: when the last request to it went out (its answer may come until + timeout).
+        self.last_send: dict[int, float] = {}
         self._answered = asyncio.Event()  # set when an owed answer arrives
-        #: Late answers (frames from a unit that owed one) thrown away.
-        self.late_discarded = 0
-        #: Frames that arrived while no request was out, from a unit that owed nothing.
-        self.strays = 0
-        #: Answers refused as doubtful (extra frames, wrong size, wrong function or id).
+        #: Answers refused as doubtful (extra frames, noise, wrong size, function or id).
         self.doubtful = 0
+
+    @property
+    def late_discarded(self) -> int:
+        """Late answers (frames from a unit that owed one) thrown away."""
+        return self.ledger.late_discarded
+
+    @property
+    def strays(self) -> int:
+        """Frames that no request explains."""
+        return self.ledger.strays
+
+    def unit_epoch(self, unit_id: int) -> int:
+        """Changes whenever a frame from `unit_id` arrives that no request explains."""
+        return self.ledger.epoch.get(unit_id, 0)
+
+    async def quiet_after_last_request(self, unit_id: int, timeout_s: float) -> None:
+        """Wait until the last request to `unit_id` can no longer be answered (one timeout
+        after it went out): a frame from the unit before then is booked in its epoch."""
+        if self.serial_framing and unit_id in self.last_send:
+            wait = self.last_send[unit_id] + timeout_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
 
     def __str__(self) -> str:
         return ":".join(self.key)
@@ -165,28 +167,14 @@ class Endpoint:
 
     def _received(self, data: bytes) -> None:
         now = time.monotonic()
-        new_frame = now - self._last_rx > self._frame_gap_s
-        self._last_rx = now
         if self._awaiting:
             self._exchange_bytes += len(data)
         if not self.serial_framing or not data:
             return  # TCP answers carry their transaction id: no doubt there
-        if not self._awaiting:  # a late answer or a stray: the next request waits for quiet
+        if self.ledger.window is None:  # a late answer or a stray: the next request waits
             self._quiet_until = max(self._quiet_until, now + self._frame_gap_s + self.cfg.pause_s)
-        if new_frame:
-            unit = data[0]  # a frame's first byte names the unit that sent it
-            owed = self._owed.get(unit, 0)
-            if owed:  # an answer from a unit that owed one: ours now, or a late one
-                self._owed[unit] = owed - 1
-                if owed == 1:
-                    self._owed_since.pop(unit, None)
-                if not self._awaiting:
-                    self.late_discarded += 1
-            elif not self._awaiting:
-                self.strays += 1
-                self._dirty = True
-            if owed:
-                self._answered.set()
+        if self.ledger.received(data, now):
+            self._answered.set()
 
     async def read(
         self,
@@ -224,11 +212,11 @@ class Endpoint:
             doubtful = False
             if self.serial_framing:
                 owing = await self._await_owed(unit_id, limit_s)
+                if not owing:
+                    owing = await self._settle(unit_id, limit_s)
                 if owing:
                     failure = owing
                     break  # asking again now could only get the late answer for the new question
-                if self._dirty:
-                    await self._settle(device, limit_s)
             # A late answer arriving meanwhile pushes the quiet further: look again (bounded).
             for _ in range(_QUIET_CHECKS):
                 pause = self._quiet_until - time.monotonic()
@@ -236,10 +224,12 @@ class Endpoint:
                     break
                 await asyncio.sleep(pause)
             waited_tail = False
+            accepted = False
             try:
                 response = await self._exchange(request, unit_id, device, limit_s)
                 problem = await self._doubt(request, response)
                 waited_tail = self.serial_framing
+                accepted = not problem
             except TimeoutError:
                 failure = f"no answer within {limit_s:g} s"
                 if not self.serial_framing:
@@ -248,12 +238,14 @@ class Endpoint:
             except ModbusException as exc:
                 failure = describe(exc)
                 if self.serial_framing:
-                    self._dirty = True
+                    self._unsettled.add(unit_id)
                 else:
                     self.client.close()
                 continue
             finally:
                 self._awaiting = False
+                if self.serial_framing:
+                    self.ledger.end(accepted)
                 # After an answer on a serial line the pause was already kept (see _doubt).
                 self._quiet_until = time.monotonic() + (0.0 if waited_tail else self.cfg.pause_s)
             if not problem:
@@ -261,7 +253,7 @@ class Endpoint:
             failure = problem
             doubtful = True
             self.doubtful += 1
-            self._dirty = True
+            self._unsettled.add(unit_id)
             if not self.serial_framing:
                 self.client.close()
         if doubtful:  # the line is out of step, not necessarily this device at fault
@@ -273,9 +265,10 @@ class Endpoint:
 
         An owed answer older than OWED_EXPIRY timeouts (at least OWED_EXPIRY_MIN_S) is given
         up: the request was lost on the way (noise), or the slave dropped it."""
-        if not self._owed.get(unit_id):
+        ledger = self.ledger
+        if not ledger.owed.get(unit_id):
             return ""
-        since = self._owed_since.get(unit_id, time.monotonic())
+        since = ledger.owed_since.get(unit_id, time.monotonic())
         if time.monotonic() - since > max(OWED_EXPIRY * limit_s, OWED_EXPIRY_MIN_S):
             log.info(
                 "owed_answer_given_up endpoint=%s unit=%d age_s=%.1f",
@@ -283,11 +276,10 @@ class Endpoint:
                 unit_id,
                 time.monotonic() - since,
             )
-            self._owed.pop(unit_id, None)
-            self._owed_since.pop(unit_id, None)
+            ledger.give_up(unit_id)
             return ""
         deadline = time.monotonic() + limit_s
-        while self._owed.get(unit_id):
+        while ledger.owed.get(unit_id):
             self._answered.clear()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -299,7 +291,7 @@ class Endpoint:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await self._answered.wait()
-        self._dirty = True  # let the line go quiet after the late answer
+        self._unsettled.add(unit_id)  # a late answer may come in several copies: let it finish
         return ""
 
     async def _exchange(
@@ -321,10 +313,10 @@ class Endpoint:
         }
         self._exchange_bytes = 0
         self._awaiting = True
-        if self.serial_framing:  # owed until its answer's first byte arrives
-            self._owed[unit_id] = self._owed.get(unit_id, 0) + 1
-            self._owed_since.setdefault(unit_id, time.monotonic())
-            self._last_rx = 0.0  # what comes after the request starts a new frame
+        if self.serial_framing:  # owed until a whole frame from the unit arrives
+            now = time.monotonic()
+            self.ledger.begin(unit_id, now)
+            self.last_send[unit_id] = now
         async with asyncio.timeout(limit_s):
             return await readers[request.table](
                 request.address, count=request.count, device_id=unit_id
@@ -347,32 +339,41 @@ class Endpoint:
             if response.transaction_id != self._sent_tid:
                 return f"answer to another transaction ({response.transaction_id})"
             return ""
-        # Exactly the bytes of one answer, then the line quiet for the pause: a second frame
-        # (a duplicate, or the real answer after a stale one) or noise shows up in the count.
+        # Exactly one whole frame from the unit, nothing else, and the line quiet for the pause
+        # after it: a second frame (a duplicate, or the real answer after a stale one) or noise
+        # shows up in the window.
         await asyncio.sleep(max(self.cfg.pause_s, self._frame_gap_s))
-        expected = answer_bytes(request, response)
-        if self._exchange_bytes != expected:
+        window = self.ledger.window
+        if window is None:
+            return "no window"  # cannot happen: the window closes after this check
+        pending = self.ledger.splitter.pending
+        if len(window.own) != 1 or window.noise or pending:
             return (
-                f"answers out of step on the line ({self._exchange_bytes} bytes, "
-                f"expected {expected})"
+                f"answers out of step on the line ({len(window.own)} frames from the unit, "
+                f"{window.noise + pending} bytes of noise)"
             )
-        return ""
+        return frame_disagrees(request, response, window.own[0].pdu)
 
-    async def _settle(self, device: str, limit_s: float) -> None:
-        """After bytes nobody asked for: wait until the line was quiet for `limit_s`."""
+    async def _settle(self, unit_id: int, limit_s: float) -> str:
+        """Before asking a unit whose last exchange went wrong, or that sent a frame nobody
+        asked for: wait until no frame came from it for `limit_s`; "" once it is quiet. A unit
+        that keeps talking fails this read after two timeouts (the line is shared: one unit's
+        chatter must not hold the others up)."""
+        epoch = self.ledger.epoch.get(unit_id, 0)
+        if unit_id not in self._unsettled and self._settled_epoch.get(unit_id, 0) == epoch:
+            return ""
         started = time.monotonic()
-        try:
-            while True:
-                now = time.monotonic()
-                wait = max(self._last_rx, started) + limit_s - now
-                if wait <= 0:
-                    break
-                if now - started > _MAX_SETTLE_S:
-                    self.client.close()  # a babbling line: start again on a fresh open
-                    break
-                await asyncio.sleep(wait)
-        finally:
-            self._dirty = False
+        while True:
+            now = time.monotonic()
+            wait = self.ledger.last_frame_at.get(unit_id, 0.0) + limit_s - now
+            if wait <= 0:
+                break
+            if now + wait - started > 2 * limit_s:
+                return f"unit {unit_id} keeps sending frames nobody asked for"
+            await asyncio.sleep(wait)
+        self._unsettled.discard(unit_id)
+        self._settled_epoch[unit_id] = self.ledger.epoch.get(unit_id, 0)
+        return ""
 
     def close(self) -> None:
         self.client.close()

@@ -118,7 +118,8 @@ class DevicePoller:
         """Read every request of the plan into one sample; DeviceError if the device is unreachable."""
         points: dict[str, PointValue] = {}
         self.unread = {}
-        strays = self.endpoint.strays
+        unit_id = self.device.modbus.unit_id
+        epoch = self.endpoint.unit_epoch(unit_id)
         refused_before = self.refused_reads
         for index, (request, layout) in enumerate(zip(self.plan, self._layout, strict=True)):
             try:
@@ -138,9 +139,12 @@ class DevicePoller:
                 )
             for point, start, end, decode in layout:
                 self._put(points, point, self._decode(point, decode, words[start:end]))
-        if self.endpoint.strays != strays:
-            # An answer nobody asked for arrived on the line during this poll: one of this
-            # poll's answers may belong to another request. Better a gap than a wrong value.
+        # On a serial line the last answer may have been a copy of an earlier one (a repeater)
+        # and the real one still to come: the poll is trusted only once no answer can come.
+        await self.endpoint.quiet_after_last_request(unit_id, self.device.modbus.timeout_s)
+        if self.endpoint.unit_epoch(unit_id) != epoch:
+            # A frame from this unit that no request explains arrived during this poll: one of
+            # this poll's answers may belong to another request. Better a gap than a wrong value.
             raise LineOutOfStep(
                 self.device.name, f"answers out of step on {self.endpoint}; poll discarded"
             )
@@ -278,7 +282,9 @@ class DevicePoller:
         cfg = self.device.modbus
         # Each try may wait one timeout for its answer and, on a serial line, one more for an
         # answer still owed before the retry (endpoint.py).
-        return cfg.timeout_s * (2 * cfg.retries + 1) * len(self.plan) + cfg.pause_s * len(self.plan)
+        # Then one more timeout after the last request, for an answer that may still come.
+        reads = cfg.timeout_s * (2 * cfg.retries + 1) * len(self.plan)
+        return reads + cfg.pause_s * len(self.plan) + cfg.timeout_s
 
     async def finish(self) -> None:
         """Let a poll in progress complete (bounded by worst_case_s), so its sample is kept."""

@@ -124,12 +124,27 @@ class GatewayCollector(Collector):
             "Answers that arrived after their request timed out, thrown away (per line)",
             labels=["endpoint"],
         )
+        strays = CounterMetricFamily(
+            "gatewayd_stray_frames",
+            "Whole frames on a serial line that no request explains (per line)",
+            labels=["endpoint"],
+        )
+        doubtful = CounterMetricFamily(
+            "gatewayd_doubtful_answers",
+            "Answers refused as untrustworthy: extra frames, noise, wrong size (per line)",
+            labels=["endpoint"],
+        )
+        noise = CounterMetricFamily(
+            "gatewayd_line_noise_bytes",
+            "Bytes on a serial line that were no part of a whole frame (per line)",
+            labels=["endpoint"],
+        )
         suppressed = CounterMetricFamily(
             "gatewayd_points_suppressed",
             "Points left out by report by exception (within their deadband)",
             labels=["device"],
         )
-        lines: dict[str, int] = {}
+        lines: dict[str, tuple[int, int, int, int]] = {}
         for p in pollers:
             name = p.device
             polls.add_metric([name, "ok"], p.successes - p.refused_polls)
@@ -138,15 +153,17 @@ class GatewayCollector(Collector):
             polls.add_metric([name, "failed"], p.failures)
             refused.add_metric([name], p.refused_reads)
             suppressed.add_metric([name], p.suppressed)
-            lines[p.endpoint] = p.late_discarded
+            lines[p.endpoint] = (p.late_discarded, p.strays, p.doubtful, p.noise_bytes)
             polls.add_metric([name, "skipped"], p.skipped)
             seconds.add_metric([name], p.poll_seconds)
             last.add_metric([name], p.last_success_s)
             up.add_metric([name], 0 if p.failing else 1)
             bad.add_metric([name], p.bad_values)
-        for endpoint, count in lines.items():
-            late.add_metric([endpoint], count)
-        yield from (polls, seconds, last, up, bad, refused, late, suppressed)
+        for endpoint, counts in lines.items():
+            for family, count in zip((late, strays, doubtful, noise), counts, strict=True):
+                family.add_metric([endpoint], count)
+        yield from (polls, seconds, last, up, bad, refused, late, strays, doubtful, noise)
+        yield suppressed
 
 
 class _Server(ThreadingMixIn, WSGIServer):

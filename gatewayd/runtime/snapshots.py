@@ -32,9 +32,12 @@ class PollerStats:
     refused_reads: int = 0
     refused_polls: int = 0
     suppressed: int = 0
-    #: The device's line ("rtu:/dev/ttyUSB0") and the answers thrown away on it so far.
+    #: The device's line ("rtu:/dev/ttyUSB0") and what its books counted so far (line_ledger.py).
     endpoint: str = ""
     late_discarded: int = 0
+    strays: int = 0
+    doubtful: int = 0
+    noise_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,10 @@ def poller_stats(p: DevicePoller) -> PollerStats:
         refused_polls=p.refused_polls,
         suppressed=p.report_by_exception.suppressed,
         endpoint=str(p.endpoint),
-        late_discarded=p.endpoint.late_discarded + p.endpoint.strays,
+        late_discarded=p.endpoint.late_discarded,
+        strays=p.endpoint.strays,
+        doubtful=p.endpoint.doubtful,
+        noise_bytes=p.endpoint.ledger.noise_bytes,
     )
 
 

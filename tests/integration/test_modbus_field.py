@@ -10,7 +10,6 @@ import json
 import logging
 import re
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,17 @@ from gatewayd.model import Sample
 from gatewayd.sim.modbus import SERIAL_NUMBER, ModbusSimulator
 from tests.support.cli import gatewayd_cli
 from tests.support.example import finished_example_text
-from tests.support.rtu_slave import RtuLine, Unit
+from tests.support.rtu_lab import (
+    SERIAL,
+    four_point_device,
+    four_point_meter,
+    line_factory,
+    poll_times,
+    wrong_values,
+)
+from tests.support.rtu_slave import Unit
 
 ROOT = Path(__file__).parents[2]
-SERIAL = ["rtu", "rtu_over_tcp"]
 A_VALUE = (0x0001, 0x0203)  # 66051 as uint32 ABCD
 B_VALUE = (0x0000, 0x0999)  # 2457
 
@@ -55,35 +61,6 @@ def device(connection: dict[str, Any], unit_id: int = 1, **modbus: Any) -> Devic
             {"id": "B", "address": 10, "type": "uint32"},
         ],
     )
-
-
-@pytest.fixture
-def line_factory(tmp_path: Path) -> Iterator[Any]:
-    lines: list[RtuLine] = []
-
-    def make(transport: str, units: list[Unit]) -> tuple[RtuLine, dict[str, Any]]:
-        line = RtuLine(tmp_path / f"line{len(lines)}", units)
-        line.workdir.mkdir()
-        lines.append(line)
-        return line, line.start(transport)
-
-    yield make
-    for line in lines:
-        line.stop()
-
-
-async def poll_times(configs: list[DeviceConfig], rounds: int) -> list[Sample]:
-    samples: list[Sample] = []
-    pollers, endpoints = build_pollers(configs, samples.append)
-    try:
-        for _ in range(rounds):
-            await asyncio.gather(*(p.poll() for p in pollers))
-            for p in pollers:
-                p.retry_at = 0.0  # poll again at once, breaker or not: more chances to go wrong
-    finally:
-        for endpoint in endpoints.values():
-            endpoint.close()
-    return samples
 
 
 @pytest.mark.parametrize("transport", SERIAL)
@@ -299,32 +276,7 @@ async def test_report_by_exception_leaves_out_steady_points_and_empty_samples(
 
 # Found by an adversarial review: answers later than twice the timeout, slaves that answer
 # twice, a stale frame before each answer, and a TCP answer with transaction id 0.
-
-FOUR = {a: 1000 + a for a in (0, 10, 20, 30)}
-
-
-def four_point_meter(unit_id: int = 1, late_s: float = 0.0) -> Unit:
-    unit = Unit(unit_id)
-    unit.tables["holding"].update(FOUR)
-    if late_s:
-        unit.delay = lambda table, address, count: late_s if address == 0 else 0.0
-    return unit
-
-
-def four_point_device(connection: dict[str, Any], unit_id: int = 1, **modbus: Any) -> DeviceConfig:
-    settings = {**connection, "unit_id": unit_id, "timeout_s": 0.3, "retries": 1, **modbus}
-    return DeviceConfig(
-        name=f"meter-{unit_id}",
-        product_key="p",
-        device_key=f"d{unit_id}",
-        interval_s=10.0,
-        modbus=settings,
-        points=[{"id": f"R{a}", "address": a} for a in FOUR],
-    )
-
-
-def wrong_values(samples: list[Sample]) -> list[dict[str, Any]]:
-    return [s.points for s in samples if any(v != FOUR[int(k[1:])] for k, v in s.points.items())]
+__all__ = ["line_factory"]  # the fixture, used by name
 
 
 @pytest.mark.parametrize("transport", SERIAL)

@@ -68,6 +68,12 @@ class Unit:
     chunks: tuple[int, float] | None = None
     #: Monotonic time until which the slave is busy with earlier requests.
     busy_until: float = 0.0
+    #: Raw bytes to put on the line after a request to this unit: (seconds after the request
+    #: arrived, bytes) for each, given the request (table, address, count). Noise, or frames.
+    also_send: Callable[[str, int, int], list[tuple[float, bytes]]] = lambda t, a, c: []
+    #: Frames to send glued in front of the next answer, in the same write (two answers back
+    #: to back, as a converter's buffer delivers them); taken once.
+    prefix: bytes = b""
 
     def answer(self, fc: int, address: int, count: int) -> bytes:
         """The PDU answering a read, or exception 02 if any address in it is not mapped."""
@@ -200,10 +206,23 @@ class RtuLine:
         start = max(now, unit.busy_until)
         unit.busy_until = start + unit.delay(_TABLE_OF_FC.get(fc, ""), address, count)
         wire = (unit.last_answer + adu) if unit.replay_previous else adu
+        wire, unit.prefix = unit.prefix + wire, b""
         unit.last_answer = adu
+        for after, data in unit.also_send(_TABLE_OF_FC.get(fc, ""), address, count):
+            self._schedule(after, data)
         self._schedule(unit.busy_until - now, wire)
         if unit.duplicate_after is not None:
             self._schedule(unit.busy_until - now + unit.duplicate_after, adu)
+
+    def babble(self, frame: bytes, every_s: float) -> None:
+        """Put `frame` on the line every `every_s` seconds, unasked (a chatty device)."""
+
+        def talk() -> None:
+            while not self._stop.wait(every_s):
+                with self._send_lock, contextlib.suppress(OSError):
+                    self._write(frame)
+
+        self._spawn(talk)
 
     def _schedule(self, delay: float, data: bytes) -> None:
         timer = threading.Timer(delay, self._send, (data,))

@@ -30,7 +30,24 @@ async def test_healthz_names_the_stale_stage_and_metrics_come_from_the_snapshot(
     snapshot = Snapshot(
         queue=QueueFigures(pending=7, points_per_sample=3.0),
         forwarder=ForwarderStats(delivered=5, replies=(("1204", 1), ("200", 4))),
-        pollers=(PollerStats("dev1", 10, 2, 1, 0, 0.5, 1.0, False, successes=8),),
+        pollers=(
+            PollerStats(
+                "dev1",
+                10,
+                2,
+                1,
+                0,
+                0.5,
+                1.0,
+                False,
+                successes=8,
+                endpoint="rtu:/dev/ttyS1",
+                late_discarded=3,
+                strays=2,
+                doubtful=4,
+                noise_bytes=17,
+            ),
+        ),
         connected=True,
     )
     problem: list[str | None] = [None]
@@ -62,6 +79,11 @@ async def test_healthz_names_the_stale_stage_and_metrics_come_from_the_snapshot(
     assert values[("gatewayd_replies_total", (("code", "1204"),))] == 1
     assert values[("gatewayd_polls_total", (("device", "dev1"), ("result", "ok")))] == 8
     assert values[("gatewayd_uplink_connected", ())] == 1
+    line = (("endpoint", "rtu:/dev/ttyS1"),)
+    assert values[("gatewayd_late_answers_discarded_total", line)] == 3
+    assert values[("gatewayd_stray_frames_total", line)] == 2
+    assert values[("gatewayd_doubtful_answers_total", line)] == 4
+    assert values[("gatewayd_line_noise_bytes_total", line)] == 17
     assert ticks  # the server's thread ran its between-requests hook
 
 

@@ -1,0 +1,106 @@
+"""Frames on an RTU line told apart by length and CRC; the ledger that books them per unit."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gatewayd.acquire.line_ledger import LineLedger
+from gatewayd.acquire.rtu_frames import Frame, FrameSplitter, frame_length
+from tests.support.rtu_slave import crc16
+
+
+def answer(unit: int, *words: int) -> bytes:
+    adu = bytes([unit, 3, 2 * len(words)]) + b"".join(w.to_bytes(2, "big") for w in words)
+    return adu + crc16(adu)
+
+
+def exception(unit: int, function: int, code: int) -> bytes:
+    adu = bytes([unit, function | 0x80, code])
+    return adu + crc16(adu)
+
+
+answers = st.builds(
+    lambda unit, words: answer(unit, *words),
+    st.integers(1, 247),
+    st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=125),
+)
+
+
+@given(
+    st.lists(
+        answers | st.builds(exception, st.integers(1, 247), st.integers(1, 4), st.integers(1, 11)),
+        max_size=8,
+    ),
+    st.lists(st.integers(1, 40), max_size=20),
+)
+def test_frames_back_to_back_come_out_whole_however_the_bytes_are_cut(
+    frames: list[bytes], cuts: list[int]
+) -> None:
+    stream = b"".join(frames)
+    splitter = FrameSplitter()
+    out: list[Frame | int] = []
+    position = 0
+    for size in cuts:
+        out += splitter.feed(stream[position : position + size])
+        position += size
+    out += splitter.feed(stream[position:])
+    assert [(f.unit, f.pdu) for f in out if isinstance(f, Frame)] == [
+        (f[0], f[1:-2]) for f in frames
+    ]
+    assert [n for n in out if isinstance(n, int)] == []
+    assert splitter.pending == 0
+
+
+@given(st.binary(max_size=300), st.lists(answers, max_size=4))
+def test_no_byte_is_lost_and_every_frame_checks(noise: bytes, frames: list[bytes]) -> None:
+    splitter = FrameSplitter()
+    out = splitter.feed(noise) + splitter.feed(b"".join(frames))
+    frame_bytes = sum(len(f.pdu) + 3 for f in out if isinstance(f, Frame))
+    noise_bytes = sum(n for n in out if isinstance(n, int))
+    assert frame_bytes + noise_bytes + splitter.pending == len(noise) + sum(map(len, frames))
+
+
+def test_a_noise_byte_before_an_answer_is_noise_not_a_frame() -> None:
+    splitter = FrameSplitter()
+    assert splitter.feed(b"\x01") == []  # might start a frame: kept until more comes
+    out = splitter.feed(answer(1, 1010))
+    assert out == [1, Frame(1, 3, bytes([3, 2, 0x03, 0xF2]))]
+
+
+def test_lengths_follow_the_function_code() -> None:
+    assert frame_length(b"\x01", 0) is None
+    assert frame_length(b"\x01\x03", 0) is None
+    assert frame_length(b"\x01\x03\x04", 0) == 9
+    assert frame_length(b"\x01\x83", 0) == 5
+    assert frame_length(b"\x01\x06", 0) == 8
+    assert frame_length(b"\x01\x03\x00", 0) == 0  # a byte count of 0 answers nothing
+    assert frame_length(b"\x01\x42", 0) == 0  # not an answer to anything a master asks
+
+
+def test_a_frame_from_another_unit_in_a_window_pays_only_if_the_answer_came() -> None:
+    ledger = LineLedger()
+    ledger.begin(2, 0.0)  # unit 2's request times out: it owes
+    ledger.end(accepted=False)
+    ledger.begin(3, 1.0)  # a frame labelled 2 comes instead of unit 3's answer
+    ledger.received(answer(2, 7), 1.1)
+    ledger.end(accepted=False)
+    assert ledger.owed == {2: 1, 3: 1}
+    assert ledger.epoch == {2: 1}  # unexplained, booked against unit 2
+    ledger.give_up(3)
+    ledger.begin(3, 2.0)  # now unit 3 answers, and unit 2's late answer comes with it
+    paid = ledger.received(answer(2, 7) + answer(3, 8), 2.1)
+    ledger.end(accepted=True)
+    assert paid
+    assert ledger.owed == {}
+    assert ledger.late_discarded == 1
+
+
+def test_a_second_frame_from_the_asked_unit_is_a_stray_of_that_unit() -> None:
+    ledger = LineLedger()
+    ledger.begin(1, 0.0)
+    ledger.received(answer(1, 5) + answer(1, 5), 0.1)
+    window = ledger.end(accepted=False)
+    assert window is not None and len(window.own) == 2
+    assert ledger.epoch == {1: 1}
+    assert ledger.owed == {}

@@ -31,6 +31,15 @@ Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 
 
+#: Per line (a serial port or converter): what its books counted (acquire/line_ledger.py).
+_LINE_COUNTERS = (
+    ("gatewayd_late_answers_discarded", "Answers that came after their request timed out"),
+    ("gatewayd_stray_frames", "Whole frames on a serial line that no request explains"),
+    ("gatewayd_doubtful_answers", "Answers refused as untrustworthy (extra frames, noise, size)"),
+    ("gatewayd_line_noise_bytes", "Bytes on a serial line that were no part of a whole frame"),
+)
+
+
 class GatewayCollector(Collector):
     """Builds every metric from the latest snapshot on each scrape (in the HTTP thread)."""
 
@@ -119,26 +128,9 @@ class GatewayCollector(Collector):
             "Reads the device answered with a Modbus exception (unmapped address, wrong unit id)",
             labels=["device"],
         )
-        late = CounterMetricFamily(
-            "gatewayd_late_answers_discarded",
-            "Answers that arrived after their request timed out, thrown away (per line)",
-            labels=["endpoint"],
-        )
-        strays = CounterMetricFamily(
-            "gatewayd_stray_frames",
-            "Whole frames on a serial line that no request explains (per line)",
-            labels=["endpoint"],
-        )
-        doubtful = CounterMetricFamily(
-            "gatewayd_doubtful_answers",
-            "Answers refused as untrustworthy: extra frames, noise, wrong size (per line)",
-            labels=["endpoint"],
-        )
-        noise = CounterMetricFamily(
-            "gatewayd_line_noise_bytes",
-            "Bytes on a serial line that were no part of a whole frame (per line)",
-            labels=["endpoint"],
-        )
+        line_families = [
+            CounterMetricFamily(name, text, labels=["endpoint"]) for name, text in _LINE_COUNTERS
+        ]
         suppressed = CounterMetricFamily(
             "gatewayd_points_suppressed",
             "Points left out by report by exception (within their deadband)",
@@ -160,10 +152,9 @@ class GatewayCollector(Collector):
             up.add_metric([name], 0 if p.failing else 1)
             bad.add_metric([name], p.bad_values)
         for endpoint, counts in lines.items():
-            for family, count in zip((late, strays, doubtful, noise), counts, strict=True):
+            for family, count in zip(line_families, counts, strict=True):
                 family.add_metric([endpoint], count)
-        yield from (polls, seconds, last, up, bad, refused, late, strays, doubtful, noise)
-        yield suppressed
+        yield from (polls, seconds, last, up, bad, refused, *line_families, suppressed)
 
 
 class _Server(ThreadingMixIn, WSGIServer):

@@ -19,6 +19,7 @@ from tests.support.rtu_lab import (
     four_point_device,
     four_point_meter,
     line_factory,
+    poll_rounds,
     poll_times,
     wrong_values,
 )
@@ -45,21 +46,6 @@ def late_once(unit: Unit, address: int, late_s: float) -> None:
 def frame(unit_id: int, *words: int) -> bytes:
     adu = bytes([unit_id, 3, 2 * len(words)]) + b"".join(w.to_bytes(2, "big") for w in words)
     return adu + crc16(adu)
-
-
-async def poll_rounds(configs: list[Any], rounds: int, gap_s: float = 0.0) -> tuple[Any, Any]:
-    samples: list[Sample] = []
-    pollers, endpoints = build_pollers(configs, samples.append)
-    try:
-        for _ in range(rounds):
-            await asyncio.gather(*(p.poll() for p in pollers))
-            for p in pollers:
-                p.retry_at = 0.0
-            await asyncio.sleep(gap_s)
-    finally:
-        for endpoint in endpoints.values():
-            endpoint.close()
-    return samples, pollers
 
 
 @pytest.mark.parametrize("transport", SERIAL)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gatewayd.acquire.poller import build_pollers
+from gatewayd.acquire.poller import DevicePoller, build_pollers
 from gatewayd.config import DeviceConfig
 from gatewayd.model import Sample
 from tests.support.rtu_slave import RtuLine, Unit
@@ -33,7 +33,10 @@ def line_factory(tmp_path: Path) -> Iterator[Any]:
         line.stop()
 
 
-async def poll_times(configs: list[DeviceConfig], rounds: int) -> list[Sample]:
+async def poll_rounds(
+    configs: list[DeviceConfig], rounds: int, gap_s: float = 0.0
+) -> tuple[list[Sample], list[DevicePoller]]:
+    """Poll every device `rounds` times together, `gap_s` apart; the samples and the pollers."""
     samples: list[Sample] = []
     pollers, endpoints = build_pollers(configs, samples.append)
     try:
@@ -41,10 +44,15 @@ async def poll_times(configs: list[DeviceConfig], rounds: int) -> list[Sample]:
             await asyncio.gather(*(p.poll() for p in pollers))
             for p in pollers:
                 p.retry_at = 0.0  # poll again at once, breaker or not: more chances to go wrong
+            await asyncio.sleep(gap_s)
     finally:
         for endpoint in endpoints.values():
             endpoint.close()
-    return samples
+    return samples, pollers
+
+
+async def poll_times(configs: list[DeviceConfig], rounds: int) -> list[Sample]:
+    return (await poll_rounds(configs, rounds))[0]
 
 
 FOUR = {a: 1000 + a for a in (0, 10, 20, 30)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 import tomllib
 from datetime import datetime
 from pathlib import Path
@@ -286,8 +287,8 @@ class ModbusConfig(Section):
 
     def line_key(self) -> tuple[str, ...]:
         """Devices with equal keys share one connection (a serial port, or a host and port)."""
-        if self.transport == "rtu":
-            return ("rtu", str(self.serial_port))
+        if self.transport == "rtu":  # one port under two names (a udev symlink) is one line
+            return ("rtu", os.path.realpath(str(self.serial_port)))
         return (self.transport, str(self.host), str(self.port))
 
     def line_settings(self) -> tuple[object, ...]:

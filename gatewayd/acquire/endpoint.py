@@ -29,7 +29,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.pdu import ModbusPDU
 
 from gatewayd.acquire.decode import Words
-from gatewayd.acquire.line_ledger import LineLedger
+from gatewayd.acquire.line_ledger import Asked, LineLedger
 from gatewayd.acquire.plan import ReadRequest
 from gatewayd.acquire.rtu_frames import frame_disagrees
 from gatewayd.config import ModbusConfig
@@ -49,6 +49,8 @@ OWED_EXPIRY = 20
 OWED_EXPIRY_MIN_S = 10.0
 #: How often the pause before a request is extended by bytes arriving in it, at most.
 _QUIET_CHECKS = 20
+#: Why an answer is asked again: it is the same as the unit's answer to another request.
+COPY_SUSPECTED = "the answer is the unit's answer to another request again (a repeater's copy?)"
 _FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
 
@@ -83,7 +85,9 @@ class Endpoint:
         self._exchange_bytes = 0
         self._sent_tid = 0
         #: Serial lines: who owes what, and frames nobody can explain (line_ledger.py).
-        self.ledger = LineLedger()
+        # A frame still waiting for bytes after this much quiet never was one (rtu_frames.py).
+        self.ledger = LineLedger(stale_s=max(0.1, 3 * self._frame_gap_s))
+        self._expiry: asyncio.TimerHandle | None = None
         #: Per unit: the ledger's epoch when the unit was last known quiet, and units whose last
         #: exchange went wrong: before the next request to them, they must go quiet first.
         self._settled_epoch: dict[int, int] = {}
@@ -116,7 +120,9 @@ class Endpoint:
             if wait > 0:
                 await asyncio.sleep(wait)
 
-    def __str__(self) -> str:
+    def __str__(self) -> str:  # the port as configured (the key follows symlinks)
+        if self.cfg.transport == "rtu":
+            return f"rtu:{self.cfg.serial_port}"
         return ":".join(self.key)
 
     def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
@@ -175,6 +181,19 @@ class Endpoint:
             self._quiet_until = max(self._quiet_until, now + self._frame_gap_s + self.cfg.pause_s)
         if self.ledger.received(data, now):
             self._answered.set()
+        self._watch_pending()
+
+    def _watch_pending(self) -> None:
+        """Bytes that may start a frame wait for the rest; after a quiet spell, look again."""
+        if self.ledger.splitter.pending and self._expiry is None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_later(self.ledger.splitter.stale_s, self._expire_pending)
+
+    def _expire_pending(self) -> None:
+        self._expiry = None
+        if self.ledger.expire(time.monotonic()):
+            self._answered.set()
+        self._watch_pending()
 
     async def read(
         self,
@@ -206,9 +225,20 @@ class Endpoint:
     async def _read_with_retries(
         self, request: ReadRequest, unit_id: int, device: str, what: str, limit_s: float, tries: int
     ) -> ModbusPDU:
+        try:
+            return await self._tries(request, unit_id, device, what, limit_s, tries)
+        finally:
+            self.ledger.verifying.pop(unit_id, None)
+
+    async def _tries(
+        self, request: ReadRequest, unit_id: int, device: str, what: str, limit_s: float, tries: int
+    ) -> ModbusPDU:
         failure = ""
         doubtful = False  # the last try got an answer that could not be trusted
-        for _attempt in range(tries):
+        checked_copy = False
+        attempt = 0
+        while attempt < tries:
+            attempt += 1
             doubtful = False
             if self.serial_framing:
                 owing = await self._await_owed(unit_id, limit_s)
@@ -256,9 +286,20 @@ class Endpoint:
             self._unsettled.add(unit_id)
             if not self.serial_framing:
                 self.client.close()
+            elif problem == COPY_SUSPECTED and not checked_copy:
+                checked_copy = True
+                tries += 1  # asked once more, after the unit was quiet, whatever `retries` says
+                await self._copy_or_answer(unit_id, limit_s)
         if doubtful:  # the line is out of step, not necessarily this device at fault
             raise LineOutOfStep(device, f"no trustworthy answer to {what}: {failure}")
         raise DeviceError(device, f"no valid answer to {what}: {failure}")
+
+    async def _copy_or_answer(self, unit_id: int, limit_s: float) -> None:
+        """A frame that looked like a copy came instead of an answer: if the real answer comes
+        within a timeout, it pays (and is thrown away); if not, the frame was the answer."""
+        if not await self._await_owed(unit_id, limit_s):
+            return
+        self.ledger.take_copy_as_answer(unit_id)
 
     async def _await_owed(self, unit_id: int, limit_s: float) -> str:
         """Wait up to `limit_s` for an answer `unit_id` still owes; "" once nothing is owed.
@@ -315,7 +356,8 @@ class Endpoint:
         self._awaiting = True
         if self.serial_framing:  # owed until a whole frame from the unit arrives
             now = time.monotonic()
-            self.ledger.begin(unit_id, now)
+            asked = Asked(_FUNCTION_CODES[request.table], request.address, request.count)
+            self.ledger.begin(unit_id, asked, now)
             self.last_send[unit_id] = now
         async with asyncio.timeout(limit_s):
             return await readers[request.table](
@@ -347,6 +389,8 @@ class Endpoint:
         if window is None:
             return "no window"  # cannot happen: the window closes after this check
         pending = self.ledger.splitter.pending
+        if window.copies and not window.own and not window.noise and not pending:
+            return COPY_SUSPECTED
         if len(window.own) != 1 or window.noise or pending:
             return (
                 f"answers out of step on the line ({len(window.own)} frames from the unit, "

@@ -90,6 +90,7 @@ class DevicePoller:
         self.polls = 0
         self.failures = 0
         self.skipped = 0
+        self.overruns = 0  # runs skipped because the last poll was still at it
         self.bad_values = 0
         #: Polls that gave a sample; polls thrown away because the line was out of step.
         self.successes = 0
@@ -139,6 +140,9 @@ class DevicePoller:
                 )
             for point, start, end, decode in layout:
                 self._put(points, point, self._decode(point, decode, words[start:end]))
+        # Stamped when the reads completed; held (with its monotonic time) while the wall clock
+        # is not trusted, to be re-stamped later (gatewayd/acquire/clock.py).
+        wall, mono, held = self.stamp()
         # On a serial line the last answer may have been a copy of an earlier one (a repeater)
         # and the real one still to come: the poll is trusted only once no answer can come.
         await self.endpoint.quiet_after_last_request(unit_id, self.device.modbus.timeout_s)
@@ -151,9 +155,6 @@ class DevicePoller:
         if self.refused_reads != refused_before:  # counted only for a poll that is kept
             self.refused_polls += 1
         self._log_unreadable_changes()
-        # Stamped when the read completed; held (with its monotonic time) while the wall clock
-        # is not trusted, to be re-stamped later (gatewayd/acquire/clock.py).
-        wall, mono, held = self.stamp()
         return Sample(self.device.product_key, self.device.device_key, wall, points, held, mono)
 
     def _log_unreadable_changes(self) -> None:
@@ -212,6 +213,19 @@ class DevicePoller:
     def _put(points: dict[str, PointValue], point: PointConfig, value: PointValue | None) -> None:
         if value is not None:
             points[point.id] = value
+
+    def overran(self) -> None:
+        """A run was skipped because the last poll was still at it: counted as skipped, and
+        logged the first time (a serial poll is held one timeout after its last request)."""
+        self.skipped += 1
+        self.overruns += 1
+        if self.overruns == 1:
+            log.warning(
+                "poll_overran device=%s interval_s=%g worst_case_s=%.2f",
+                self.device.name,
+                self.device.interval_s,
+                self.worst_case_s,
+            )
 
     async def poll(self) -> None:
         """One scheduled poll; errors are logged on state change and never raised."""

@@ -71,19 +71,33 @@ class FrameSplitter:
     """Feeds raw bytes in, gives whole frames and counts of noise bytes out, in line order.
 
     A frame is taken at the first position where a whole one checks; bytes before it are noise.
-    Bytes that might still be the start of a frame are kept until more come (`pending`) or
-    until `flush` gives them up as noise (the line went quiet, a new request goes out)."""
+    Where a frame could start but has not all its bytes yet, nothing after it is looked at until
+    more bytes come or the line was quiet for `stale_s` (`expire`): a register answer may carry
+    the bytes of a whole other frame, and must not be cut up while its pieces arrive."""
 
-    def __init__(self) -> None:
+    def __init__(self, stale_s: float = 0.1) -> None:
         self._buffer = bytearray()
+        self.stale_s = stale_s
+        self._last_byte_at = 0.0
 
     @property
     def pending(self) -> int:
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list[Frame | int]:
+    def feed(self, data: bytes, now: float = 0.0) -> list[Frame | int]:
         """Frames found, and an int for each run of noise bytes before a frame (or dropped)."""
         self._buffer += data
+        if data:
+            self._last_byte_at = now
+        return self._scan(give_up_waiting=False)
+
+    def expire(self, now: float) -> list[Frame | int]:
+        """After `stale_s` of quiet, a frame still waiting for bytes never was one: look on."""
+        if not self._buffer or now - self._last_byte_at < self.stale_s:
+            return []
+        return self._scan(give_up_waiting=True)
+
+    def _scan(self, give_up_waiting: bool) -> list[Frame | int]:
         out: list[Frame | int] = []
         buffer = self._buffer
         consumed = 0
@@ -99,8 +113,13 @@ class FrameSplitter:
                     position += length
                     consumed = position
                     continue
+            elif length != 0 and not give_up_waiting:
+                break  # a frame may be on its way here: wait for its bytes
             position += 1
         del buffer[:consumed]
+        if give_up_waiting and buffer:  # what is left never became a frame: noise
+            out.append(len(buffer))
+            buffer.clear()
         if len(buffer) > MAX_FRAME:  # no frame can be this long: the oldest bytes are noise
             extra = len(buffer) - MAX_FRAME
             out.append(extra)

@@ -33,9 +33,13 @@ Job = tuple[str, float, Callable[[], Awaitable[None]]]
 class PollSchedule:
     """Runs `poll()` of each job every `interval` seconds, spread over the first interval."""
 
-    def __init__(self, jobs: Sequence[Job]) -> None:
+    def __init__(
+        self, jobs: Sequence[Job], on_overrun: Callable[[str], None] | None = None
+    ) -> None:
         self.jobs = list(jobs)
         self.overruns: dict[str, int] = {name: 0 for name, _, _ in self.jobs}
+        #: Told the job's name whenever a run is skipped (its owner counts it where it is seen).
+        self.on_overrun = on_overrun
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -80,6 +84,8 @@ class PollSchedule:
                 last = running.get(name)
                 if last is not None and not last.done():
                     self.overruns[name] += 1  # the last poll is still at it: skip this run
+                    if self.on_overrun is not None:
+                        self.on_overrun(name)
                 else:
                     running[name] = asyncio.create_task(_quiet(poll()), name=f"poll-{name}-run")
             tick += 1

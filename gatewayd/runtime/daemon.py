@@ -310,7 +310,8 @@ class Daemon:
             pulse = Pulse(f"acquire/{poller.device.name}", grace_s=grace)
             self.watchdog.watch(pulse)
             jobs.append((poller.device.name, interval, self._poll_job(poller, pulse)))
-        schedule = PollSchedule(jobs)
+        by_name = {poller.device.name: poller for poller in self.pollers}
+        schedule = PollSchedule(jobs, on_overrun=lambda name: by_name[name].overran())
         schedule.start()
         return schedule
 

@@ -7,11 +7,14 @@ repeater's copy, two answers in one burst or a chatty device was taken for somet
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gatewayd.acquire.poller import build_pollers
+from gatewayd.config import PointConfig
 from gatewayd.model import Sample
 from tests.support.rtu_lab import (
     FOUR,
@@ -41,6 +44,12 @@ def late_once(unit: Unit, address: int, late_s: float) -> None:
         return 0.0
 
     unit.delay = delay
+
+
+def two_point_device(connection: dict[str, Any], **modbus: Any) -> Any:
+    config = four_point_device(connection, **modbus)
+    points = [PointConfig(id="R0", address=0), PointConfig(id="R10", address=10)]
+    return config.model_copy(update={"points": points})
 
 
 def frame(unit_id: int, *words: int) -> bytes:
@@ -185,3 +194,108 @@ async def test_a_chatty_polled_device_holds_up_only_itself(line_factory: Any) ->
     assert len([s for s in samples if s.device_key == "d1"]) >= 3
     assert [s for s in samples if s.device_key == "d9"] == []  # never trusted while it chatters
     assert elapsed < 4 * (2 * 0.3 + 2 * 0.3 + 0.5) + 2.0, elapsed
+
+
+# Found by a fourth adversarial round: a repeater's copy paid for an answer, or was taken for
+# one, while the real answer came later than the timeout.
+
+
+@pytest.mark.parametrize("transport", SERIAL)
+@pytest.mark.parametrize("late_s", [0.31, 1.0])
+async def test_a_copy_is_not_taken_when_the_real_answer_is_late(
+    transport: str, late_s: float, line_factory: Any
+) -> None:
+    """Every answer comes again 0.1 s later (a repeater); R10's answer comes after the timeout
+    (0.3 s). R0's copy lands in R10's window. Before: R10 = 1000 in every poll, exit 0."""
+    unit = four_point_meter()
+    unit.delay = lambda table, address, count: late_s if address == 10 else 0.0
+    unit.duplicate_after = 0.1
+    _, connection = line_factory(transport, [unit])
+    for retries in (0, 1):
+        config = two_point_device(connection, retries=retries)  # R10 is the poll's last read
+        samples, _ = await poll_rounds([config], rounds=3, gap_s=0.5)
+        assert wrong_values(samples) == [], retries
+
+
+@pytest.mark.parametrize("transport", SERIAL)
+async def test_a_copy_does_not_pay_for_an_owed_answer(transport: str, line_factory: Any) -> None:
+    """R10's answer comes 0.9 s late, once; every answer comes again 0.4 s later. R0's copy
+    arrives while R10's answer is owed. Before: the copy paid the debt and R10's late answer
+    was taken for the next R0 (R0 = 1010 in 1 of 4 polls)."""
+    unit = four_point_meter()
+    late_once(unit, 10, 0.9)
+    unit.duplicate_after = 0.4
+    _, connection = line_factory(transport, [unit])
+    samples = await poll_times([four_point_device(connection, retries=0)], rounds=5)
+    assert wrong_values(samples) == []
+
+
+async def test_two_reads_with_the_same_answer_are_both_read(line_factory: Any) -> None:
+    """Two reads whose answers are the same bytes (two zero registers) are no copies: after one
+    check (the unit quiet for a timeout, the read asked again) both are read."""
+    unit = Unit(1)
+    unit.tables["holding"].update({0: 0, 10: 0})
+    _, connection = line_factory("rtu", [unit])
+    config = two_point_device(connection, retries=0)
+    samples, _ = await poll_rounds([config], rounds=2)
+    assert [s.points for s in samples] == [{"R0": 0, "R10": 0}] * 2
+
+
+EMBEDDED = frame(2, 0x1234) + b"\x00"  # 8 bytes: four registers that hold a whole unit-2 frame
+
+
+@pytest.mark.parametrize("transport", SERIAL)
+async def test_a_frame_inside_an_answer_in_pieces_is_no_frame(
+    transport: str, line_factory: Any
+) -> None:
+    """Unit 1's four registers hold the bytes of a whole unit-2 frame and its answers arrive in
+    pieces. Before: the inner frame was taken, unit 1's answer counted as noise, unit 1 failed
+    every poll and unit 2 got strays it never sent."""
+    registers = {a: int.from_bytes(EMBEDDED[2 * a : 2 * a + 2], "big") for a in range(4)}
+    unit = Unit(1)
+    unit.tables["holding"].update(registers)
+    unit.chunks = (3, 0.005)
+    neighbour = four_point_meter(2)
+    _, connection = line_factory(transport, [unit, neighbour])
+    config = four_point_device(connection, 1).model_copy(
+        update={"points": [PointConfig(id=f"R{a}", address=a) for a in range(4)]}
+    )
+    samples, pollers = await poll_rounds([config, four_point_device(connection, 2)], rounds=3)
+    assert [s.points for s in samples if s.device_key == "d1"] == [
+        {f"R{a}": v for a, v in registers.items()}
+    ] * 3
+    assert pollers[1].discarded == 0
+
+
+async def test_a_sample_is_stamped_when_its_reads_completed_not_after_the_hold(
+    line_factory: Any,
+) -> None:
+    """The poll is held one timeout (0.3 s) after its last request; the sample's time is when
+    the reads completed (before: up to one timeout later)."""
+    _, connection = line_factory("rtu", [four_point_meter()])
+    samples: list[Sample] = []
+    (poller,), endpoints = build_pollers([four_point_device(connection)], samples.append)
+    try:
+        await poller.poll()
+        returned_ms = time.time() * 1000
+    finally:
+        for endpoint in endpoints.values():
+            endpoint.close()
+    assert len(samples) == 1
+    assert returned_ms - samples[0].ts_ms >= 200
+
+
+async def test_one_serial_port_under_two_names_is_one_line(
+    tmp_path: Path, line_factory: Any
+) -> None:
+    _, connection = line_factory("rtu", [four_point_meter(1), four_point_meter(2)])
+    alias = tmp_path / "ttyALIAS"
+    alias.symlink_to(connection["serial_port"])
+    configs = [
+        four_point_device(connection, 1),
+        four_point_device({**connection, "serial_port": str(alias)}, 2),
+    ]
+    _pollers, endpoints = build_pollers(configs, lambda sample: None)
+    for endpoint in endpoints.values():
+        endpoint.close()
+    assert len(endpoints) == 1

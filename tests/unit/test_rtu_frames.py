@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gatewayd.acquire.line_ledger import LineLedger
+from gatewayd.acquire.line_ledger import Asked, LineLedger
 from gatewayd.acquire.rtu_frames import Frame, FrameSplitter, frame_length
 from tests.support.rtu_slave import crc16
 
@@ -78,17 +78,20 @@ def test_lengths_follow_the_function_code() -> None:
     assert frame_length(b"\x01\x42", 0) == 0  # not an answer to anything a master asks
 
 
+ONE = Asked(3, 0, 1)  # holding 0+1
+
+
 def test_a_frame_from_another_unit_in_a_window_pays_only_if_the_answer_came() -> None:
     ledger = LineLedger()
-    ledger.begin(2, 0.0)  # unit 2's request times out: it owes
+    ledger.begin(2, ONE, 0.0)  # unit 2's request times out: it owes
     ledger.end(accepted=False)
-    ledger.begin(3, 1.0)  # a frame labelled 2 comes instead of unit 3's answer
+    ledger.begin(3, ONE, 1.0)  # a frame labelled 2 comes instead of unit 3's answer
     ledger.received(answer(2, 7), 1.1)
     ledger.end(accepted=False)
-    assert ledger.owed == {2: 1, 3: 1}
+    assert {unit: len(owed) for unit, owed in ledger.owed.items()} == {2: 1, 3: 1}
     assert ledger.epoch == {2: 1}  # unexplained, booked against unit 2
     ledger.give_up(3)
-    ledger.begin(3, 2.0)  # now unit 3 answers, and unit 2's late answer comes with it
+    ledger.begin(3, ONE, 2.0)  # now unit 3 answers, and unit 2's late answer comes with it
     paid = ledger.received(answer(2, 7) + answer(3, 8), 2.1)
     ledger.end(accepted=True)
     assert paid
@@ -98,9 +101,50 @@ def test_a_frame_from_another_unit_in_a_window_pays_only_if_the_answer_came() ->
 
 def test_a_second_frame_from_the_asked_unit_is_a_stray_of_that_unit() -> None:
     ledger = LineLedger()
-    ledger.begin(1, 0.0)
+    ledger.begin(1, ONE, 0.0)
     ledger.received(answer(1, 5) + answer(1, 5), 0.1)
     window = ledger.end(accepted=False)
     assert window is not None and len(window.own) == 2
     assert ledger.epoch == {1: 1}
     assert ledger.owed == {}
+
+
+def test_a_copy_of_an_answer_to_another_request_pays_nothing() -> None:
+    ledger = LineLedger()
+    ledger.begin(1, ONE, 0.0)
+    ledger.received(answer(1, 1000), 0.1)  # holding 0's answer
+    ledger.end(accepted=True)
+    ledger.begin(1, Asked(3, 10, 1), 0.2)  # holding 10 times out: owed
+    ledger.end(accepted=False)
+    assert not ledger.received(answer(1, 1000), 0.6)  # holding 0's answer again: a copy
+    assert ledger.epoch == {1: 1} and len(ledger.owed[1]) == 1
+    assert ledger.received(answer(1, 1010), 1.0)  # the late answer itself pays
+    assert ledger.owed == {} and ledger.late_discarded == 1
+
+
+def test_an_answer_of_the_wrong_size_pays_nothing() -> None:
+    ledger = LineLedger()
+    ledger.begin(1, Asked(3, 0, 2), 0.0)
+    ledger.end(accepted=False)
+    assert not ledger.received(answer(1, 5), 0.5)  # one register where two are owed
+    assert len(ledger.owed[1]) == 1
+
+
+def test_a_frame_inside_a_frame_still_arriving_is_not_taken() -> None:
+    inner = answer(2, 0x1234)
+    outer = answer(
+        1, *(int.from_bytes((inner + b"\x00")[i : i + 2], "big") for i in range(0, 8, 2))
+    )
+    splitter = FrameSplitter()
+    out = []
+    for i in range(0, len(outer), 3):  # in pieces, as a converter delivers them
+        out += splitter.feed(outer[i : i + 3], now=i / 1000)
+    assert out == [Frame(1, 3, outer[1:-2])]
+
+
+def test_bytes_that_never_become_a_frame_are_noise_after_a_quiet_spell() -> None:
+    splitter = FrameSplitter(stale_s=0.1)
+    assert splitter.feed(b"\x01\x03\xff", now=1.0) == []  # a 260-byte frame may be coming
+    assert splitter.feed(answer(1, 7), now=1.01) == []  # ... so it waits
+    assert splitter.expire(1.05) == []
+    assert splitter.expire(1.2) == [3, Frame(1, 3, answer(1, 7)[1:-2])]

@@ -66,3 +66,19 @@ async def test_runs_missed_while_the_loop_was_blocked_are_not_made_up() -> None:
     for name, count in before.items():
         # Made up, it would be ~10 more; not made up, about two intervals' worth.
         assert len(stamps[name]) - count <= 4
+
+
+async def test_a_skipped_run_is_reported_to_its_owner() -> None:
+    """A poll still running when its next run is due is skipped, and its owner told (before:
+    counted in the schedule only, where no metric read it)."""
+    told: list[str] = []
+
+    async def slow() -> None:
+        await asyncio.sleep(0.35)
+
+    schedule = PollSchedule([("slow", 0.1, slow)], on_overrun=told.append)
+    schedule.start()
+    await asyncio.sleep(0.55)
+    schedule.shutdown()
+    assert told and set(told) == {"slow"}
+    assert len(told) == schedule.overruns["slow"]

@@ -19,7 +19,6 @@ starts on a fresh one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -29,7 +28,8 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.pdu import ModbusPDU
 
 from gatewayd.acquire.decode import Words
-from gatewayd.acquire.line_ledger import Asked, LineLedger
+from gatewayd.acquire.line_ledger import Asked
+from gatewayd.acquire.line_turns import LineTurns
 from gatewayd.acquire.plan import ReadRequest
 from gatewayd.acquire.rtu_frames import frame_disagrees
 from gatewayd.config import ModbusConfig
@@ -44,9 +44,6 @@ GATEWAY_PATH_UNAVAILABLE = 0x0A
 GATEWAY_TARGET_FAILED = 0x0B
 #: pymodbus's own timeout, never reached: every exchange runs under the device's own deadline.
 _LIBRARY_TIMEOUT_S = 3600.0
-#: An answer owed for longer than this many timeouts (and OWED_EXPIRY_MIN_S) is given up.
-OWED_EXPIRY = 20
-OWED_EXPIRY_MIN_S = 10.0
 #: How often the pause before a request is extended by bytes arriving in it, at most.
 _QUIET_CHECKS = 20
 #: Why an answer is asked again: it is the same as the unit's answer to another request.
@@ -84,17 +81,10 @@ class Endpoint:
         self._awaiting = False  # a request is out (and during the check after its answer)
         self._exchange_bytes = 0
         self._sent_tid = 0
-        #: Serial lines: who owes what, and frames nobody can explain (line_ledger.py).
+        #: Serial lines: who owes what, frames nobody can explain, and when to ask (line_turns.py).
         # A frame still waiting for bytes after this much quiet never was one (rtu_frames.py).
-        self.ledger = LineLedger(stale_s=max(0.1, 3 * self._frame_gap_s))
-        self._expiry: asyncio.TimerHandle | None = None
-        #: Per unit: the ledger's epoch when the unit was last known quiet, and units whose last
-        #: exchange went wrong: before the next request to them, they must go quiet first.
-        self._settled_epoch: dict[int, int] = {}
-        self._unsettled: set[int] = set()
-        #: Per unit: when the last request to it went out (its answer may come until + timeout).
-        self.last_send: dict[int, float] = {}
-        self._answered = asyncio.Event()  # set when an owed answer arrives
+        self.turns = LineTurns(str(self), stale_s=max(0.1, 3 * self._frame_gap_s))
+        self.ledger = self.turns.ledger
         #: Answers refused as doubtful (extra frames, noise, wrong size, function or id).
         self.doubtful = 0
 
@@ -115,10 +105,8 @@ class Endpoint:
     async def quiet_after_last_request(self, unit_id: int, timeout_s: float) -> None:
         """Wait until the last request to `unit_id` can no longer be answered (one timeout
         after it went out): a frame from the unit before then is booked in its epoch."""
-        if self.serial_framing and unit_id in self.last_send:
-            wait = self.last_send[unit_id] + timeout_s - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+        if self.serial_framing:
+            await self.turns.quiet_after_last_request(unit_id, timeout_s)
 
     def __str__(self) -> str:  # the port as configured (the key follows symlinks)
         if self.cfg.transport == "rtu":
@@ -179,21 +167,7 @@ class Endpoint:
             return  # TCP answers carry their transaction id: no doubt there
         if self.ledger.window is None:  # a late answer or a stray: the next request waits
             self._quiet_until = max(self._quiet_until, now + self._frame_gap_s + self.cfg.pause_s)
-        if self.ledger.received(data, now):
-            self._answered.set()
-        self._watch_pending()
-
-    def _watch_pending(self) -> None:
-        """Bytes that may start a frame wait for the rest; after a quiet spell, look again."""
-        if self.ledger.splitter.pending and self._expiry is None:
-            loop = asyncio.get_running_loop()
-            self._expiry = loop.call_later(self.ledger.splitter.stale_s, self._expire_pending)
-
-    def _expire_pending(self) -> None:
-        self._expiry = None
-        if self.ledger.expire(time.monotonic()):
-            self._answered.set()
-        self._watch_pending()
+        self.turns.received(data, now)
 
     async def read(
         self,
@@ -241,9 +215,7 @@ class Endpoint:
             attempt += 1
             doubtful = False
             if self.serial_framing:
-                owing = await self._await_owed(unit_id, limit_s)
-                if not owing:
-                    owing = await self._settle(unit_id, limit_s)
+                owing = await self.turns.before_request(unit_id, limit_s)
                 if owing:
                     failure = owing
                     break  # asking again now could only get the late answer for the new question
@@ -268,7 +240,7 @@ class Endpoint:
             except ModbusException as exc:
                 failure = describe(exc)
                 if self.serial_framing:
-                    self._unsettled.add(unit_id)
+                    self.turns.unsettled.add(unit_id)
                 else:
                     self.client.close()
                 continue
@@ -283,57 +255,16 @@ class Endpoint:
             failure = problem
             doubtful = True
             self.doubtful += 1
-            self._unsettled.add(unit_id)
+            self.turns.unsettled.add(unit_id)
             if not self.serial_framing:
                 self.client.close()
             elif problem == COPY_SUSPECTED and not checked_copy:
                 checked_copy = True
                 tries += 1  # asked once more, after the unit was quiet, whatever `retries` says
-                await self._copy_or_answer(unit_id, limit_s)
+                await self.turns.copy_or_answer(unit_id, limit_s)
         if doubtful:  # the line is out of step, not necessarily this device at fault
             raise LineOutOfStep(device, f"no trustworthy answer to {what}: {failure}")
         raise DeviceError(device, f"no valid answer to {what}: {failure}")
-
-    async def _copy_or_answer(self, unit_id: int, limit_s: float) -> None:
-        """A frame that looked like a copy came instead of an answer: if the real answer comes
-        within a timeout, it pays (and is thrown away); if not, the frame was the answer."""
-        if not await self._await_owed(unit_id, limit_s):
-            return
-        self.ledger.take_copy_as_answer(unit_id)
-
-    async def _await_owed(self, unit_id: int, limit_s: float) -> str:
-        """Wait up to `limit_s` for an answer `unit_id` still owes; "" once nothing is owed.
-
-        An owed answer older than OWED_EXPIRY timeouts (at least OWED_EXPIRY_MIN_S) is given
-        up: the request was lost on the way (noise), or the slave dropped it."""
-        ledger = self.ledger
-        if not ledger.owed.get(unit_id):
-            return ""
-        since = ledger.owed_since.get(unit_id, time.monotonic())
-        if time.monotonic() - since > max(OWED_EXPIRY * limit_s, OWED_EXPIRY_MIN_S):
-            log.info(
-                "owed_answer_given_up endpoint=%s unit=%d age_s=%.1f",
-                self,
-                unit_id,
-                time.monotonic() - since,
-            )
-            ledger.give_up(unit_id)
-            return ""
-        deadline = time.monotonic() + limit_s
-        while ledger.owed.get(unit_id):
-            self._answered.clear()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                age = time.monotonic() - since
-                return (
-                    f"unit {unit_id} still owes the answer to a request {age:.1f} s ago; not "
-                    "asked again until it comes (a late answer would be taken for a new request)"
-                )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
-                    await self._answered.wait()
-        self._unsettled.add(unit_id)  # a late answer may come in several copies: let it finish
-        return ""
 
     async def _exchange(
         self, request: ReadRequest, unit_id: int, device: str, limit_s: float
@@ -358,7 +289,7 @@ class Endpoint:
             now = time.monotonic()
             asked = Asked(_FUNCTION_CODES[request.table], request.address, request.count)
             self.ledger.begin(unit_id, asked, now)
-            self.last_send[unit_id] = now
+            self.turns.last_send[unit_id] = now
         async with asyncio.timeout(limit_s):
             return await readers[request.table](
                 request.address, count=request.count, device_id=unit_id
@@ -397,27 +328,6 @@ class Endpoint:
                 f"{window.noise + pending} bytes of noise)"
             )
         return frame_disagrees(request, response, window.own[0].pdu)
-
-    async def _settle(self, unit_id: int, limit_s: float) -> str:
-        """Before asking a unit whose last exchange went wrong, or that sent a frame nobody
-        asked for: wait until no frame came from it for `limit_s`; "" once it is quiet. A unit
-        that keeps talking fails this read after two timeouts (the line is shared: one unit's
-        chatter must not hold the others up)."""
-        epoch = self.ledger.epoch.get(unit_id, 0)
-        if unit_id not in self._unsettled and self._settled_epoch.get(unit_id, 0) == epoch:
-            return ""
-        started = time.monotonic()
-        while True:
-            now = time.monotonic()
-            wait = self.ledger.last_frame_at.get(unit_id, 0.0) + limit_s - now
-            if wait <= 0:
-                break
-            if now + wait - started > 2 * limit_s:
-                return f"unit {unit_id} keeps sending frames nobody asked for"
-            await asyncio.sleep(wait)
-        self._unsettled.discard(unit_id)
-        self._settled_epoch[unit_id] = self.ledger.epoch.get(unit_id, 0)
-        return ""
 
     def close(self) -> None:
         self.client.close()

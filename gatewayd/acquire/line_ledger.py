@@ -25,10 +25,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from pymodbus.framer.rtu import FramerRTU
+
 from gatewayd.acquire.rtu_frames import Frame, FrameSplitter
 
-#: How many of a unit's recent answers a frame is compared with, to suspect a copy.
-RECENT_ANSWERS = 8
+#: How many of a unit's recent answers a frame is compared with, to suspect a copy (a device
+#: with many reads must not outrun it: a copy of its first answer may land in its last read).
+RECENT_ANSWERS = 32
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,12 @@ class Asked:
     function: int
     address: int
     count: int
+
+    def request_frame(self, unit: int) -> bytes:
+        """The bytes of this request on the wire (what a local-echo adapter hands back)."""
+        adu = bytes([unit, self.function]) + self.address.to_bytes(2, "big")
+        adu += self.count.to_bytes(2, "big")
+        return adu + FramerRTU.compute_CRC(adu).to_bytes(2, "big")
 
     def answered_by(self, frame: Frame) -> bool:
         if frame.function == self.function | 0x80:
@@ -59,6 +68,10 @@ class Window:
     copies: list[Frame] = field(default_factory=list)
     foreign: list[Frame] = field(default_factory=list)
     noise: int = 0
+    #: The request's own bytes, while the line may still hand them back (a local-echo RS-485
+    #: adapter): an echo is taken off the line, never read as an answer.
+    echo: bytes = b""
+    echo_seen: bytes = b""
 
 
 class LineLedger:
@@ -81,6 +94,8 @@ class LineLedger:
         self.strays = 0
         #: Bytes that were no part of a whole frame.
         self.noise_bytes = 0
+        #: Bytes of our own requests handed back by the line (a local-echo adapter).
+        self.echo_bytes = 0
 
     def begin(self, unit: int, asked: Asked, now: float) -> None:
         """A request to `unit` goes out: it owes one more answer, and a window opens."""
@@ -88,11 +103,27 @@ class LineLedger:
         self.noise_bytes += self.splitter.flush()
         self.owed.setdefault(unit, deque()).append(asked)
         self.owed_since.setdefault(unit, now)
-        self.window = Window(unit, asked)
+        self.window = Window(unit, asked, echo=asked.request_frame(unit))
 
     def received(self, data: bytes, now: float) -> bool:
         """Book the bytes; True if an owed answer was paid (someone may be waiting for it)."""
+        window = self.window
+        if window is not None and window.echo:
+            data = self._strip_echo(window, data)
         return self._book(self.splitter.feed(data, now), now)
+
+    def _strip_echo(self, window: Window, data: bytes) -> bytes:
+        """The first bytes of a window that repeat the request are its echo, not an answer;
+        bytes that may still turn out to be the echo are held until they do, or do not."""
+        seen = window.echo_seen + data
+        if len(seen) < len(window.echo) and window.echo.startswith(seen):
+            window.echo_seen = seen
+            return b""
+        if seen.startswith(window.echo):
+            self.echo_bytes += len(window.echo)
+            seen = seen[len(window.echo) :]
+        window.echo, window.echo_seen = b"", b""
+        return seen
 
     def expire(self, now: float) -> bool:
         """Book what the splitter gives up waiting for; True if an owed answer was paid."""

@@ -296,8 +296,10 @@ class DevicePoller:
         cfg = self.device.modbus
         # Each try may wait one timeout for its answer and, on a serial line, one more for an
         # answer still owed before the retry (endpoint.py).
-        # Then one more timeout after the last request, for an answer that may still come.
-        reads = cfg.timeout_s * (2 * cfg.retries + 1) * len(self.plan)
+        # A read whose answer looks like a copy costs up to four timeouts more (the real answer
+        # awaited, the unit quiet, asked once more); then one timeout after the last request,
+        # for an answer that may still come.
+        reads = cfg.timeout_s * (2 * cfg.retries + 5) * len(self.plan)
         return reads + cfg.pause_s * len(self.plan) + cfg.timeout_s
 
     async def finish(self) -> None:

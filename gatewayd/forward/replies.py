@@ -5,8 +5,9 @@
   that cause it are alone; those go to the `rejected` table with the code and message, and the
   rest is delivered. One bad sample never holds the queue hostage. But a sample is dead-lettered
   only on evidence that the hub takes other samples meanwhile (a 200 since the batch was sent),
-  or when at least LONE_DEVICE_MIN lone samples, all of one device, were refused (that device's
-  data, not the hub). Refusals of lone samples of several devices, or of fewer than that, with
+  or when at least LONE_DEVICE_MIN lone samples, all of one device, were refused and that
+  device's samples have been refused so, with no 200 in between, for ONE_DEVICE_CONFIRM_S (that
+  device's data, not a short storm). Refusals of lone samples of several devices, or of fewer than that, with
   no 200 in between, are a hub refusing everything (a storm): the bisection stops, the samples
   stay queued, and the loop backs off as after any failure.
 - 1212 (a sub-device is not online through this gateway): the topology is repaired (get, add,
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gatewayd.config import ForwardConfig
@@ -49,8 +52,12 @@ HUB_TEXT_STORED_MAX = 2000
 
 #: Probe.ok_serial before the batch was refused; CONFIRMING: a refusal is believed at once.
 UNSET, CONFIRMING = -1, -2
-#: Lone samples of a single device refused with no 200 in between that count as its content.
+#: Lone samples of a single device refused with no 200 in between that count as its content,
+#: once the same device's samples have been refused so, with the same code and no 200 in
+#: between, for this long: a refuse-everything burst that meets one device's samples only (a
+#: one-device gateway, or chance) must not dead-letter them at once.
 LONE_DEVICE_MIN = 4
+ONE_DEVICE_CONFIRM_S = 60.0
 
 
 class HubStorm(Exception):
@@ -108,6 +115,10 @@ class ReplyHandler:
         #: Batches whose refusals were put down to the hub (see HubStorm).
         self.storms = 0
         self._in_storm = False
+        #: The monotonic clock (tests step it); and the first refusal of one device's lone
+        #: samples in the current run of refusals: (device and code, 200s so far, when).
+        self.clock: Callable[[], float] = time.monotonic
+        self._one_device: tuple[tuple[str, str, int], int, float] | None = None
 
     async def send(self, rows: list[QueuedSample], elements: list[str], method: str) -> None:
         """Deliver one batch; failures are counted and logged, never raised."""
@@ -261,9 +272,21 @@ class ReplyHandler:
                 await self._send_and_settle([row], method, None, False, confirm)
             return
         if len(suspects) >= LONE_DEVICE_MIN:
-            for row, reply in suspects:
-                await self._reject(row, reply)
-            return
+            first, reply = suspects[0]
+            key = (first.product_key, first.device_key, reply.code)
+            now = self.clock()
+            seen = self._one_device
+            if seen is None or seen[0] != key or seen[1] != self.ok_serial:
+                self._one_device = seen = (key, self.ok_serial, now)
+            if now - seen[2] >= ONE_DEVICE_CONFIRM_S:
+                for row, refusal in suspects:
+                    await self._reject(row, refusal)
+                return
+            raise HubStorm(
+                f"code={reply.code} message={clip(reply.message)!r}"
+                f" lone_samples_refused={len(suspects)} devices=1 note='one device; dead-lettered"
+                f" if still refused {ONE_DEVICE_CONFIRM_S:g} s after the first time, no 200 between'"
+            )
         _row, reply = suspects[0]
         raise HubStorm(
             f"code={reply.code} message={clip(reply.message)!r}"

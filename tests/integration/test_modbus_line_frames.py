@@ -299,3 +299,28 @@ async def test_one_serial_port_under_two_names_is_one_line(
     for endpoint in endpoints.values():
         endpoint.close()
     assert len(endpoints) == 1
+
+
+def coil_device(connection: dict[str, Any]) -> Any:
+    """Coils 768 and 784 in one read of 17: the request's own bytes parse as a whole answer."""
+    config = four_point_device(connection, retries=0, max_gap=20)
+    points = [
+        PointConfig(id="C768", table="coil", address=768, type="bool"),
+        PointConfig(id="C784", table="coil", address=784, type="bool"),
+    ]
+    return config.model_copy(update={"points": points})
+
+
+@pytest.mark.parametrize("transport", SERIAL)
+async def test_a_local_echo_is_never_an_answer(transport: str, line_factory: Any) -> None:
+    """A local-echo adapter hands every request back. With the unit dead, before: 3 of 3 polls
+    'read' C768 = False, C784 = True from the request's own bytes; now the unit fails. With a
+    live unit behind it, no value other than the unit's own is ever read."""
+    _, connection = line_factory(transport, [], echo=True)
+    samples, pollers = await poll_rounds([coil_device(connection)], rounds=2)
+    assert samples == [] and pollers[0].failures >= 1, (pollers[0].discarded, pollers[0].skipped)
+    unit = Unit(1)
+    unit.tables["coil"].update({a: 1 if a == 768 else 0 for a in range(768, 785)})
+    _, connection = line_factory(transport, [unit], echo=True)
+    samples, _ = await poll_rounds([coil_device(connection)], rounds=2)
+    assert all(s.points == {"C768": True, "C784": False} for s in samples)

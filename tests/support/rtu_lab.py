@@ -22,8 +22,10 @@ SERIAL = ["rtu", "rtu_over_tcp"]
 def line_factory(tmp_path: Path) -> Iterator[Any]:
     lines: list[RtuLine] = []
 
-    def make(transport: str, units: list[Unit]) -> tuple[RtuLine, dict[str, Any]]:
-        line = RtuLine(tmp_path / f"line{len(lines)}", units)
+    def make(
+        transport: str, units: list[Unit], echo: bool = False
+    ) -> tuple[RtuLine, dict[str, Any]]:
+        line = RtuLine(tmp_path / f"line{len(lines)}", units, echo)
         line.workdir.mkdir()
         lines.append(line)
         return line, line.start(transport)

@@ -99,8 +99,10 @@ class Unit:
 class RtuLine:
     """A line with several units; `start('rtu')` or `start('rtu_over_tcp')` gives the config keys."""
 
-    def __init__(self, workdir: Path, units: list[Unit]) -> None:
+    def __init__(self, workdir: Path, units: list[Unit], echo: bool = False) -> None:
         self.workdir = workdir
+        #: Hand every request back at once, as a local-echo RS-485 adapter does.
+        self.echo = echo
         self.units = {u.unit_id: u for u in units}
         #: (monotonic time, unit id, function code, address, count) of every request seen.
         self.requests: list[tuple[float, int, int, int, int]] = []
@@ -188,6 +190,8 @@ class RtuLine:
                     buffer = buffer[1:]  # out of step: slide until a frame checks
                     continue
                 buffer = rest
+                if self.echo:
+                    self._send(frame)
                 self._request(frame)
 
     def _request(self, frame: bytes) -> None:

@@ -17,7 +17,7 @@ import pytest
 from gatewayd.config import ForwardConfig, GatewayConfig
 from gatewayd.enos.protocol import METHOD_POST_BATCH, METHOD_RESUME_BATCH, Reply
 from gatewayd.forward.loop import AGAIN, Forwarder
-from gatewayd.forward.replies import REJECTED_LOCALLY, ReplyHandler
+from gatewayd.forward.replies import ONE_DEVICE_CONFIRM_S, REJECTED_LOCALLY, ReplyHandler
 from gatewayd.model import QueuedSample
 
 Key = tuple[str, str]
@@ -193,12 +193,40 @@ async def test_a_hub_refusing_everything_across_devices_dead_letters_nothing() -
     assert len(session.requests) < 20  # the bisection stopped at the second device's refusal
 
 
-async def test_all_refusals_of_one_device_are_that_devices_content() -> None:
+async def test_refusals_of_one_device_that_last_are_that_devices_content() -> None:
+    """Every sample of the only device refused, again and again with no 200: its content (a
+    model mismatch on a one-device gateway must not block the queue for ever), but only once
+    the refusals have lasted ONE_DEVICE_CONFIRM_S; the first time it may be a short storm."""
     batch = rows("a", 8)
     queue = MemoryQueue(batch)
     handler, _, _ = handler_for(queue, lambda m, e: (1204, "model"))
+    clock = [100.0]
+    handler.clock = lambda: clock[0]
     await send(handler, batch)
-    assert sorted(queue.rejected) == [r.id for r in batch] and handler.storms == 0
+    assert not queue.rejected and handler.storms == 1
+    clock[0] += ONE_DEVICE_CONFIRM_S - 1
+    await send(handler, batch)
+    assert not queue.rejected and handler.storms == 2
+    clock[0] += 1
+    await send(handler, batch)
+    assert sorted(queue.rejected) == [r.id for r in batch]
+
+
+async def test_a_short_storm_that_meets_one_device_only_dead_letters_nothing() -> None:
+    """Before: a refuse-everything burst that happened to meet lone samples of one device only
+    dead-lettered them at once (seen in CI's chaos round: 5 samples, 1220)."""
+    batch = rows("a", 8)
+    queue = MemoryQueue(batch)
+    storm = [True]
+    handler, _, _ = handler_for(queue, lambda m, e: (1220, "busy") if storm[0] else (200, ""))
+    clock = [100.0]
+    handler.clock = lambda: clock[0]
+    await send(handler, batch)
+    assert not queue.rejected and handler.storms == 1
+    storm[0] = False
+    clock[0] += ONE_DEVICE_CONFIRM_S + 1
+    await send(handler, batch)
+    assert not queue.rejected and len(queue.acked) == 8
 
 
 async def test_1212_after_a_repair_parks_only_the_device_that_causes_it() -> None:

@@ -148,3 +148,40 @@ def test_bytes_that_never_become_a_frame_are_noise_after_a_quiet_spell() -> None
     assert splitter.feed(answer(1, 7), now=1.01) == []  # ... so it waits
     assert splitter.expire(1.05) == []
     assert splitter.expire(1.2) == [3, Frame(1, 3, answer(1, 7)[1:-2])]
+
+
+def test_the_requests_own_echo_is_no_answer_even_where_it_parses_as_one() -> None:
+    """A local-echo adapter hands the request back. Coils 768+17: its bytes parse as a whole
+    answer with 3 bytes of bits (before: taken as the answer of a dead unit, 3 of 3 polls)."""
+    asked = Asked(1, 768, 17)
+    ledger = LineLedger()
+    ledger.begin(1, asked, 0.0)
+    echo = asked.request_frame(1)
+    for i in range(0, len(echo), 2):  # in pieces
+        ledger.received(echo[i : i + 2], 0.01)
+    window = ledger.end(accepted=False)
+    assert window is not None and window.own == [] and window.noise == 0
+    assert ledger.echo_bytes == 8 and len(ledger.owed[1]) == 1
+
+
+def test_an_answer_that_starts_like_the_request_is_not_taken_for_its_echo() -> None:
+    ledger = LineLedger()
+    ledger.begin(1, Asked(3, 0, 2), 0.0)
+    reply = answer(1, 7, 8)  # 01 03 04 ...: the same first two bytes as the request 01 03 00 00
+    for i in range(0, len(reply), 2):
+        ledger.received(reply[i : i + 2], 0.01)
+    window = ledger.end(accepted=True)
+    assert window is not None and [f.pdu for f in window.own] == [reply[1:-2]]
+    assert ledger.echo_bytes == 0
+
+
+def test_a_copy_of_the_first_of_many_answers_is_still_recognised() -> None:
+    ledger = LineLedger()
+    for address in range(0, 120, 10):  # twelve reads, each its own answer
+        ledger.begin(1, Asked(3, address, 1), float(address))
+        ledger.received(answer(1, 1000 + address), float(address))
+        ledger.end(accepted=True)
+    ledger.begin(1, Asked(3, 120, 1), 200.0)
+    ledger.received(answer(1, 1000), 200.1)  # the first answer again
+    window = ledger.end(accepted=False)
+    assert window is not None and window.copies and not window.own

@@ -517,8 +517,8 @@ class ChaosRig:
         delivered = {(d.device_key, int(d.points["Seq"])) for d in deliveries}
         rejected_rows = self._rejected()
         # Dead letters carry the code the hub was made to answer and its reason: 1204 bursts,
-        # and 1220 when a refuse-everything burst met lone samples of one device only, which
-        # the forwarder takes as that device's content (forward/replies.py, LONE_DEVICE_MIN).
+        # and 1220 only if a refuse-everything burst met lone samples of one device only for
+        # 60 s with no 200 in between (forward/replies.py, ONE_DEVICE_CONFIRM_S).
         assert all(code in (1204, 1220) and message for _, _, code, message in rejected_rows), (
             "a rejected sample without the hub's code and reason"
         )

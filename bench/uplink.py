@@ -12,7 +12,9 @@ daemon runs with the default [forward] settings.
 Reported per link: drain time (READY to the last backlog sample stored; or the share stored
 when --max-s ran out), link use over the drain (all bytes the link carried upstream, and
 new data only: the same bytes times the share of stored samples that were not duplicates),
-live latency (stored minus taken) p50/p99 during the drain and for --after-s after it,
+live latency (stored minus taken) p50/p99 during the drain and for --after-s after it (and
+during the drain for readings taken once the session was up: before it, ~5 round trips after
+READY, readings wait for the connection, the subscription and the sub-devices' logins),
 duplicate samples, request timeouts (gatewayd_replies_total{code="timeout"}), bytes per point
 (upstream link bytes over points stored), the daemon's CPU (user + system over wall), and how
 far the drain-rate metric and the ETA it implies (pending / (rate - live inflow), as the
@@ -239,6 +241,15 @@ def run_link(
     during = [
         r - ts / 1000 for r, d, ts in firsts if d.startswith("live") and ts / 1000 < drain_end
     ]
+    # The session is up (connected, subscribed, sub-devices added and logged in: ~5 round trips
+    # after READY) no later than half a round trip before the first sample reached the hub.
+    # Readings taken before that waited for the session, not behind the backlog.
+    session_up = (min(f[0] for f in firsts) if firsts else t_end) - rtt / 2000
+    during_up = [
+        r - ts / 1000
+        for r, d, ts in firsts
+        if d.startswith("live") and session_up <= ts / 1000 < drain_end
+    ]
     after = [
         r - ts / 1000 for r, d, ts in firsts if d.startswith("live") and ts / 1000 > drain_end + 1
     ]
@@ -269,6 +280,9 @@ def run_link(
         "link_use_new": round(use * len(in_drain) / all_in_drain, 3) if all_in_drain else 0.0,
         "live_p50_during_s": round(pct(during, 0.5), 2),
         "live_p99_during_s": round(pct(during, 0.99), 2),
+        "session_up_s": round(session_up - t_ready, 2),
+        "live_p50_during_up_s": round(pct(during_up, 0.5), 2),
+        "live_p99_during_up_s": round(pct(during_up, 0.99), 2),
         "live_p50_after_s": round(pct(after, 0.5), 2),
         "live_p99_after_s": round(pct(after, 0.99), 2),
         "duplicates": duplicates,
@@ -288,6 +302,8 @@ COLUMNS = [
     ("link_use_new", "use new"),
     ("live_p50_during_s", "live p50 drain"),
     ("live_p99_during_s", "p99 drain"),
+    ("session_up_s", "session up s"),
+    ("live_p99_during_up_s", "p99 drain, up"),
     ("live_p50_after_s", "p50 after"),
     ("live_p99_after_s", "p99 after"),
     ("duplicates", "dups"),

@@ -16,7 +16,7 @@ live latency (stored minus taken) p50/p99 during the drain and for --after-s aft
 during the drain for readings taken once the session was up: before it, ~5 round trips after
 READY, readings wait for the connection, the subscription and the sub-devices' logins),
 duplicate samples, request timeouts (gatewayd_replies_total{code="timeout"}), bytes per point
-(upstream link bytes over points stored), the daemon's CPU (user + system over wall), and how
+(upstream link bytes over points stored; and after the drain, live meters alone), the daemon's CPU (user + system over wall), and how
 far the drain-rate metric and the ETA it implies (pending / (rate - live inflow), as the
 `drain_progress` line computes it) were from the truth between 25 % and 90 % of the drain.
 """
@@ -259,6 +259,10 @@ def run_link(
     capacity = rate / 8 * (drain_end - t_ready)
     use = up / capacity if capacity else 0.0
     total_up = link.up_bytes_between(t_ready, t_end)
+    # Live traffic alone: what the link carried after the drain, over the points it brought.
+    quiet_from = drain_end + 2
+    quiet_points = POINTS * sum(1 for r, d, _ in firsts if r > quiet_from and d.startswith("live"))
+    quiet_up = link.up_bytes_between(quiet_from, t_end)
     eta_ratios, rate_ratios = [], []
     true_rate = (stored_backlog + LIVE_DEVICES * (drain_end - t_ready)) / (drain_end - t_ready)
     for when, pending, rate_metric in series:
@@ -288,6 +292,7 @@ def run_link(
         "duplicates": duplicates,
         "timeouts": int(values.get('gatewayd_replies_total{code="timeout"}', 0)),
         "bytes_per_point": round(total_up / (len(rows) * POINTS), 1) if rows else 0.0,
+        "bytes_per_point_after": round(quiet_up / quiet_points, 1) if quiet_points else 0.0,
         "cpu_percent": round(100 * (cpu1 - cpu0) / (t_end - t_ready), 1),
         "load_1m": round(os.getloadavg()[0], 2),
     }
@@ -309,6 +314,7 @@ COLUMNS = [
     ("duplicates", "dups"),
     ("timeouts", "timeouts"),
     ("bytes_per_point", "B/point"),
+    ("bytes_per_point_after", "B/pt after"),
     ("cpu_percent", "CPU %"),
     ("load_1m", "load"),
 ]

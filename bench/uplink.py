@@ -17,8 +17,9 @@ during the drain for readings taken once the session was up: before it, ~5 round
 READY, readings wait for the connection, the subscription and the sub-devices' logins),
 duplicate samples, request timeouts (gatewayd_replies_total{code="timeout"}), bytes per point
 (upstream link bytes over points stored; and after the drain, live meters alone), the daemon's CPU (user + system over wall), and how
-far the drain-rate metric and the ETA it implies (pending / (rate - live inflow), as the
-`drain_progress` line computes it) were from the truth between 25 % and 90 % of the drain.
+far the drain-rate metric and the ETA metric (`gatewayd_drain_eta_seconds`: pending over how
+fast the queue shrank, as the `drain_progress` line computes it) were from the truth between
+25 % and 90 % of the drain.
 """
 
 from __future__ import annotations
@@ -201,13 +202,14 @@ def run_link(
                 t_ready, cpu0 = time.time(), daemon.cpu_s()
                 drained_at = None
                 seen_backlog = False  # the first health tick has not run at READY
-                series: list[tuple[float, float, float]] = []  # (when, pending, rate metric)
+                series: list[tuple[float, float, float, float]] = []  # when, pending, rate, ETA
                 while time.time() - t_ready < max_s:
                     time.sleep(0.5)
                     figures = scrape(metrics_port)
                     pending = figures.get("gatewayd_queue_samples", 0)
                     rate_metric = figures.get("gatewayd_drain_rate_samples_per_second", 0.0)
-                    series.append((time.time(), pending, rate_metric))
+                    eta = figures.get("gatewayd_drain_eta_seconds", math.inf)
+                    series.append((time.time(), pending, rate_metric, eta))
                     seen_backlog = seen_backlog or pending > 2 * LIVE_DEVICES
                     if seen_backlog and pending <= 2 * LIVE_DEVICES:
                         drained_at = time.time()
@@ -265,10 +267,10 @@ def run_link(
     quiet_up = link.up_bytes_between(quiet_from, t_end)
     eta_ratios, rate_ratios = [], []
     true_rate = (stored_backlog + LIVE_DEVICES * (drain_end - t_ready)) / (drain_end - t_ready)
-    for when, pending, rate_metric in series:
+    for when, _pending, rate_metric, eta in series:
         share = (when - t_ready) / (drain_end - t_ready)
-        if 0.25 <= share <= 0.9 and rate_metric > LIVE_DEVICES:  # the 60 s window has filled
-            eta_ratios.append(pending / (rate_metric - LIVE_DEVICES) / (drain_end - when))
+        if 0.25 <= share <= 0.9 and rate_metric > LIVE_DEVICES:
+            eta_ratios.append(eta / (drain_end - when))
             rate_ratios.append(rate_metric / true_rate)
     return {
         "link": name,

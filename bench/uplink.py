@@ -31,7 +31,6 @@ import os
 import struct
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -41,6 +40,7 @@ from common import (
     ROOT,
     Daemon,
     FarEnd,
+    LinkProcess,
     broker,
     daemon_sections,
     machine,
@@ -106,54 +106,6 @@ def live_devices_toml(ports: list[int]) -> str:
         "unit_id = 1\ntimeout_s = 0.5\nretries = 0\n" + points
         for n, port in enumerate(ports)
     )
-
-
-class LinkProcess:
-    """gatewayd/sim/link.py in its own process; its counters read every 0.5 s."""
-
-    def __init__(self, target: int, rate_bps: int, rtt_ms: int) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gatewayd.sim.link",
-                "--target-port",
-                str(target),
-                "--rate-bps",
-                str(rate_bps),
-                "--rtt-ms",
-                str(rtt_ms),
-                "--stats-every-s",
-                "0.5",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None
-        self.port = int(self.proc.stdout.readline())
-        self.history: list[dict[str, float]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.history.append(json.loads(line))
-
-    def up_bytes_between(self, t0: float, t1: float) -> float:
-        """Upstream bytes between two wall-clock times (linear between 0.5 s readings)."""
-
-        def at(t: float) -> float:
-            before = [h for h in self.history if "t" in h and h["t"] <= t]
-            return before[-1]["up_bytes"] if before else 0.0
-
-        return at(t1) - at(t0)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
-        self._reader.join(5)
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
-
 from gatewayd.clocks import now_ms
 from gatewayd.config import QueueConfig
 from gatewayd.model import QueuedSample, Sample
@@ -24,9 +22,10 @@ from gatewayd.queue.held import HeldRows
 from gatewayd.queue.marker import check_and_mark
 from gatewayd.queue.reserve import SpaceKeeper
 from gatewayd.queue.salvage import SalvageTarget
-from gatewayd.queue.schema import MIGRATIONS, connect, migrate, open_connection, upsert
+from gatewayd.queue.schema import atomic, connect, migrate, open_connection, upsert
 
 if TYPE_CHECKING:  # imports written before the split into modules keep working
+    from gatewayd.queue.schema import MIGRATIONS
     from gatewayd.queue.stats import QueueStats, file_bytes, read_stats
     from gatewayd.queue.writer import GROUP_MAX_SAMPLES, SampleQueue
 
@@ -55,6 +54,7 @@ _MOVED = {
     "QueueStats": "stats",
     "file_bytes": "stats",
     "read_stats": "stats",
+    "MIGRATIONS": "schema",  # built lazily there (sqlite-utils is not imported at start)
 }
 
 
@@ -98,7 +98,6 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows):
 
     def __init__(self, conn: sqlite3.Connection, cfg: QueueConfig | None = None) -> None:
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
         self.bounds = (
             Bounds(
                 cfg.max_bytes,
@@ -131,7 +130,7 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows):
         """
         enqueued = clock_ms if clock_ms is not None else self.enqueue_clock()
         age_now = clock_ms if clock_ms is not None else self.age_clock()
-        with self.db.atomic():
+        with atomic(self.conn):
             evicted = 0
             bounds = self.bounds
             if (
@@ -246,7 +245,7 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows):
 
     def reject(self, ids: list[int], code: int, message: str) -> int:
         """Move rows the hub refused for their content into the dead-letter table."""
-        with self.db.atomic():
+        with atomic(self.conn):
             moved = self.conn.execute(
                 "INSERT OR REPLACE INTO rejected (id, product_key, device_key, ts_ms, points,"
                 " n_points, enqueued_ms, attempts, code, message, rejected_ms)"
@@ -266,7 +265,7 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows):
 
     def ack(self, ids: list[int]) -> int:
         """Delete the rows a 200 reply confirmed; returns how many were still there."""
-        with self.db.atomic():
+        with atomic(self.conn):
             cursor = self.conn.execute(
                 "DELETE FROM samples WHERE id IN (SELECT value FROM json_each(?))",
                 (json.dumps(ids),),
@@ -278,7 +277,7 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows):
 
     def record_failure(self, ids: list[int], code: int | None) -> None:
         """Count a failed attempt on rows that stay queued (no reply, or a non-200 code)."""
-        with self.db.atomic():
+        with atomic(self.conn):
             self.conn.execute(
                 "UPDATE samples SET attempts = attempts + 1"
                 " WHERE id IN (SELECT value FROM json_each(?))",
@@ -317,7 +316,7 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows):
             self.add_counter(key, n)
 
     def set_state(self, values: dict[str, Any]) -> None:
-        with self.db.atomic():
+        with atomic(self.conn):
             self._set_many(values)
 
     def _bump(self, counter: str, n: int) -> None:

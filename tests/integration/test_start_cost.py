@@ -3,7 +3,8 @@
 Under a CPU quota every import and every object made before READY delays it; bench/poll.py
 `--cpu-quota 25` measures the time. These tests hold what the start leaves out: libraries only
 some runs need (rich for people, prometheus_client for /metrics) or only the first read needs
-(pymodbus), and the cyclic garbage collector, off until READY.
+(pymodbus) or only a queue file that needs a migration needs (sqlite-utils), and the cyclic
+garbage collector, off until READY.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from gatewayd.runtime.notify import Notifier
 at_ready = {}
 
 def ready(self, status):  # what was loaded when READY=1 went out (the first polls come after)
-    at_ready["loaded"] = [m for m in ("rich", "prometheus_client", "pymodbus") if m in sys.modules]
+    libraries = ("rich", "prometheus_client", "pymodbus", "sqlite_utils")
+    at_ready["loaded"] = [m for m in libraries if m in sys.modules]
     return True
 
 Notifier.ready = ready
@@ -57,16 +59,19 @@ asyncio.run(main())
 def test_run_starts_without_what_it_does_not_need_yet(tmp_path: Path, broker: Broker) -> None:
     device = modbus_device("m1", free_port(), 1, [{"id": "P", "address": 0}], 1.0)
     config = write_config(tmp_path / "c.toml", config_data(tmp_path, broker.port, [device]))
-    done = subprocess.run(
-        [sys.executable, "-c", UNTIL_READY, str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    at_ready = json.loads(done.stdout.splitlines()[0])
-    assert at_ready["loaded"] == []  # rich, prometheus_client (no /metrics here), pymodbus
-    assert at_ready["collecting"]  # held while starting, back on once READY is sent
+    for start in ("first", "restart"):
+        done = subprocess.run(
+            [sys.executable, "-c", UNTIL_READY, str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        at_ready = json.loads(done.stdout.splitlines()[0])
+        # rich, prometheus_client (no /metrics here), pymodbus; sqlite-utils only to create
+        # the queue file (its migrations), not to open it again
+        assert at_ready["loaded"] == ([] if start == "restart" else ["sqlite_utils"])
+        assert at_ready["collecting"]  # held while starting, back on once READY is sent
 
 
 def test_commands_other_than_run_collect_as_usual(tmp_path: Path) -> None:

@@ -8,9 +8,10 @@ they never wait for the backlog). With no backlog in flight, young rows found wh
 request awaits its reply wait for that reply, at most LIVE_HOLD_S, and then go together
 (Nagle's rule: where the round trip is longer than the queue's commit interval, a request
 carries a few commit groups instead of one group's couple of samples; on a fast link the reply
-comes first and nothing waits). The backlog drains oldest first behind a cursor (row ids only grow) while the window (forward/window.py: bytes in flight near
-twice what the link moves in a round trip, measured from the replies) has room, in requests
-sized by the link, never more than `forward.inflight` of them at once.
+comes first and nothing waits). The backlog drains oldest first behind a cursor (row ids only
+grow) while the window (forward/window.py: bytes in flight near twice what the link moves in a
+round trip, measured from the replies) has room, in requests sized by the link, never more
+than `forward.inflight` of them at once.
 
 What a reply does is in gatewayd/forward/replies.py. After a failure (anything but a reply
 that settles the rows) the loop lets the other in-flight requests finish, waits a capped,

@@ -319,3 +319,49 @@ def throttled_s(group: Path) -> float:
 def copy_queue(template: Path, target: Path) -> Path:
     shutil.copyfile(template, target)
     return target
+
+
+class LinkProcess:
+    """gatewayd/sim/link.py in its own process, between a client and `target` (a broker port).
+
+    Its counters (bytes carried per direction) are read every `stats_every_s` into `history`
+    (None: only once, when it stops); `stop()` returns the last of them."""
+
+    def __init__(
+        self, target: int, rate_bps: int, rtt_ms: int, stats_every_s: float | None = 0.5
+    ) -> None:
+        args = ["--target-port", str(target), "--rate-bps", str(rate_bps), "--rtt-ms", str(rtt_ms)]
+        if stats_every_s is not None:
+            args += ["--stats-every-s", str(stats_every_s)]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gatewayd.sim.link", *args],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+        self.history: list[dict[str, float]] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.history.append(json.loads(line))
+
+    def up_bytes_between(self, t0: float, t1: float) -> float:
+        """Upstream bytes between two wall-clock times (as of the readings before each)."""
+
+        def at(t: float) -> float:
+            before = [h for h in self.history if "t" in h and h["t"] <= t]
+            return before[-1]["up_bytes"] if before else 0.0
+
+        return at(t1) - at(t0)
+
+    def stop(self) -> dict[str, float]:
+        """Stop it; its counters at the end."""
+        self.proc.terminate()
+        self.proc.wait(30)
+        self._reader.join(5)
+        return self.history[-1] if self.history else {}

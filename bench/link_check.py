@@ -12,49 +12,20 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from common import broker, machine, print_table, workdir, write_json
+from common import LinkProcess, broker, machine, print_table, workdir, write_json
 from paho.mqtt.enums import CallbackAPIVersion
 
 LINKS = [(10_000_000, 60), (1_000_000, 300), (256_000, 600)]
 
 
-def start_link(target: int, rate_bps: int, rtt_ms: int) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gatewayd.sim.link",
-            "--target-port",
-            str(target),
-            "--rate-bps",
-            str(rate_bps),
-            "--rtt-ms",
-            str(rtt_ms),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    return proc, int(proc.stdout.readline())
-
-
-def stop_link(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    import json
-
-    proc.terminate()
-    out, _ = proc.communicate(30)
-    return dict(json.loads(out.strip().splitlines()[-1]))
-
-
 def check(broker_port: int, rate_bps: int, rtt_ms: int, seconds: float) -> dict[str, Any]:
-    proc, port = start_link(broker_port, rate_bps, rtt_ms)
+    link = LinkProcess(broker_port, rate_bps, rtt_ms, stats_every_s=None)
+    port = link.port
     received = {"bytes": 0, "first": 0.0, "last": 0.0}
     sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="check-sub")
 
@@ -98,7 +69,7 @@ def check(broker_port: int, rate_bps: int, rtt_ms: int, seconds: float) -> dict[
     pub.loop_stop()
     sub.disconnect()
     sub.loop_stop()
-    stats = stop_link(proc)
+    stats = link.stop()
     goodput_bps = received["bytes"] * 8 / (received["last"] - received["first"])
     return {
         "rate_bps": rate_bps,

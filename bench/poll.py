@@ -1,7 +1,7 @@
 """Poll capacity: 200 Modbus TCP devices x 50 registers every second, for a minute.
 
     python bench/poll.py [--devices 200] [--registers 50] [--seconds 60] [--repeat 3]
-                         [--cpu-quota 25]
+                         [--cpu-quota 25] [--keep-queue]
 
 Each device is its own pymodbus server on loopback (all in one helper process), the daemon runs
 as `gatewayd run` with mosquitto and the hub simulator behind it, so its CPU includes
@@ -12,7 +12,9 @@ the device's earliest-stamped tick (so jitter includes the read itself). CPU is 
 user + system time over the measured window. Medians of --repeat runs; bench/results/poll.json.
 With --cpu-quota P (root, cgroup v1) the daemon runs in a child of /sys/fs/cgroup/cpu with
 cfs_quota_us = P% of cfs_period_us = 100 ms, from before it execs (so READY is under the quota
-too); the group is removed after. READY is exec to READY=1.
+too); the group is removed after. READY is exec to READY=1. Each run starts on a new queue
+file unless --keep-queue: then runs after the first are restarts on the file the one before
+left (as after a reboot; a new file costs its schema migrations too).
 """
 
 from __future__ import annotations
@@ -104,7 +106,12 @@ def analyse(
 
 
 def run_once(
-    folder: Path, devices: int, registers: int, seconds: float, cgroup: Path | None = None
+    folder: Path,
+    devices: int,
+    registers: int,
+    seconds: float,
+    cgroup: Path | None = None,
+    keep_queue: bool = False,
 ) -> dict[str, Any]:
     farm = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "modbus_farm.py"), "--devices", str(devices)],
@@ -115,9 +122,12 @@ def run_once(
     assert farm.stdout is not None and farm.stdin is not None
     ports = json.loads(farm.stdout.readline())
     record = folder / "deliveries.jsonl"
+    record.unlink(missing_ok=True)
     for leftover in ("queue.db", "queue.db-wal", "queue.db-shm"):
-        # A previous run's undelivered samples would reach this run's hub and skew its phases.
-        (folder / leftover).unlink(missing_ok=True)
+        # A previous run's undelivered samples would reach this run's hub and skew its phases
+        # (a few at most after a graceful stop, when the queue is kept on purpose).
+        if not keep_queue:
+            (folder / leftover).unlink(missing_ok=True)
     try:
         with broker(folder) as mqtt_broker:
             sections = daemon_sections(folder, mqtt_broker.port)
@@ -154,13 +164,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cpu-quota", type=float, help="percent of one core (cgroup v1)")
+    parser.add_argument("--keep-queue", action="store_true", help="runs after the first restart")
     parser.add_argument("--name", default="poll", help="JSON file name in bench/results")
     args = parser.parse_args()
     runs = []
     with workdir() as folder, contextlib.ExitStack() as stack:
         group = stack.enter_context(cpu_quota(args.cpu_quota)) if args.cpu_quota else None
         for n in range(args.repeat):
-            runs.append(run_once(folder, args.devices, args.registers, args.seconds, group))
+            runs.append(
+                run_once(folder, args.devices, args.registers, args.seconds, group, args.keep_queue)
+            )
             r = runs[-1]
             print(
                 f"run {n + 1}: {r['done']}/{r['scheduled']} polls, p99 jitter "

@@ -12,11 +12,14 @@ daemon runs with the default [forward] settings.
 Reported per link: drain time (READY to the last backlog sample stored; or the share stored
 when --max-s ran out), link use over the drain (all bytes the link carried upstream, and
 new data only: the same bytes times the share of stored samples that were not duplicates),
-live latency (stored minus taken) p50/p99 during the drain and for --after-s after it,
+live latency (stored minus taken) p50/p99 during the drain and for --after-s after it (and
+during the drain for readings taken once the session was up: before it, ~5 round trips after
+READY, readings wait for the connection, the subscription and the sub-devices' logins),
 duplicate samples, request timeouts (gatewayd_replies_total{code="timeout"}), bytes per point
-(upstream link bytes over points stored), the daemon's CPU (user + system over wall), and how
-far the drain-rate metric and the ETA it implies (pending / (rate - live inflow), as the
-`drain_progress` line computes it) were from the truth between 25 % and 90 % of the drain.
+(upstream link bytes over points stored; and after the drain, live meters alone), the daemon's CPU (user + system over wall), and how
+far the drain-rate metric and the ETA metric (`gatewayd_drain_eta_seconds`: pending over how
+fast the queue shrank, as the `drain_progress` line computes it) were from the truth between
+25 % and 90 % of the drain.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import os
 import struct
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -38,6 +40,7 @@ from common import (
     ROOT,
     Daemon,
     FarEnd,
+    LinkProcess,
     broker,
     daemon_sections,
     machine,
@@ -105,54 +108,6 @@ def live_devices_toml(ports: list[int]) -> str:
     )
 
 
-class LinkProcess:
-    """gatewayd/sim/link.py in its own process; its counters read every 0.5 s."""
-
-    def __init__(self, target: int, rate_bps: int, rtt_ms: int) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gatewayd.sim.link",
-                "--target-port",
-                str(target),
-                "--rate-bps",
-                str(rate_bps),
-                "--rtt-ms",
-                str(rtt_ms),
-                "--stats-every-s",
-                "0.5",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-        )
-        assert self.proc.stdout is not None
-        self.port = int(self.proc.stdout.readline())
-        self.history: list[dict[str, float]] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.history.append(json.loads(line))
-
-    def up_bytes_between(self, t0: float, t1: float) -> float:
-        """Upstream bytes between two wall-clock times (linear between 0.5 s readings)."""
-
-        def at(t: float) -> float:
-            before = [h for h in self.history if "t" in h and h["t"] <= t]
-            return before[-1]["up_bytes"] if before else 0.0
-
-        return at(t1) - at(t0)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(30)
-        self._reader.join(5)
-
-
 def scrape(port: int) -> dict[str, float]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     values: dict[str, float] = {}
@@ -199,13 +154,14 @@ def run_link(
                 t_ready, cpu0 = time.time(), daemon.cpu_s()
                 drained_at = None
                 seen_backlog = False  # the first health tick has not run at READY
-                series: list[tuple[float, float, float]] = []  # (when, pending, rate metric)
+                series: list[tuple[float, float, float, float]] = []  # when, pending, rate, ETA
                 while time.time() - t_ready < max_s:
                     time.sleep(0.5)
                     figures = scrape(metrics_port)
                     pending = figures.get("gatewayd_queue_samples", 0)
                     rate_metric = figures.get("gatewayd_drain_rate_samples_per_second", 0.0)
-                    series.append((time.time(), pending, rate_metric))
+                    eta = figures.get("gatewayd_drain_eta_seconds", math.inf)
+                    series.append((time.time(), pending, rate_metric, eta))
                     seen_backlog = seen_backlog or pending > 2 * LIVE_DEVICES
                     if seen_backlog and pending <= 2 * LIVE_DEVICES:
                         drained_at = time.time()
@@ -239,6 +195,15 @@ def run_link(
     during = [
         r - ts / 1000 for r, d, ts in firsts if d.startswith("live") and ts / 1000 < drain_end
     ]
+    # The session is up (connected, subscribed, sub-devices added and logged in: ~5 round trips
+    # after READY) no later than half a round trip before the first sample reached the hub.
+    # Readings taken before that waited for the session, not behind the backlog.
+    session_up = (min(f[0] for f in firsts) if firsts else t_end) - rtt / 2000
+    during_up = [
+        r - ts / 1000
+        for r, d, ts in firsts
+        if d.startswith("live") and session_up <= ts / 1000 < drain_end
+    ]
     after = [
         r - ts / 1000 for r, d, ts in firsts if d.startswith("live") and ts / 1000 > drain_end + 1
     ]
@@ -248,12 +213,16 @@ def run_link(
     capacity = rate / 8 * (drain_end - t_ready)
     use = up / capacity if capacity else 0.0
     total_up = link.up_bytes_between(t_ready, t_end)
+    # Live traffic alone: what the link carried after the drain, over the points it brought.
+    quiet_from = drain_end + 2
+    quiet_points = POINTS * sum(1 for r, d, _ in firsts if r > quiet_from and d.startswith("live"))
+    quiet_up = link.up_bytes_between(quiet_from, t_end)
     eta_ratios, rate_ratios = [], []
     true_rate = (stored_backlog + LIVE_DEVICES * (drain_end - t_ready)) / (drain_end - t_ready)
-    for when, pending, rate_metric in series:
+    for when, _pending, rate_metric, eta in series:
         share = (when - t_ready) / (drain_end - t_ready)
-        if 0.25 <= share <= 0.9 and rate_metric > LIVE_DEVICES:  # the 60 s window has filled
-            eta_ratios.append(pending / (rate_metric - LIVE_DEVICES) / (drain_end - when))
+        if 0.25 <= share <= 0.9 and rate_metric > LIVE_DEVICES:
+            eta_ratios.append(eta / (drain_end - when))
             rate_ratios.append(rate_metric / true_rate)
     return {
         "link": name,
@@ -269,11 +238,15 @@ def run_link(
         "link_use_new": round(use * len(in_drain) / all_in_drain, 3) if all_in_drain else 0.0,
         "live_p50_during_s": round(pct(during, 0.5), 2),
         "live_p99_during_s": round(pct(during, 0.99), 2),
+        "session_up_s": round(session_up - t_ready, 2),
+        "live_p50_during_up_s": round(pct(during_up, 0.5), 2),
+        "live_p99_during_up_s": round(pct(during_up, 0.99), 2),
         "live_p50_after_s": round(pct(after, 0.5), 2),
         "live_p99_after_s": round(pct(after, 0.99), 2),
         "duplicates": duplicates,
         "timeouts": int(values.get('gatewayd_replies_total{code="timeout"}', 0)),
         "bytes_per_point": round(total_up / (len(rows) * POINTS), 1) if rows else 0.0,
+        "bytes_per_point_after": round(quiet_up / quiet_points, 1) if quiet_points else 0.0,
         "cpu_percent": round(100 * (cpu1 - cpu0) / (t_end - t_ready), 1),
         "load_1m": round(os.getloadavg()[0], 2),
     }
@@ -288,11 +261,14 @@ COLUMNS = [
     ("link_use_new", "use new"),
     ("live_p50_during_s", "live p50 drain"),
     ("live_p99_during_s", "p99 drain"),
+    ("session_up_s", "session up s"),
+    ("live_p99_during_up_s", "p99 drain, up"),
     ("live_p50_after_s", "p50 after"),
     ("live_p99_after_s", "p99 after"),
     ("duplicates", "dups"),
     ("timeouts", "timeouts"),
     ("bytes_per_point", "B/point"),
+    ("bytes_per_point_after", "B/pt after"),
     ("cpu_percent", "CPU %"),
     ("load_1m", "load"),
 ]

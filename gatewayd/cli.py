@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import click
-from rich.table import Table
 
 from gatewayd import __version__
 from gatewayd.cli_common import (
@@ -29,15 +28,18 @@ from gatewayd.cli_common import (
 from gatewayd.cli_queue import queue
 from gatewayd.cli_sim import demo, sim
 from gatewayd.config import load_config
-from gatewayd.early import hold_reloads
+from gatewayd.early import hold_collections, hold_reloads, resume_collections
 from gatewayd.errors import GatewaydError
 from gatewayd.logs import setup_logging
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gatewayd")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """gatewayd: poll Modbus devices, queue every reading in SQLite, forward it to an EnOS hub."""
+    if ctx.invoked_subcommand != "run":  # only `run` holds collections until it is READY
+        resume_collections()
 
 
 main.add_command(queue)
@@ -61,6 +63,7 @@ def run(config: str | None, log_level: str) -> None:
     Example: gatewayd run -c /etc/gatewayd/config.toml
     """
     hold_reloads()  # the console script comes here without gatewayd/__main__.py
+    hold_collections()  # until READY (gatewayd/early.py)
     settings = load_or_exit(config)
     setup_logging(log_level.upper())
     from gatewayd.runtime.daemon import Daemon
@@ -89,15 +92,15 @@ def check(config: str | None) -> None:
     # Run as root, check reads anything; the service runs as its own user and may not.
     unreachable = service_user_problem(config_path(config))
     if unreachable:
-        err_console.print(f"[bold yellow]warning:[/] {unreachable}", highlight=False)
+        err_console().print(f"[bold yellow]warning:[/] {unreachable}", highlight=False)
 
     gw = settings.gateway
-    console.print(
+    console().print(
         f"gateway {gw.product_key}/{gw.device_key} → {settings.mqtt.host}:"
         f"{settings.mqtt.port}{' (TLS)' if settings.mqtt.tls else ''}",
         highlight=False,
     )
-    console.print(f"queue {settings.queue.path}", highlight=False)
+    console().print(f"queue {settings.queue.path}", highlight=False)
     for device in settings.devices:
         m = device.modbus
         where = m.serial_port if m.transport == "rtu" else f"{m.host}:{m.port}"
@@ -113,7 +116,7 @@ def check(config: str | None) -> None:
                 f"  {n:>4} │ {request.table:<8} │ {request.address:>7} │ {request.count:>5} │ {names}"
             )
     devices, points = len(settings.devices), sum(len(d.points) for d in settings.devices)
-    console.print(f"[green]ok[/]: {_plural(devices, 'device')}, {_plural(points, 'point')}")
+    console().print(f"[green]ok[/]: {_plural(devices, 'device')}, {_plural(points, 'point')}")
 
 
 def _plural(n: int, word: str) -> str:
@@ -160,6 +163,8 @@ def quiet_logs() -> Iterator[None]:
 
 async def _poll_once(devices: list[Any]) -> int:
     """Poll each device once; the number of failed devices plus points that could not be read."""
+    from rich.table import Table
+
     from gatewayd.acquire.poller import build_pollers
     from gatewayd.errors import DeviceError
 
@@ -171,7 +176,7 @@ async def _poll_once(devices: list[Any]) -> int:
                 sample = await poller.read_sample()
             except DeviceError as exc:
                 problems += 1
-                err_console.print(f"[red]{poller.device.name}[/]: {exc.reason}", highlight=False)
+                err_console().print(f"[red]{poller.device.name}[/]: {exc.reason}", highlight=False)
                 continue
             if sample.points:  # a device whose every read was refused has no table to show
                 table = Table(title=f"{poller.device.name} at {fmt_ms(sample.ts_ms)}")
@@ -179,10 +184,10 @@ async def _poll_once(devices: list[Any]) -> int:
                 table.add_column("value")
                 for point_id, value in sample.points.items():
                     table.add_row(point_id, json.dumps(value))
-                console.print(table)
+                console().print(table)
             for point_id, why in poller.unread.items():
                 problems += 1
-                err_console.print(
+                err_console().print(
                     f"[red]{poller.device.name}.{point_id}[/]: not read: {why}", highlight=False
                 )
     finally:

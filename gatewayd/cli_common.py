@@ -2,22 +2,40 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
-from rich.console import Console
 
 from gatewayd.config import DEFAULT_CONFIG_PATH, Settings, load_config
 from gatewayd.errors import ConfigError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 EX_CONFIG = 78
 
-console = Console()
-err_console = Console(stderr=True)
+
+# rich is imported when something is printed, not at start: `gatewayd run` prints nothing
+# unless it fails, and under a CPU quota every import before READY counts (bench/poll.py).
+@functools.cache
+def console() -> Console:
+    """Standard output, for people."""
+    from rich.console import Console
+
+    return Console()
+
+
+@functools.cache
+def err_console() -> Console:
+    """Standard error, for people."""
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def config_path(path: str | None) -> Path:
@@ -26,7 +44,7 @@ def config_path(path: str | None) -> Path:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console().print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 
@@ -34,9 +52,9 @@ def load_or_exit(path: str | None) -> Settings:
     try:
         return load_config(config_path(path))
     except ConfigError as exc:
-        err_console.print(f"[bold red]invalid configuration[/] {exc.source}", highlight=False)
+        err_console().print(f"[bold red]invalid configuration[/] {exc.source}", highlight=False)
         for problem in exc.problems:
-            err_console.print(f"  {problem}", highlight=False, markup=False, soft_wrap=True)
+            err_console().print(f"  {problem}", highlight=False, markup=False, soft_wrap=True)
         sys.exit(EX_CONFIG)
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from gatewayd.cli_common import config_option, console, fail, fmt_ms, load_or_exit
 from gatewayd.errors import GatewaydError
@@ -53,6 +52,8 @@ def stats(config: str | None, db: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(asdict(figures), sort_keys=True))
         return
+    from rich.table import Table
+
     table = Table(title=f"queue {figures.path}", show_header=False)
     rows = [
         ("pending samples", f"{figures.pending_samples:,}"),
@@ -65,7 +66,7 @@ def stats(config: str | None, db: str | None, as_json: bool) -> None:
     rows += [_state_row(key, value) for key, value in sorted(figures.state.items())]
     for key, value in rows:
         table.add_row(key, value)
-    console.print(table)
+    console().print(table)
 
 
 def _state_row(key: str, value: Any) -> tuple[str, str]:

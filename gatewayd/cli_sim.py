@@ -24,9 +24,9 @@ def demo(outage_s: float) -> None:
 
     setup_logging("WARNING")
     try:
-        code = asyncio.run(run_demo(console, outage_s=outage_s))
+        code = asyncio.run(run_demo(console(), outage_s=outage_s))
     except KeyboardInterrupt:
-        err_console.print("interrupted: everything was stopped and the temporary queue removed")
+        err_console().print("interrupted: everything was stopped and the temporary queue removed")
         code = 130
     sys.exit(code)
 
@@ -57,7 +57,7 @@ def sim_modbus(host: str, port: int, units: str) -> None:
     async def serve() -> None:
         simulator = ModbusSimulator(unit_ids, host, port)
         bound = await simulator.start()
-        err_console.print(f"modbus simulator on {host}:{bound} units {unit_ids}")
+        err_console().print(f"modbus simulator on {host}:{bound} units {unit_ids}")
         try:
             await asyncio.Event().wait()
         finally:
@@ -106,6 +106,6 @@ def sim_hub(
     where = parse_listen(listen)
     settings = load_or_exit(config) if config else None
     setup_logging("INFO")
-    hub = build_hub(host, port, settings, gateway_secret, model_path, err_console)
+    hub = build_hub(host, port, settings, gateway_secret, model_path, err_console())
     hub.set_faults(reply_code=reply_code)
-    serve(hub, where, err_console)
+    serve(hub, where, err_console())

@@ -9,6 +9,7 @@ standard library, so that installing it costs nothing.
 
 from __future__ import annotations
 
+import gc
 import signal
 from types import FrameType
 
@@ -29,3 +30,19 @@ def reload_was_requested() -> bool:
     seen = bool(_seen)
     _seen.clear()
     return seen
+
+
+def hold_collections() -> None:
+    """No cyclic garbage collection while starting, until `resume_collections`.
+
+    Importing and building the daemon allocates a few hundred thousand objects that live for
+    the whole run, and the collector kept walking them: 7-10 % of the CPU to READY (0.04 s of
+    0.47 s for 200 devices; bench/poll.py's quarter-core quota turns that into 0.2 s of READY).
+    The few cycles left as garbage meanwhile are collected once collections resume.
+    """
+    gc.disable()
+
+
+def resume_collections() -> None:
+    """Back to normal collection (the daemon calls this once READY is sent)."""
+    gc.enable()

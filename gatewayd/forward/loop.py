@@ -2,12 +2,16 @@
 
 Live before backfill: samples younger than `live_max_age_s` (give or take the one-second step
 of the boundary) go as `thing.measurepoint.post.batch` (the hub runs alerts on them), older ones
-as `thing.measurepoint.resume.batch`. Each round first looks at
-the newest rows (a cheap scan from the end of the table) and sends the young ones at once (up
-to LIVE_MAX_INFLIGHT requests; they never wait for the backlog); the backlog drains oldest first
-behind a cursor (row ids only grow) while the window (forward/window.py: bytes in flight near
-twice what the link moves in a round trip, measured from the replies) has room, in requests
-sized by the link, never more than `forward.inflight` of them at once.
+as `thing.measurepoint.resume.batch`. Each round first looks at the newest rows (a cheap scan
+from the end of the table) and sends the young ones at once (up to LIVE_MAX_INFLIGHT requests;
+they never wait for the backlog). With no backlog in flight, young rows found while a live
+request awaits its reply wait for that reply, at most LIVE_HOLD_S, and then go together
+(Nagle's rule: where the round trip is longer than the queue's commit interval, a request
+carries a few commit groups instead of one group's couple of samples; on a fast link the reply
+comes first and nothing waits). The backlog drains oldest first behind a cursor (row ids only
+grow) while the window (forward/window.py: bytes in flight near twice what the link moves in a
+round trip, measured from the replies) has room, in requests sized by the link, never more
+than `forward.inflight` of them at once.
 
 What a reply does is in gatewayd/forward/replies.py. After a failure (anything but a reply
 that settles the rows) the loop lets the other in-flight requests finish, waits a capped,
@@ -46,6 +50,10 @@ AGE_STEP_MS = 1000
 #: Live requests in flight at most (they do not count against the backlog's window); with
 #: forward.inflight at its default of 4, paho's own limit of 20 unacknowledged messages.
 LIVE_MAX_INFLIGHT = 16
+#: Longest a young row waits for the live request ahead of it to be answered (see the module
+#: docstring). Only with no backlog in flight: during a drain live requests already wait behind
+#: the backlog's bytes, and their share of the link is small.
+LIVE_HOLD_S = 0.5
 #: rows, their batch elements, the method, and whether it went as a live request.
 _Batch = tuple[list[QueuedSample], list[str], str, bool]
 #: What _next_batch says instead of a batch: nothing to do until new rows or a reply come
@@ -96,6 +104,8 @@ class Forwarder:
         self._live_cursor = 0  # the newest row the live pass has seen
         self._inflight_ids: set[int] = set()
         self._live_inflight = 0
+        #: Since when young rows have been held back (monotonic s; None: none held).
+        self._held_since: float | None = None
         self._backlog_inflight = 0
         self._room = asyncio.Event()  # set whenever a request ends
         self._tasks: set[asyncio.Task[None]] = set()
@@ -176,8 +186,10 @@ class Forwarder:
             asyncio.ensure_future(self.queue.new_data.wait()),
             asyncio.ensure_future(self._room.wait()),
         }
+        held = self._hold_left_s()
+        timeout = IDLE_RECHECK_S if held is None else min(IDLE_RECHECK_S, held)
         _done, pending = await asyncio.wait(
-            waits, timeout=IDLE_RECHECK_S, return_when=asyncio.FIRST_COMPLETED
+            waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )
         for waiter in pending:
             waiter.cancel()
@@ -192,15 +204,18 @@ class Forwarder:
         window), else the oldest rows if the window has room; or IDLE, or AGAIN."""
         limit = self.cfg.batch_max_samples
         young_after = self._young_after()
+        holding = False
         if self.cfg.live_max_age_s > 0 and self._live_inflight < LIVE_MAX_INFLIGHT:
             newest = await self.queue.fetch_newest(self._live_cursor, limit)
             self.rows_read += len(newest)
-            if newest:
+            live = [r for r in reversed(newest) if r.ts_ms >= young_after and self._eligible(r)]
+            holding = bool(live) and self._hold_live()
+            if live and not holding:
                 self._live_cursor = max(self._live_cursor, newest[0].id)
-                live = [r for r in reversed(newest) if r.ts_ms >= young_after and self._eligible(r)]
-                if live:
-                    rows, elements = pack_batch(live, self.cfg.batch_max_bytes)
-                    return rows, elements, METHOD_POST_BATCH, True
+                rows, elements = pack_batch(live, self.cfg.batch_max_bytes)
+                return rows, elements, METHOD_POST_BATCH, True
+            if newest and not live:
+                self._live_cursor = max(self._live_cursor, newest[0].id)
         if self._backlog_inflight >= self.cfg.inflight or not self.window.has_room():
             return IDLE
         fetched = await self.queue.fetch_after(self._cursor, limit)
@@ -212,6 +227,8 @@ class Forwarder:
             self._cursor = await self._skip_held_back(fetched)
             return AGAIN
         young = candidates[0].ts_ms >= young_after
+        if young and holding:
+            return IDLE  # held young rows go by the live path, together
         same_kind = []
         for row in candidates:
             if (row.ts_ms >= young_after) != young:
@@ -220,6 +237,25 @@ class Forwarder:
         rows, elements = pack_batch(same_kind, self.window.batch_bytes())
         self._cursor = rows[-1].id
         return rows, elements, METHOD_POST_BATCH if young else METHOD_RESUME_BATCH, False
+
+    def _hold_live(self) -> bool:
+        """Should young rows wait for the live request in flight (Nagle's rule)?"""
+        if self._live_inflight == 0 or self._backlog_inflight > 0:
+            self._held_since = None
+            return False
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+        if now - self._held_since >= LIVE_HOLD_S:
+            self._held_since = None
+            return False
+        return True
+
+    def _hold_left_s(self) -> float | None:
+        """How long held rows may still wait; None if none are held."""
+        if self._held_since is None:
+            return None
+        return max(0.0, LIVE_HOLD_S - (time.monotonic() - self._held_since))
 
     async def _skip_held_back(self, fetched: list[QueuedSample]) -> int:
         """Where the backlog cursor goes after a read that held nothing to send.

@@ -6,9 +6,12 @@ then comes after `reply_timeout_s` although the hub stored it, its rows are sent
 the link carries duplicates while the backlog waits (issue 18's re-send loop).
 
 So the window is measured, as TCP's BBR does for packets: every reply gives a delivery-rate
-sample and a round-trip sample. A request's own delivery rate (bytes answered while it was out,
-over the time it was out) counts the round trip as if it were link time, so it reads low
-whenever the window is not yet a BDP (and the window is sized from it: it would never grow).
+sample and a round-trip sample. A request's own delivery rate is the bytes answered while it was
+out over the time since the reply before it was sent (BBR's ack-elapsed: over the time since it
+was sent alone, a small live request sent while a big one ahead was half on the wire counted
+that one's bytes in a shorter time, and read up to 2x the link). It counts the round trip as
+if it were link time, so it reads low whenever the window is not yet a BDP (and the window is
+sized from it: it would never grow).
 The rate sample is therefore taken between replies too: over the longest run of recent replies
 whose requests were all sent before the reply that opens the run came (the link had their
 bytes all along), bytes answered over the time between the first and the last reply. The
@@ -70,6 +73,7 @@ class Ticket:
     size: int
     sent_s: float
     delivered_at_send: int  # the window's delivered bytes when it went
+    since_s: float  # the last reply before it went (its send time if none, or idle)
     ahead_s: float  # the bytes in flight when it went (its own included) at the rate then
 
 
@@ -88,6 +92,7 @@ class LinkWindow:
         self._rtt = 0.0
         #: (answered at, size, sent at) of the last RUN_REPLIES replies.
         self._answers: deque[tuple[float, int, float]] = deque(maxlen=RUN_REPLIES)
+        self._last_answer_s: float | None = None
 
     # --- estimates ----------------------------------------------------------------------
 
@@ -133,9 +138,13 @@ class LinkWindow:
     # --- events -------------------------------------------------------------------------
 
     def sent(self, size: int) -> Ticket:
+        now = self._clock()
+        last = self._last_answer_s
+        # Onto an idle link, nothing ahead can be counted in its time: its own time out.
+        since = now if last is None or self.inflight_bytes == 0 else last
         self.inflight_bytes += size
         ahead_s = self.inflight_bytes / (self.rate or FLOOR_RATE)
-        return Ticket(size, self._clock(), self.delivered_bytes, ahead_s)
+        return Ticket(size, now, self.delivered_bytes, since, ahead_s)
 
     def answered(self, ticket: Ticket) -> None:
         """A reply came: a rate sample or two, and (once the rate is known) a round trip."""
@@ -143,7 +152,9 @@ class LinkWindow:
         self.inflight_bytes = max(0, self.inflight_bytes - ticket.size)
         self.delivered_bytes += ticket.size
         elapsed = max(now - ticket.sent_s, 1e-6)
-        self._rates.append((now, (self.delivered_bytes - ticket.delivered_at_send) / elapsed))
+        answered_s = max(now - ticket.since_s, 1e-6)
+        self._rates.append((now, (self.delivered_bytes - ticket.delivered_at_send) / answered_s))
+        self._last_answer_s = now
         self._answers.append((now, ticket.size, ticket.sent_s))
         between = self._rate_between_replies(now)
         if between > 0:

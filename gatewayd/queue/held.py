@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import sqlite3
 
-import sqlite_utils
+from gatewayd.queue.schema import atomic
 
 
 class HeldRows:
     """Store's SQL for held readings (columns held_boot, held_mono_ms)."""
 
     conn: sqlite3.Connection
-    db: sqlite_utils.Database
 
     def reject(self, ids: list[int], code: int, message: str) -> int:
         raise NotImplementedError
 
     def restamp(self, boot: str, offset_ms: int) -> int:
         """Give held readings of this boot their wall time (monotonic + offset); release them."""
-        with self.db.atomic():
+        with atomic(self.conn):
             return int(
                 self.conn.execute(
                     "UPDATE samples SET ts_ms = held_mono_ms + ?, held_boot = NULL,"
@@ -37,7 +36,7 @@ class HeldRows:
                 )
             ]
             return self.reject(ids, 0, "taken before the wall clock was trusted") if ids else 0
-        with self.db.atomic():
+        with atomic(self.conn):
             return int(
                 self.conn.execute(
                     "UPDATE samples SET held_boot = NULL, held_mono_ms = NULL"

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from gatewayd.errors import QueueError
 from gatewayd.queue.salvage import RangeReader, describe, is_corruption
 from gatewayd.queue.schema import connect
@@ -45,6 +43,8 @@ def file_bytes(path: Path) -> int:
 
 def read_stats(path: Path) -> QueueStats:
     """Open the file read-only and summarise it; a damaged file is read around its damage."""
+    import sqlite_utils  # not at import: the daemon imports this module before READY
+
     conn = connect(path, readonly=True)
     try:
         db = sqlite_utils.Database(conn)

@@ -15,12 +15,13 @@ import logging
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gatewayd.acquire.clock import ClockGuard
 from gatewayd.acquire.poller import DevicePoller, build_pollers
 from gatewayd.acquire.schedule import PollSchedule
 from gatewayd.config import Settings
+from gatewayd.early import resume_collections
 from gatewayd.enos.client import MqttSession
 from gatewayd.enos.protocol import (
     METHOD_POST_BATCH,
@@ -36,11 +37,13 @@ from gatewayd.runtime.faults import FaultHook
 from gatewayd.runtime.faults import from_env as faults_from_env
 from gatewayd.runtime.health import DEFAULT_TICK_S, Health
 from gatewayd.runtime.lock import QueueLock
-from gatewayd.runtime.metrics import GatewayCollector, MetricsServer
 from gatewayd.runtime.notify import Notifier
 from gatewayd.runtime.reload import Reloader
 from gatewayd.runtime.supervisor import Supervisor, cancel
 from gatewayd.runtime.watchdog import Pulse, Watchdog, watchdog_usec_s
+
+if TYPE_CHECKING:  # prometheus_client is imported only when /metrics is asked for
+    from gatewayd.runtime.metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +169,7 @@ class Daemon:
             )
             self.started.set()
             self.notifier.ready(f"polling {len(self.pollers)} devices")
+            resume_collections()  # held while starting (gatewayd/early.py)
             await self._until_stop_or_failure(stop)
             supervisor.stopping = True
             if supervisor.failure is not None:
@@ -253,6 +257,8 @@ class Daemon:
         self.topology.update(settings.devices)
 
     def _metrics_server(self) -> MetricsServer:
+        from gatewayd.runtime.metrics import GatewayCollector, MetricsServer
+
         loop = asyncio.get_running_loop()
         collector = GatewayCollector(self.queue.path, lambda: self.health.snapshot_for_scrape(loop))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -23,7 +24,7 @@ from prometheus_client.registry import Collector
 
 from gatewayd.clocks import now_ms
 from gatewayd.queue.store import file_bytes
-from gatewayd.runtime.snapshots import PollerStats, Snapshot
+from gatewayd.runtime.snapshots import PollerStats, Snapshot, eta_now
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,11 @@ class GatewayCollector(Collector):
         )
         yield GaugeMetricFamily(
             "gatewayd_drain_rate_samples_per_second", "Samples sent per second", s.rate
+        )
+        yield GaugeMetricFamily(
+            "gatewayd_drain_eta_seconds",
+            "Seconds until the queue is empty at the rate it shrank lately (+Inf: it does not)",
+            eta_now(s, time.monotonic()),
         )
         yield GaugeMetricFamily(
             "gatewayd_uplink_connected", "1 while the MQTT session is up", int(s.connected)

@@ -71,6 +71,10 @@ class Snapshot:
     dropped_replies: int = 0
     parked: int = 0
     rate: float = 0.0
+    #: Seconds until the queue is empty at the rate it shrank lately, as of `taken_s` (the
+    #: tick's monotonic time); None while it does not shrink.
+    eta_s: float | None = 0.0
+    taken_s: float = 0.0
     #: Sessions declared dead for want of acknowledgements or replies, then reconnected.
     uplink_stalls: int = 0
     #: Why the hub refuses our login ("" while it does not), and how often it did.
@@ -78,6 +82,15 @@ class Snapshot:
     refusals: int = 0
     #: The queue's writer thread answered the last tick's figures request in time.
     writer_ok: bool = True
+
+
+def eta_now(s: Snapshot, now_s: float) -> float:
+    """The snapshot's ETA as of `now_s` (monotonic): a tick's figure less the time since it was
+    taken, so a scrape a second after the tick does not read a second long (+Inf: not
+    shrinking)."""
+    if s.eta_s is None:
+        return float("inf")
+    return max(0.0, s.eta_s - max(0.0, now_s - s.taken_s))
 
 
 def poller_stats(p: DevicePoller) -> PollerStats:

@@ -99,21 +99,23 @@ class Relay:
             writer.transport.abort()
             return
         self._links.update((writer, up_writer))
-        await asyncio.gather(self._pipe_up(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(self._pipe(reader, up_writer, up=True), self._pipe(up_reader, writer))
 
-    async def _pipe_up(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Client to broker, packet by packet, so that PUBLISH packets can be dropped."""
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, up: bool = False
+    ) -> None:
+        """One direction; client to broker (`up`) packet by packet, so that PUBLISH packets can
+        be dropped."""
         buffer = bytearray()
         try:
             while data := await reader.read(65536):
                 await self._flowing.wait()
-                buffer += data
-                for packet in split_packets(buffer):
-                    if self.dropping_publish and packet[0] >> 4 == PUBLISH:
-                        self.dropped_publish += 1
-                        self.publish_dropped.set()
-                        continue
-                    writer.write(packet)
+                if not up:
+                    writer.write(data)
+                else:
+                    buffer += data
+                    for packet in split_packets(buffer):
+                        writer.write(self._passed(packet))
                 await writer.drain()
         except (ConnectionError, OSError):
             pass
@@ -122,15 +124,10 @@ class Relay:
             with contextlib.suppress(Exception):
                 writer.transport.abort()
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                await self._flowing.wait()
-                writer.write(data)
-                await writer.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            self._links.discard(writer)
-            with contextlib.suppress(Exception):
-                writer.transport.abort()
+    def _passed(self, packet: bytes) -> bytes:
+        """The packet, or nothing if it is a PUBLISH being dropped."""
+        if self.dropping_publish and packet[0] >> 4 == PUBLISH:
+            self.dropped_publish += 1
+            self.publish_dropped.set()
+            return b""
+        return packet

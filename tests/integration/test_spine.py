@@ -136,7 +136,14 @@ async def test_anything_but_200_deletes_nothing(
                 daemon.topology.parked_signal.wait(), 10
             )  # held back, not dropped
         else:
-            assert stats.state["retried"] >= 2
+            # Each request that got no true 200 in time is sent again, its rows counted as
+            # retried. How many by the hub's third request depends on how rows are grouped
+            # (live rows wait for the live request ahead, forward/loop.py): wait, bounded.
+            async with asyncio.timeout(10):
+                retried = read_stats(settings.queue.path).state["retried"]
+                while retried < 2:  # a count in a file: nothing to await
+                    await asyncio.sleep(0.05)
+                    retried = read_stats(settings.queue.path).state["retried"]
         if "delay_s" not in fault:
             assert hub.delivered_count() == 0
         # (A late 200 means the hub stored data we never saw confirmed: we keep and re-send it.)

@@ -6,6 +6,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -15,6 +16,7 @@ from gatewayd.config import QueueConfig
 from gatewayd.model import Sample
 from gatewayd.queue.store import SampleQueue, read_stats
 from gatewayd.runtime.health import Health
+from gatewayd.runtime.snapshots import eta_now
 
 
 class Uplink:
@@ -103,3 +105,36 @@ async def test_a_stuck_writer_thread_stops_its_pulse_but_not_the_tick(
         await stuck
     await health.tick()
     assert health.writer_ok and health.writer_pulse._last > writer_beat
+
+
+async def test_the_drain_rate_leaves_out_the_wait_before_the_first_delivery(
+    queue: SampleQueue,
+) -> None:
+    """After a start nothing is delivered until the session is up (5 round trips); counted in
+    the rate's window, that wait read as a slow drain (issue 18: ETA within 20 %)."""
+    health = health_for(queue, Uplink(), Sender())
+    delivered, pending = 0, 10_000
+    rate = shrink = 0.0
+    for tick in range(1, 11):  # every 2 s: 10 s of nothing, then 100 samples/s
+        now = 1000.0 + 2 * tick
+        if tick > 5:
+            delivered, pending = delivered + 200, pending - 200
+        rate, shrink = health._rates(now, delivered, pending, 2.0)
+    assert rate == pytest.approx(100, rel=0.01)
+    assert shrink == pytest.approx(100, rel=0.01)
+
+
+async def test_the_eta_counts_down_from_the_tick_to_the_scrape(queue: SampleQueue) -> None:
+    """The queue's depth is a tick's (every 2 s): an ETA worked out from it at a scrape a
+    second later read a second long, 1.5x the truth with 4 s of a drain left (issue 18)."""
+    health = health_for(queue, Uplink(), Sender())
+    for i in range(3):
+        queue.put(Sample("pk", "dk", time.time_ns() // 1_000_000 + i, {"P": i}))
+    await queue.flush()
+    health._history.append((time.monotonic() - 2.0, 0, 9))  # 6 samples gone in 2 s: 3/s
+    await health.tick()
+    s = health.snapshot
+    assert s.eta_s == pytest.approx(1.0, rel=0.05)  # 3 left at 3 a second
+    assert eta_now(s, s.taken_s + 0.4) == pytest.approx(0.6, rel=0.05)
+    assert eta_now(s, s.taken_s + 5.0) == 0.0
+    assert eta_now(replace(s, eta_s=None), s.taken_s) == float("inf")

@@ -226,3 +226,14 @@ async def test_the_health_figures_cost_the_same_at_any_queue_length(tmp_path: Pa
         costs.append(vm_steps(store.conn, store.figures))
         store.conn.close()
     assert costs[1] <= costs[0] + 5, costs
+
+
+async def test_the_health_figures_do_not_count_rows_gone_from_the_middle(tmp_path: Path) -> None:
+    """Live readings sent during a drain leave holes above the backlog; counted as pending,
+    400 of them made a 1 Mbit/s drain's ETA 20 % long near its end (issue 18)."""
+    store = open_store(tmp_path / "q.db", "off", 0)
+    store.insert([sample(i) for i in range(1_000)])
+    store.conn.execute("DELETE FROM samples WHERE id > 500 AND id <= 900")  # sent ahead
+    store.conn.commit()
+    assert store.figures()[0] == 600
+    store.conn.close()

@@ -68,10 +68,9 @@ class Window:
     copies: list[Frame] = field(default_factory=list)
     foreign: list[Frame] = field(default_factory=list)
     noise: int = 0
-    #: The request's own bytes, while the line may still hand them back (a local-echo RS-485
-    #: adapter): an echo is taken off the line, never read as an answer.
+    #: The request's own bytes: a local-echo RS-485 adapter hands them back, and for some reads
+    #: (coils at 768+17) they parse as a whole answer. A frame equal to them is no answer.
     echo: bytes = b""
-    echo_seen: bytes = b""
 
 
 class LineLedger:
@@ -94,8 +93,8 @@ class LineLedger:
         self.strays = 0
         #: Bytes that were no part of a whole frame.
         self.noise_bytes = 0
-        #: Bytes of our own requests handed back by the line (a local-echo adapter).
-        self.echo_bytes = 0
+        #: Frames equal to the request they came after (a local-echo adapter's echo).
+        self.echoes = 0
 
     def begin(self, unit: int, asked: Asked, now: float) -> None:
         """A request to `unit` goes out: it owes one more answer, and a window opens."""
@@ -107,23 +106,7 @@ class LineLedger:
 
     def received(self, data: bytes, now: float) -> bool:
         """Book the bytes; True if an owed answer was paid (someone may be waiting for it)."""
-        window = self.window
-        if window is not None and window.echo:
-            data = self._strip_echo(window, data)
         return self._book(self.splitter.feed(data, now), now)
-
-    def _strip_echo(self, window: Window, data: bytes) -> bytes:
-        """The first bytes of a window that repeat the request are its echo, not an answer;
-        bytes that may still turn out to be the echo are held until they do, or do not."""
-        seen = window.echo_seen + data
-        if len(seen) < len(window.echo) and window.echo.startswith(seen):
-            window.echo_seen = seen
-            return b""
-        if seen.startswith(window.echo):
-            self.echo_bytes += len(window.echo)
-            seen = seen[len(window.echo) :]
-        window.echo, window.echo_seen = b"", b""
-        return seen
 
     def expire(self, now: float) -> bool:
         """Book what the splitter gives up waiting for; True if an owed answer was paid."""
@@ -148,6 +131,10 @@ class LineLedger:
         return paid
 
     def _in_own_window(self, window: Window, frame: Frame) -> bool:
+        if bytes([frame.unit]) + frame.pdu == window.echo[:-2]:
+            self.echoes += 1  # the request itself, handed back: no answer (and no stray)
+            window.noise += len(window.echo)  # the read is doubtful: its answer cannot be told
+            return False
         if window.own or not window.asked.answered_by(frame):
             window.own.append(frame)  # a second frame, or one that answers something else
             self._stray(frame.unit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -160,19 +161,31 @@ def test_the_requests_own_echo_is_no_answer_even_where_it_parses_as_one() -> Non
     for i in range(0, len(echo), 2):  # in pieces
         ledger.received(echo[i : i + 2], 0.01)
     window = ledger.end(accepted=False)
-    assert window is not None and window.own == [] and window.noise == 0
-    assert ledger.echo_bytes == 8 and len(ledger.owed[1]) == 1
+    assert window is not None and window.own == [] and window.noise == 8
+    assert ledger.echoes == 1 and len(ledger.owed[1]) == 1 and ledger.epoch == {}
 
 
-def test_an_answer_that_starts_like_the_request_is_not_taken_for_its_echo() -> None:
+@pytest.mark.parametrize(
+    ("unit", "asked", "registers"),
+    [
+        (1, Asked(3, 0, 2), (7, 8)),  # 01 03 04 ...: starts as the request 01 03 00 00 does
+        (83, Asked(3, 512, 1), (0,)),  # 53 03 02 00 00 01 88: the request's first 7 bytes
+        (1, Asked(3, 1536, 3), (0x0000, 0x0305, 0x4355)),  # the request's 8 bytes, then more
+    ],
+)
+def test_an_answer_that_starts_like_the_request_is_the_answer(
+    unit: int, asked: Asked, registers: tuple[int, ...]
+) -> None:
+    """Found by a sixth adversarial round: taking the request's bytes off the start of every
+    window ate real answers that begin with them (unit 83, holding 512 = 0: never readable)."""
     ledger = LineLedger()
-    ledger.begin(1, Asked(3, 0, 2), 0.0)
-    reply = answer(1, 7, 8)  # 01 03 04 ...: the same first two bytes as the request 01 03 00 00
+    ledger.begin(unit, asked, 0.0)
+    reply = answer(unit, *registers)
     for i in range(0, len(reply), 2):
         ledger.received(reply[i : i + 2], 0.01)
     window = ledger.end(accepted=True)
     assert window is not None and [f.pdu for f in window.own] == [reply[1:-2]]
-    assert ledger.echo_bytes == 0
+    assert window.noise == 0 and ledger.echoes == 0 and ledger.owed == {}
 
 
 def test_a_copy_of_the_first_of_many_answers_is_still_recognised() -> None:

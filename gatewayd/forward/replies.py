@@ -6,8 +6,8 @@
   rest is delivered. One bad sample never holds the queue hostage. But a sample is dead-lettered
   only on evidence that the hub takes other samples meanwhile (a 200 since the batch was sent),
   or when at least LONE_DEVICE_MIN lone samples, all of one device, were refused and that
-  device's samples have been refused so, with no 200 in between, for ONE_DEVICE_CONFIRM_S (that
-  device's data, not a short storm). Refusals of lone samples of several devices, or of fewer than that, with
+  device's samples have been refused so ONE_DEVICE_CONFIRM_TIMES times over ONE_DEVICE_CONFIRM_S
+  with no 200 and no outage in between (that device's data, not short storms). Refusals of lone samples of several devices, or of fewer than that, with
   no 200 in between, are a hub refusing everything (a storm): the bisection stops, the samples
   stay queued, and the loop backs off as after any failure.
 - 1212 (a sub-device is not online through this gateway): the topology is repaired (get, add,
@@ -53,11 +53,12 @@ HUB_TEXT_STORED_MAX = 2000
 #: Probe.ok_serial before the batch was refused; CONFIRMING: a refusal is believed at once.
 UNSET, CONFIRMING = -1, -2
 #: Lone samples of a single device refused with no 200 in between that count as its content,
-#: once the same device's samples have been refused so, with the same code and no 200 in
-#: between, for this long: a refuse-everything burst that meets one device's samples only (a
-#: one-device gateway, or chance) must not dead-letter them at once.
+#: once the same device's samples have been refused so, with the same code, no 200 and no
+#: outage in between, this many times over this long: a refuse-everything burst that meets one
+#: device's samples only (a one-device gateway, or chance) must not dead-letter them.
 LONE_DEVICE_MIN = 4
 ONE_DEVICE_CONFIRM_S = 60.0
+ONE_DEVICE_CONFIRM_TIMES = 3
 
 
 class HubStorm(Exception):
@@ -115,10 +116,11 @@ class ReplyHandler:
         #: Batches whose refusals were put down to the hub (see HubStorm).
         self.storms = 0
         self._in_storm = False
-        #: The monotonic clock (tests step it); and the first refusal of one device's lone
-        #: samples in the current run of refusals: (device and code, 200s so far, when).
+        #: The monotonic clock (tests step it); and the run of refusals of one device's lone
+        #: samples: (device and code, 200s so far, when it began, how many times). A request
+        #: that got no reply at all ends the run: an outage is no evidence of refusals.
         self.clock: Callable[[], float] = time.monotonic
-        self._one_device: tuple[tuple[str, str, int], int, float] | None = None
+        self._one_device: tuple[tuple[str, str, int], int, float, int] | None = None
 
     async def send(self, rows: list[QueuedSample], elements: list[str], method: str) -> None:
         """Deliver one batch; failures are counted and logged, never raised."""
@@ -138,6 +140,7 @@ class ReplyHandler:
                 )
             await self._failed([row.id for row in rows], None)
         except (UplinkDown, ReplyTimeout) as exc:
+            self._one_device = None  # no reply is no refusal: a run of refusals ends here
             log.warning("batch_unconfirmed reason=%r samples=%d", str(exc), len(rows))
             await self._failed([row.id for row in rows], None)
         except QueueError as exc:
@@ -277,15 +280,16 @@ class ReplyHandler:
             now = self.clock()
             seen = self._one_device
             if seen is None or seen[0] != key or seen[1] != self.ok_serial:
-                self._one_device = seen = (key, self.ok_serial, now)
-            if now - seen[2] >= ONE_DEVICE_CONFIRM_S:
+                seen = (key, self.ok_serial, now, 0)
+            self._one_device = seen = (*seen[:3], seen[3] + 1)
+            if now - seen[2] >= ONE_DEVICE_CONFIRM_S and seen[3] >= ONE_DEVICE_CONFIRM_TIMES:
                 for row, refusal in suspects:
                     await self._reject(row, refusal)
                 return
             raise HubStorm(
                 f"code={reply.code} message={clip(reply.message)!r}"
                 f" lone_samples_refused={len(suspects)} devices=1 note='one device; dead-lettered"
-                f" if still refused {ONE_DEVICE_CONFIRM_S:g} s after the first time, no 200 between'"
+                f" if refused {ONE_DEVICE_CONFIRM_TIMES}x over {ONE_DEVICE_CONFIRM_S:g} s, no 200 between'"
             )
         _row, reply = suspects[0]
         raise HubStorm(

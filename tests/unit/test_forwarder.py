@@ -17,6 +17,7 @@ import pytest
 
 from gatewayd.config import ForwardConfig, GatewayConfig
 from gatewayd.enos.protocol import METHOD_POST_BATCH, METHOD_RESUME_BATCH, Reply
+from gatewayd.errors import ReplyTimeout, UplinkDown
 from gatewayd.forward.loop import AGAIN, LIVE_HOLD_S, Forwarder
 from gatewayd.forward.replies import ONE_DEVICE_CONFIRM_S, REJECTED_LOCALLY, ReplyHandler
 from gatewayd.model import QueuedSample
@@ -382,3 +383,30 @@ async def test_live_rows_wait_for_the_live_reply_ahead_at_most_a_moment() -> Non
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+@pytest.mark.parametrize("outage", ["timeout", "uplink_down", "nothing_sent"])
+async def test_two_short_storms_around_an_outage_dead_letter_nothing(outage: str) -> None:
+    """A one-device gateway, good samples: a 1220 burst, an outage (or a long backoff), another
+    burst 61 s after the first. Before: the second dead-lettered all 8 (found by an adversary:
+    the rule measured 'no 200 since the first refusal', which an outage satisfies)."""
+    batch = rows("a", 8)
+    queue = MemoryQueue(batch)
+    handler, session, _ = handler_for(queue, lambda m, e: (1220, "busy"))
+    clock = [100.0]
+    handler.clock = lambda: clock[0]
+    await send(handler, batch)
+    if outage != "nothing_sent":
+        answer = session.request
+
+        async def no_reply(*args: Any, **kwargs: Any) -> Any:
+            raise ReplyTimeout("no reply", 15.0) if outage == "timeout" else UplinkDown("down")
+
+        session.request = no_reply  # type: ignore[method-assign]
+        for _ in range(5):
+            clock[0] += 12.0
+            await send(handler, batch)
+        session.request = answer  # type: ignore[method-assign]
+    clock[0] = 161.0
+    await send(handler, batch)
+    assert not queue.rejected and len(queue.rows) == 8

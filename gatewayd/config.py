@@ -518,8 +518,17 @@ def load_config(path: Path | str, **overrides: Any) -> Settings:
         raise ConfigError([f"file not found: {path}"], str(path)) from None
     except OSError as exc:
         raise ConfigError([f"cannot read {path}: {exc.strerror}"], str(path)) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            [f"not UTF-8 text: byte 0x{exc.object[exc.start]:02x} on line {line} (TOML is UTF-8)"],
+            str(path),
+        ) from None
     except tomli.TOMLDecodeError as exc:
-        raise ConfigError([f"TOML syntax: {exc}"], str(path)) from None
+        hint = ""
+        if path.read_bytes()[:3] == b"\xef\xbb\xbf":
+            hint = " (the file starts with a byte-order mark: save it as UTF-8 without BOM)"
+        raise ConfigError([f"TOML syntax: {exc}{hint}"], str(path)) from None
     token = _file_data.set(data)
     try:
         return Settings(**overrides)

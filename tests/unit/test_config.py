@@ -174,3 +174,22 @@ def test_serial_lines_get_a_pause_by_default(tmp_path: Path) -> None:
     serial = MINIMAL.replace('host = "127.0.0.1"', 'transport = "rtu"\nserial_port = "/dev/ttyS1"')
     assert load_config(write(tmp_path, serial)).devices[0].modbus.pause_s == 0.02
     assert load_config(write(tmp_path, MINIMAL)).devices[0].modbus.pause_s == 0.0
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'[gateway]\nname = "caf\xe9"\n', "not UTF-8 text: byte 0xe9 on line 2"),
+        (b"\xef\xbb\xbf[gateway]\n", "byte-order mark"),
+    ],
+)
+def test_a_file_that_is_not_plain_utf8_is_a_config_error(
+    tmp_path: Path, content: bytes, expected: str
+) -> None:
+    """Found by an adversary: a Latin-1 byte crashed `check` and `run` with a traceback (exit 1,
+    not 78); a BOM (Notepad) gave 'Invalid statement at line 1' without saying why."""
+    path = tmp_path / "config.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert any(expected in problem for problem in info.value.problems)

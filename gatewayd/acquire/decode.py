@@ -113,13 +113,24 @@ def point_decoder(point: PointConfig) -> PointDecoder:
     if dtype == "float32":
         if scale == 1.0 and offset == 0.0:
             return lambda words: shortest_float32(raw(words))
-        return lambda words: shortest_float32(raw(words) * scale + offset)
+        # Scaled in decimal from the reading's shortest text: rounding the scaled float64 back
+        # to float32 lost the reading's own digits (0.12345679 + 100 went out as 100.12346).
+        factor, shift = decimal.Decimal(repr(scale)), decimal.Decimal(repr(offset))
+        return lambda words: scaled_float32(shortest_float32(raw(words)), factor, shift)
     if scale == 1.0 and offset == 0.0:
         return raw  # integers stay integers when nothing scales them
     if dtype == "float64":
         return lambda words: raw(words) * scale + offset
     places = implied_decimals(scale, offset)
     return lambda words: round(raw(words) * scale + offset, places)
+
+
+def scaled_float32(reading: float, factor: decimal.Decimal, shift: decimal.Decimal) -> float:
+    """A float32 reading (already at its shortest text) times `factor` plus `shift`, worked out
+    in decimal so that no digit of the reading is lost or invented."""
+    if not math.isfinite(reading):
+        return reading
+    return float(decimal.Decimal(repr(reading)) * factor + shift)
 
 
 def shortest_float32(value: float) -> float:

@@ -38,7 +38,7 @@ from gatewayd.enos.protocol import (
 )
 from gatewayd.enos.topology import Topology
 from gatewayd.errors import QueueError
-from gatewayd.forward.replies import ReplyHandler
+from gatewayd.forward.replies import ReplyHandler, request_bytes
 from gatewayd.model import QueuedSample
 from gatewayd.queue.store import SampleQueue
 from gatewayd.runtime.watchdog import Pulse
@@ -104,6 +104,7 @@ class Forwarder:
         self._live_cursor = 0  # the newest row the live pass has seen
         self._inflight_ids: set[int] = set()
         self._live_inflight = 0
+        self._live_bytes = 0  # request bytes of the live requests in flight
         #: Since when young rows have been held back (monotonic s; None: none held).
         self._held_since: float | None = None
         self._backlog_inflight = 0
@@ -209,10 +210,13 @@ class Forwarder:
             newest = await self.queue.fetch_newest(self._live_cursor, limit)
             self.rows_read += len(newest)
             live = [r for r in reversed(newest) if r.ts_ms >= young_after and self._eligible(r)]
-            holding = bool(live) and self._hold_live()
+            holding = bool(live) and (self._hold_live() or self._live_window_full())
             if live and not holding:
                 self._live_cursor = max(self._live_cursor, newest[0].id)
-                rows, elements = pack_batch(live, self.cfg.batch_max_bytes)
+                # Sized by the link like the backlog: after an outage shorter than
+                # live_max_age_s, every row queued meanwhile is young. Rows left out go by the
+                # backlog path (in order, in the window) and fresh ones keep coming first.
+                rows, elements = pack_batch(live, self.window.batch_bytes())
                 return rows, elements, METHOD_POST_BATCH, True
             if newest and not live:
                 self._live_cursor = max(self._live_cursor, newest[0].id)
@@ -237,6 +241,11 @@ class Forwarder:
         rows, elements = pack_batch(same_kind, self.window.batch_bytes())
         self._cursor = rows[-1].id
         return rows, elements, METHOD_POST_BATCH if young else METHOD_RESUME_BATCH, False
+
+    def _live_window_full(self) -> bool:
+        """One live request may always go; more only while live bytes in flight stay within
+        the link's window (else they queue on the link ahead of the freshest readings)."""
+        return self._live_inflight > 0 and self._live_bytes >= self.window.window_bytes()
 
     def _hold_live(self) -> bool:
         """Should young rows wait for the live request in flight (Nagle's rule)?"""
@@ -311,8 +320,10 @@ class Forwarder:
     async def _send(
         self, rows: list[QueuedSample], elements: list[str], method: str, live: bool
     ) -> None:
+        size = request_bytes(elements)
         if live:
             self._live_inflight += 1
+            self._live_bytes += size
         else:
             self._backlog_inflight += 1
         try:
@@ -320,6 +331,7 @@ class Forwarder:
         finally:
             if live:
                 self._live_inflight -= 1
+                self._live_bytes -= size
             else:
                 self._backlog_inflight -= 1
             self._inflight_ids.difference_update(row.id for row in rows)

@@ -84,11 +84,15 @@ def test_the_compiled_decoder_round_trips_with_scale_and_offset(
     expected = value if (scale, offset) == (1.0, 0.0) else value * scale + offset
     got = point_decoder(scaled(dtype, order, scale, offset))(encode(value, dtype, order))
     assert type(got) is type(expected)
-    if dtype == "float32":
+    if dtype == "float32" and (scale, offset) == (1.0, 0.0):
         # The same float32 the device meant, in the shortest text that says so.
         if math.isfinite(expected) and abs(expected) < 3.4e38:
             assert struct.pack(">f", got) == struct.pack(">f", expected)
             assert len(repr(got)) <= len(repr(expected))
+    elif dtype == "float32":
+        # The reading's shortest text scaled in decimal: within the float32's own precision.
+        if math.isfinite(expected):
+            assert got == pytest.approx(expected, rel=2**-22, abs=1e-30)
     elif isinstance(expected, float) and dtype != "float64":
         # An integer scaled by 0.1 (or offset by 3.5) has one decimal: 229.7, not 229.70000000000002.
         assert got == pytest.approx(expected, rel=1e-15, abs=0.05 + 1e-9)
@@ -123,3 +127,14 @@ def test_bits_and_register_bits() -> None:
 
 def test_non_finite_values_are_flagged() -> None:
     assert not is_finite(math.nan) and not is_finite(math.inf) and is_finite(1.5) and is_finite("x")
+
+
+def test_a_scaled_float32_keeps_the_readings_digits() -> None:
+    """Found by an adversary: the scaled value was rounded back to float32, so 0.12345679 with
+    offset 100 went out as 100.12346, two of the reading's digits gone."""
+    words = encode(0.12345679, "float32", "ABCD")
+    assert point_decoder(scaled("float32", offset=100.0))(words) == 100.12345679
+    assert point_decoder(scaled("float32", scale=1000.0))(encode(123456.7, "float32", "ABCD")) == (
+        123456700.0
+    )
+    assert point_decoder(scaled("float32", scale=0.1))(encode(2297.0, "float32", "ABCD")) == 229.7

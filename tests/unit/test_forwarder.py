@@ -19,7 +19,12 @@ from gatewayd.config import ForwardConfig, GatewayConfig
 from gatewayd.enos.protocol import METHOD_POST_BATCH, METHOD_RESUME_BATCH, Reply
 from gatewayd.errors import ReplyTimeout, UplinkDown
 from gatewayd.forward.loop import AGAIN, LIVE_HOLD_S, Forwarder
-from gatewayd.forward.replies import ONE_DEVICE_CONFIRM_S, REJECTED_LOCALLY, ReplyHandler
+from gatewayd.forward.replies import (
+    ONE_DEVICE_CONFIRM_S,
+    REJECTED_LOCALLY,
+    ReplyHandler,
+    request_bytes,
+)
 from gatewayd.model import QueuedSample
 
 Key = tuple[str, str]
@@ -410,3 +415,19 @@ async def test_two_short_storms_around_an_outage_dead_letter_nothing(outage: str
     clock[0] = 161.0
     await send(handler, batch)
     assert not queue.rejected and len(queue.rows) == 8
+
+
+async def test_young_rows_piled_up_in_an_outage_go_in_requests_sized_by_the_link() -> None:
+    """After an outage shorter than live_max_age_s every queued row is young. Before: live
+    requests were packed to batch_max_bytes (here 500 samples, ~35 KB) and up to 16 of them
+    went out at once past the link's window (found by an adversary: live p99 9.8 s at
+    256 kbit/s). Now each is sized like a backlog request, and a second one waits for room."""
+    young = rows("a", 2000, ts=NOW_MS - 1000)
+    forwarder = forwarder_for(MemoryQueue(young), SetTopology(), live_max_age_s=60)
+    first = await forwarder._next_batch()
+    assert isinstance(first, tuple) and first[3] is True  # a live request
+    size = request_bytes(first[1])
+    assert size <= forwarder.window.batch_bytes() < 35_000
+    forwarder._live_inflight, forwarder._live_bytes = 1, forwarder.window.window_bytes()
+    second = await forwarder._next_batch()
+    assert not (isinstance(second, tuple) and second[3])  # no second live request past the window

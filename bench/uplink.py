@@ -62,6 +62,9 @@ LINKS = {
     "256k": (256_000, 600, 5_000),
 }
 BACKLOG_DEVICES = 100
+#: How old the backlog's newest sample is: an hour (an outage) by default; `--backlog-age-s 1`
+#: is an outage shorter than live_max_age_s, after which every queued row is young.
+BACKLOG_AGE_MS = 3_600_000
 LIVE_DEVICES = 10
 POINTS = 10
 
@@ -71,9 +74,9 @@ def float32(value: float) -> float:
 
 
 def backlog(path: Path, n: int) -> None:
-    """n samples of 100 meters, 1 s apart per meter, ending an hour ago."""
+    """n samples of 100 meters, 1 s apart per meter, ending BACKLOG_AGE_MS ago."""
     store = open_store(path, "off", 0)
-    end = int(time.time() * 1000) - 3_600_000
+    end = int(time.time() * 1000) - BACKLOG_AGE_MS
     per_device = math.ceil(n / BACKLOG_DEVICES)
     try:
         batch = []
@@ -282,7 +285,10 @@ def main() -> None:
     parser.add_argument("--max-s", type=float, default=300.0)
     parser.add_argument("--name", default="uplink", help="JSON file name in bench/results")
     parser.add_argument("--forward", default="{}", help="JSON of [forward] overrides")
+    parser.add_argument("--backlog-age-s", type=float, default=3600.0, help="age of its newest")
     args = parser.parse_args()
+    global BACKLOG_AGE_MS
+    BACKLOG_AGE_MS = int(args.backlog_age_s * 1000)
     rows = []
     for name in args.links.split(","):
         rows.append(run_link(name, args.scale, args.after_s, args.max_s, json.loads(args.forward)))

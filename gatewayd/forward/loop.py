@@ -214,10 +214,10 @@ class Forwarder:
             if live and not holding:
                 self._live_cursor = max(self._live_cursor, newest[0].id)
                 # Sized by the link like the backlog: after an outage shorter than
-                # live_max_age_s, every row queued meanwhile is young. Rows left out go by the
-                # backlog path (in order, in the window) and fresh ones keep coming first.
-                rows, elements = pack_batch(live, self.window.batch_bytes())
-                return rows, elements, METHOD_POST_BATCH, True
+                # live_max_age_s, every row queued meanwhile is young. The newest go; the older
+                # ones left out go by the backlog path (in order, in the window).
+                newest_first, elements = pack_batch(live[::-1], self.window.batch_bytes())
+                return newest_first[::-1], elements[::-1], METHOD_POST_BATCH, True
             if newest and not live:
                 self._live_cursor = max(self._live_cursor, newest[0].id)
         if self._backlog_inflight >= self.cfg.inflight or not self.window.has_room():

@@ -431,3 +431,15 @@ async def test_young_rows_piled_up_in_an_outage_go_in_requests_sized_by_the_link
     forwarder._live_inflight, forwarder._live_bytes = 1, forwarder.window.window_bytes()
     second = await forwarder._next_batch()
     assert not (isinstance(second, tuple) and second[3])  # no second live request past the window
+
+
+async def test_the_newest_young_rows_go_live_and_the_older_ones_by_the_window() -> None:
+    """Packing the oldest young rows first left the freshest readings behind the live cursor,
+    to wait for the whole young backlog (bench/uplink.py --backlog-age-s 1: live p99 36.8 s)."""
+    young = rows("a", 2000, ts=NOW_MS - 1000)
+    forwarder = forwarder_for(MemoryQueue(young), SetTopology(), live_max_age_s=60)
+    first = await forwarder._next_batch()
+    assert isinstance(first, tuple) and first[3] is True
+    assert first[0][-1].id == young[-1].id  # the newest row is in the live request
+    backlog = await forwarder._next_batch()
+    assert isinstance(backlog, tuple) and backlog[0][0].id == young[0].id  # oldest first

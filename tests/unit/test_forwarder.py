@@ -149,6 +149,16 @@ def handler_for(
     return handler, session, topology
 
 
+def clocked_handler(
+    queue: MemoryQueue, hub: Hub
+) -> tuple[ReplyHandler, ScriptedSession, list[float]]:
+    """A handler whose monotonic clock the test steps (clock[0], from 100 s)."""
+    handler, session, _ = handler_for(queue, hub)
+    clock = [100.0]
+    handler.clock = lambda: clock[0]
+    return handler, session, clock
+
+
 async def send(handler: ReplyHandler, batch: list[QueuedSample]) -> None:
     from gatewayd.enos.protocol import batch_element
 
@@ -206,9 +216,7 @@ async def test_refusals_of_one_device_that_last_are_that_devices_content() -> No
     the refusals have lasted ONE_DEVICE_CONFIRM_S; the first time it may be a short storm."""
     batch = rows("a", 8)
     queue = MemoryQueue(batch)
-    handler, _, _ = handler_for(queue, lambda m, e: (1204, "model"))
-    clock = [100.0]
-    handler.clock = lambda: clock[0]
+    handler, _, clock = clocked_handler(queue, lambda m, e: (1204, "model"))
     await send(handler, batch)
     assert not queue.rejected and handler.storms == 1
     clock[0] += ONE_DEVICE_CONFIRM_S - 1
@@ -225,9 +233,9 @@ async def test_a_short_storm_that_meets_one_device_only_dead_letters_nothing() -
     batch = rows("a", 8)
     queue = MemoryQueue(batch)
     storm = [True]
-    handler, _, _ = handler_for(queue, lambda m, e: (1220, "busy") if storm[0] else (200, ""))
-    clock = [100.0]
-    handler.clock = lambda: clock[0]
+    handler, _, clock = clocked_handler(
+        queue, lambda m, e: (1220, "busy") if storm[0] else (200, "")
+    )
     await send(handler, batch)
     assert not queue.rejected and handler.storms == 1
     storm[0] = False
@@ -397,9 +405,7 @@ async def test_two_short_storms_around_an_outage_dead_letter_nothing(outage: str
     the rule measured 'no 200 since the first refusal', which an outage satisfies)."""
     batch = rows("a", 8)
     queue = MemoryQueue(batch)
-    handler, session, _ = handler_for(queue, lambda m, e: (1220, "busy"))
-    clock = [100.0]
-    handler.clock = lambda: clock[0]
+    handler, session, clock = clocked_handler(queue, lambda m, e: (1220, "busy"))
     await send(handler, batch)
     if outage != "nothing_sent":
         answer = session.request

@@ -117,11 +117,34 @@ class DevicePoller:
 
     async def read_sample(self) -> Sample:
         """Read every request of the plan into one sample; DeviceError if the device is unreachable."""
-        points: dict[str, PointValue] = {}
-        self.unread = {}
         unit_id = self.device.modbus.unit_id
         epoch = self.endpoint.unit_epoch(unit_id)
         refused_before = self.refused_reads
+        points = await self.read_points()
+        # Stamped when the reads completed; held (with its monotonic time) while the wall clock
+        # is not trusted, to be re-stamped later (gatewayd/acquire/clock.py).
+        wall, mono, held = self.stamp()
+        # On a serial line the last answer may have been a copy of an earlier one (a repeater)
+        # and the real one still to come: the poll is trusted only once no answer can come.
+        await self.endpoint.quiet_after_last_request(unit_id, self.device.modbus.timeout_s)
+        if self.endpoint.unit_epoch(unit_id) != epoch:
+            # A frame from this unit that no request explains arrived during this poll: one of
+            # this poll's answers may belong to another request. Better a gap than a wrong value.
+            raise LineOutOfStep(
+                self.device.name, f"answers out of step on {self.endpoint}; poll discarded"
+            )
+        if self.refused_reads != refused_before:  # counted only for a poll that is kept
+            self.refused_polls += 1
+        self._log_unreadable_changes()
+        return Sample(self.device.product_key, self.device.device_key, wall, points, held, mono)
+
+    async def read_points(self) -> dict[str, PointValue]:
+        """Every request of the plan read and decoded, refused reads as their points' quality.
+
+        Only read_sample makes a sample of them: it also waits out the serial line's hold and
+        checks its strays (a decode test needs neither)."""
+        points: dict[str, PointValue] = {}
+        self.unread = {}
         for index, (request, layout) in enumerate(zip(self.plan, self._layout, strict=True)):
             try:
                 m = self.device.modbus
@@ -140,22 +163,7 @@ class DevicePoller:
                 )
             for point, start, end, decode in layout:
                 self._put(points, point, self._decode(point, decode, words[start:end]))
-        # Stamped when the reads completed; held (with its monotonic time) while the wall clock
-        # is not trusted, to be re-stamped later (gatewayd/acquire/clock.py).
-        wall, mono, held = self.stamp()
-        # On a serial line the last answer may have been a copy of an earlier one (a repeater)
-        # and the real one still to come: the poll is trusted only once no answer can come.
-        await self.endpoint.quiet_after_last_request(unit_id, self.device.modbus.timeout_s)
-        if self.endpoint.unit_epoch(unit_id) != epoch:
-            # A frame from this unit that no request explains arrived during this poll: one of
-            # this poll's answers may belong to another request. Better a gap than a wrong value.
-            raise LineOutOfStep(
-                self.device.name, f"answers out of step on {self.endpoint}; poll discarded"
-            )
-        if self.refused_reads != refused_before:  # counted only for a poll that is kept
-            self.refused_polls += 1
-        self._log_unreadable_changes()
-        return Sample(self.device.product_key, self.device.device_key, wall, points, held, mono)
+        return points
 
     def _log_unreadable_changes(self) -> None:
         """A point that starts or stops giving an unusable value (NaN, undecodable) is logged

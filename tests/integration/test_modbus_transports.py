@@ -70,7 +70,9 @@ def read(lab: ModbusLab, config: DeviceConfig, endpoint: Endpoint | None = None)
     async def go() -> dict[str, Any]:
         ep = endpoint or Endpoint(config.modbus)
         try:
-            return (await DevicePoller(config, ep, lambda s: None).read_sample()).points
+            # The decoded points; the serial hold (a timeout after the last request, checked
+            # in tests/integration/test_modbus_line_frames.py) would only cost time here.
+            return await DevicePoller(config, ep, lambda s: None).read_points()
         finally:
             if endpoint is None:
                 ep.close()

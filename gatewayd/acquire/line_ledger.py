@@ -25,9 +25,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from pymodbus.framer.rtu import FramerRTU
-
-from gatewayd.acquire.rtu_frames import Frame, FrameSplitter
+from gatewayd.acquire.rtu_frames import Frame, FrameSplitter, crc16
 
 #: How many of a unit's recent answers a frame is compared with, to suspect a copy (a device
 #: with many reads must not outrun it: a copy of its first answer may land in its last read).
@@ -46,7 +44,7 @@ class Asked:
         """The bytes of this request on the wire (what a local-echo adapter hands back)."""
         adu = bytes([unit, self.function]) + self.address.to_bytes(2, "big")
         adu += self.count.to_bytes(2, "big")
-        return adu + FramerRTU.compute_CRC(adu).to_bytes(2, "big")
+        return adu + crc16(adu).to_bytes(2, "big")
 
     def answered_by(self, frame: Frame) -> bool:
         if frame.function == self.function | 0x80:

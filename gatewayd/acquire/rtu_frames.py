@@ -15,11 +15,12 @@ write answers) are recognised; a byte that cannot start one of those is noise.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from pymodbus.framer.rtu import FramerRTU
-from pymodbus.pdu import ModbusPDU
+from typing import TYPE_CHECKING
 
 from gatewayd.acquire.plan import ReadRequest
+
+if TYPE_CHECKING:  # pymodbus itself is imported at the first frame (after READY: start-up cost)
+    from pymodbus.pdu import ModbusPDU
 
 #: Functions whose answer carries a byte count in its third byte: unit, fc, n, n bytes, CRC.
 _COUNTED = frozenset({1, 2, 3, 4, 0x11, 0x17})
@@ -64,7 +65,14 @@ def frame_length(buffer: bytes | bytearray, start: int) -> int | None:
 
 
 def crc_ok(frame: bytes | bytearray) -> bool:
-    return FramerRTU.check_CRC(bytes(frame[:-2]), (frame[-2] << 8) | frame[-1])
+    return crc16(frame[:-2]) == (frame[-2] << 8) | frame[-1]
+
+
+def crc16(data: bytes | bytearray) -> int:
+    """The Modbus CRC as pymodbus computes it (its table; high byte first, as on the wire)."""
+    from pymodbus.framer.rtu import FramerRTU
+
+    return int(FramerRTU.compute_CRC(bytes(data)))
 
 
 class FrameSplitter:

@@ -121,7 +121,7 @@ class Forwarder:
         #: Set whenever samples leave the queue (delivered or dead-lettered).
         self.progress = self.handler.progress
         #: Beats every round; waits on the hub or the topology are idle (runtime/watchdog.py).
-        self.pulse = Pulse("forwarder")
+        self.pulse = Pulse("forwarder", waits_on=frozenset({"queue-writer"}))
 
     @property
     def delivered(self) -> int:

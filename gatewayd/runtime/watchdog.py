@@ -47,11 +47,18 @@ class Pulse:
     """One stage's heartbeat. `beat()` may be called from any thread (it stores one float)."""
 
     def __init__(
-        self, name: str, grace_s: float = 0.0, clock: Callable[[], float] = time.monotonic
+        self,
+        name: str,
+        grace_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        waits_on: frozenset[str] = frozenset(),
     ) -> None:
-        """`grace_s`: silence this stage may add to the deadline (a poll every minute)."""
+        """`grace_s`: silence this stage may add to the deadline (a poll every minute).
+        `waits_on`: stages whose stall stalls this one too (the forwarder reads and deletes
+        through the queue writer): when both are stale, the stall is named after them."""
         self.name = name
         self.grace_s = grace_s
+        self.waits_on = waits_on
         self._clock = clock
         self._last = clock()
         self._idle = 0
@@ -138,6 +145,10 @@ class Watchdog:
         """A stage that ended on purpose (a device removed by a reload)."""
         self.pulses.pop(name, None)
 
+    def _waits_on(self, stage: str) -> frozenset[str]:
+        pulse = self.pulses.get(stage)
+        return pulse.waits_on if pulse is not None else frozenset()
+
     def check(self) -> tuple[Stale, ...]:
         """Which stages are silent past the deadline; logs a stage that just went stale."""
         now = self.checked_at = self._clock()
@@ -160,7 +171,11 @@ class Watchdog:
     def feed(self) -> bool:
         """One round: WATCHDOG=1 (with STATUS=) if nothing is stale; raise if a stage stalled."""
         stale = self.check()
-        worst = max(stale, key=lambda s: s.silent_s, default=None)  # the first to go quiet
+        names = {s.stage for s in stale}
+        # The first to go quiet, among the stages not waiting on another stale one (the cause,
+        # not its consequence: a hung queue writer soon stalls the forwarder too).
+        causes = [s for s in stale if not (self._waits_on(s.stage) & names)] or list(stale)
+        worst = max(causes, key=lambda s: s.silent_s, default=None)
         if worst is not None and worst.silent_s > self.stalled_s:
             raise StageStalled(worst.stage, worst.silent_s)
         if stale:

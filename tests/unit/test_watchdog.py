@@ -96,3 +96,21 @@ def test_a_loop_that_stopped_checking_is_reported(tmp_path: Path) -> None:
     clock.now += 3.5
     problem = dog.problem()
     assert problem is not None and "event loop" in problem
+
+
+def test_a_stall_is_named_after_the_stage_the_others_wait_on(tmp_path: Path) -> None:
+    """A hung queue writer stalls the forwarder too, and which went quiet first is a race (CI
+    once named the forwarder). The stage the forwarder waits on is named."""
+    clock = Clock()
+    notifier = Notifier(str(tmp_path / "n.sock"))
+    dog = Watchdog(notifier, watchdog_s=8.0, clock=clock)
+    dog.watch(Pulse("forwarder", clock=clock, waits_on=frozenset({"queue-writer"})))
+    clock.now += 1.0
+    dog.watch(Pulse("queue-writer", clock=clock))  # quiet a second after the forwarder
+    clock.now += 4.5
+    assert not dog.feed()  # the forwarder is past stalled_s, the writer only stale: wait
+    clock.now += 1.0
+    with pytest.raises(StageStalled) as stalled:
+        dog.feed()
+    assert stalled.value.stage == "queue-writer"
+    notifier.close()

@@ -79,8 +79,6 @@ class Endpoint:
         self._frame_gap_s = max(3.5 * char_s, 0.03)
         self._client: AsyncModbusTcpClient | AsyncModbusSerialClient | None = None
         self._quiet_until = 0.0
-        self._awaiting = False  # a request is out (and during the check after its answer)
-        self._exchange_bytes = 0
         self._sent_tid = 0
         #: Serial lines: who owes what, frames nobody can explain, and when to ask (line_turns.py).
         # A frame still waiting for bytes after this much quiet never was one (rtu_frames.py).
@@ -173,8 +171,6 @@ class Endpoint:
 
     def _received(self, data: bytes) -> None:
         now = time.monotonic()
-        if self._awaiting:
-            self._exchange_bytes += len(data)
         if not self.serial_framing or not data:
             return  # TCP answers carry their transaction id: no doubt there
         if self.ledger.window is None:  # a late answer or a stray: the next request waits
@@ -259,7 +255,6 @@ class Endpoint:
                     self.client.close()
                 continue
             finally:
-                self._awaiting = False
                 if self.serial_framing:
                     self.ledger.end(accepted)
                 # After an answer on a serial line the pause was already kept (see _doubt).
@@ -297,8 +292,6 @@ class Endpoint:
             "coil": self.client.read_coils,
             "discrete": self.client.read_discrete_inputs,
         }
-        self._exchange_bytes = 0
-        self._awaiting = True
         if self.serial_framing:  # owed until a whole frame from the unit arrives
             now = time.monotonic()
             asked = Asked(_FUNCTION_CODES[request.table], request.address, request.count)

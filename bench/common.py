@@ -321,6 +321,24 @@ def copy_queue(template: Path, target: Path) -> Path:
     return target
 
 
+@contextlib.contextmanager
+def modbus_farm(devices: int) -> Iterator[list[Any]]:
+    """`devices` simulated Modbus TCP meters in a process of their own (bench/modbus_farm.py);
+    yields what it prints first (their ports), stops it on the way out."""
+    farm = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "modbus_farm.py"), "--devices", str(devices)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert farm.stdout is not None and farm.stdin is not None
+    try:
+        yield json.loads(farm.stdout.readline())
+    finally:
+        farm.stdin.close()
+        farm.wait(30)
+
+
 class LinkProcess:
     """gatewayd/sim/link.py in its own process, between a client and `target` (a broker port).
 

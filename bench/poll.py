@@ -23,15 +23,12 @@ import argparse
 import contextlib
 import json
 import os
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from common import (
-    ROOT,
     Daemon,
     FarEnd,
     broker,
@@ -39,6 +36,7 @@ from common import (
     daemon_sections,
     machine,
     median,
+    modbus_farm,
     print_table,
     workdir,
     write_config,
@@ -113,14 +111,6 @@ def run_once(
     cgroup: Path | None = None,
     keep_queue: bool = False,
 ) -> dict[str, Any]:
-    farm = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "modbus_farm.py"), "--devices", str(devices)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert farm.stdout is not None and farm.stdin is not None
-    ports = json.loads(farm.stdout.readline())
     record = folder / "deliveries.jsonl"
     record.unlink(missing_ok=True)
     for leftover in ("queue.db", "queue.db-wal", "queue.db-shm"):
@@ -128,27 +118,21 @@ def run_once(
         # (a few at most after a graceful stop, when the queue is kept on purpose).
         if not keep_queue:
             (folder / leftover).unlink(missing_ok=True)
-    try:
-        with broker(folder) as mqtt_broker:
-            sections = daemon_sections(folder, mqtt_broker.port)
-            config = write_config(
-                folder / "config.toml", sections, devices_toml(ports, registers, 1.0)
-            )
-            far = FarEnd(mqtt_broker.port, 10**12, record=record)
-            daemon = Daemon(config, folder, cgroup)
-            try:
-                daemon.start()
-                time.sleep(WARMUP_S)  # a benchmark's measuring window, not a wait for an event
-                cpu0, t0 = daemon.cpu_s(), time.time()
-                time.sleep(seconds)
-                cpu1, t1 = daemon.cpu_s(), time.time()
-                time.sleep(2)  # let the last window's samples reach the hub
-            finally:
-                daemon.stop()
-                far.stop()
-    finally:
-        farm.stdin.close()
-        farm.wait(30)
+    with modbus_farm(devices) as ports, broker(folder) as mqtt_broker:
+        sections = daemon_sections(folder, mqtt_broker.port)
+        config = write_config(folder / "config.toml", sections, devices_toml(ports, registers, 1.0))
+        far = FarEnd(mqtt_broker.port, 10**12, record=record)
+        daemon = Daemon(config, folder, cgroup)
+        try:
+            daemon.start()
+            time.sleep(WARMUP_S)  # a benchmark's measuring window, not a wait for an event
+            cpu0, t0 = daemon.cpu_s(), time.time()
+            time.sleep(seconds)
+            cpu1, t1 = daemon.cpu_s(), time.time()
+            time.sleep(2)  # let the last window's samples reach the hub
+        finally:
+            daemon.stop()
+            far.stop()
     samples = [(d, ts) for d, ts, _ in map(json.loads, record.read_text().splitlines())]
     result = analyse(samples, (t0, t1), 1000)
     result["cpu_percent"] = 100 * (cpu1 - cpu0) / (t1 - t0)

@@ -29,21 +29,19 @@ import json
 import math
 import os
 import struct
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from common import (
-    ROOT,
     Daemon,
     FarEnd,
     LinkProcess,
     broker,
     daemon_sections,
     machine,
+    modbus_farm,
     print_table,
     workdir,
     write_config,
@@ -133,53 +131,41 @@ def run_link(
 ) -> dict[str, Any]:
     rate, rtt, size = LINKS[name]
     n = int(size * scale)
-    farm = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "modbus_farm.py"), "--devices", str(LIVE_DEVICES)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert farm.stdout is not None and farm.stdin is not None
-    ports = json.loads(farm.stdout.readline())
-    try:
-        with workdir() as folder, broker(folder) as mqtt_broker:
-            backlog(folder / "queue.db", n)
-            record = folder / "deliveries.jsonl"
-            link = LinkProcess(mqtt_broker.port, rate, rtt)
-            metrics_port = free_port()
-            sections = daemon_sections(folder, link.port, reply_timeout_s=15.0, **forward)
-            sections["metrics"] = {"listen": f"127.0.0.1:{metrics_port}"}
-            config = write_config(folder / "config.toml", sections, live_devices_toml(ports))
-            far = FarEnd(mqtt_broker.port, 10**12, record=record)
-            daemon = Daemon(config, folder)
-            try:
-                daemon.start()
-                t_ready, cpu0 = time.time(), daemon.cpu_s()
-                drained_at = None
-                seen_backlog = False  # the first health tick has not run at READY
-                series: list[tuple[float, float, float, float]] = []  # when, pending, rate, ETA
-                while time.time() - t_ready < max_s:
-                    time.sleep(0.5)
-                    figures = scrape(metrics_port)
-                    pending = figures.get("gatewayd_queue_samples", 0)
-                    rate_metric = figures.get("gatewayd_drain_rate_samples_per_second", 0.0)
-                    eta = figures.get("gatewayd_drain_eta_seconds", math.inf)
-                    series.append((time.time(), pending, rate_metric, eta))
-                    seen_backlog = seen_backlog or pending > 2 * LIVE_DEVICES
-                    if seen_backlog and pending <= 2 * LIVE_DEVICES:
-                        drained_at = time.time()
-                        break
-                time.sleep(after_s if drained_at else 0)
-                t_end, cpu1 = time.time(), daemon.cpu_s()
-                values = scrape(metrics_port)
-            finally:
-                daemon.stop()
-                far.stop()
-                link.stop()
-            rows = [json.loads(line) for line in record.read_text().splitlines()]
-    finally:
-        farm.stdin.close()
-        farm.wait(30)
+    with modbus_farm(LIVE_DEVICES) as ports, workdir() as folder, broker(folder) as mqtt_broker:
+        backlog(folder / "queue.db", n)
+        record = folder / "deliveries.jsonl"
+        link = LinkProcess(mqtt_broker.port, rate, rtt)
+        metrics_port = free_port()
+        sections = daemon_sections(folder, link.port, reply_timeout_s=15.0, **forward)
+        sections["metrics"] = {"listen": f"127.0.0.1:{metrics_port}"}
+        config = write_config(folder / "config.toml", sections, live_devices_toml(ports))
+        far = FarEnd(mqtt_broker.port, 10**12, record=record)
+        daemon = Daemon(config, folder)
+        try:
+            daemon.start()
+            t_ready, cpu0 = time.time(), daemon.cpu_s()
+            drained_at = None
+            seen_backlog = False  # the first health tick has not run at READY
+            series: list[tuple[float, float, float, float]] = []  # when, pending, rate, ETA
+            while time.time() - t_ready < max_s:
+                time.sleep(0.5)
+                figures = scrape(metrics_port)
+                pending = figures.get("gatewayd_queue_samples", 0)
+                rate_metric = figures.get("gatewayd_drain_rate_samples_per_second", 0.0)
+                eta = figures.get("gatewayd_drain_eta_seconds", math.inf)
+                series.append((time.time(), pending, rate_metric, eta))
+                seen_backlog = seen_backlog or pending > 2 * LIVE_DEVICES
+                if seen_backlog and pending <= 2 * LIVE_DEVICES:
+                    drained_at = time.time()
+                    break
+            time.sleep(after_s if drained_at else 0)
+            t_end, cpu1 = time.time(), daemon.cpu_s()
+            values = scrape(metrics_port)
+        finally:
+            daemon.stop()
+            far.stop()
+            link.stop()
+        rows = [json.loads(line) for line in record.read_text().splitlines()]
     seen: set[tuple[str, int]] = set()
     duplicates = 0
     backlog_done = 0.0

@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import random
 import sqlite3
 import subprocess
@@ -49,6 +48,7 @@ from gatewayd.sim.relay import Relay
 from tests.support.brokers import FrontedBroker as Broker
 from tests.support.child import Child
 from tests.support.daemon import config_data, modbus_device, register_file, write_config
+from tests.support.disk import fill_disk
 
 METERS = (1, 2, 3)
 #: A meter whose sub-device the hub refuses for the whole round (it is parked for good).
@@ -321,22 +321,10 @@ class ChaosRig:
     async def _fill_disk(self, hold_s: float) -> None:
         filler = self.disk / "filler"
         start = time.monotonic()
-        await asyncio.to_thread(self._fill, filler)
+        await asyncio.to_thread(fill_disk, filler)
         await asyncio.sleep(hold_s)
         filler.unlink()
         self.books.disk_full.append((start, time.monotonic()))
-
-    @staticmethod
-    def _fill(filler: Path) -> None:
-        """Write until the disk refuses: in MiB, then in pages for the last bit."""
-        fd = os.open(filler, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
-        try:
-            for chunk in (bytes(1 << 20), bytes(4096)):
-                with contextlib.suppress(OSError):
-                    while True:
-                        os.write(fd, chunk)
-        finally:
-            os.close(fd)
 
     async def _step_clock(self, hold_s: float, step: str) -> None:
         self.clock_offset.write_text(step + "\n")

@@ -22,6 +22,7 @@ from gatewayd.errors import QueueError
 from gatewayd.model import Sample
 from gatewayd.queue.stats import read_stats
 from gatewayd.queue.writer import SampleQueue
+from tests.support.disk import fill_disk
 
 START_MS = 1_795_000_000_000
 
@@ -122,16 +123,15 @@ async def test_a_stop_while_writes_fail_counts_and_logs_what_memory_held(
     assert any(f"lost_while_failing={dropped}" in m for m in messages), messages
 
 
-def fill_disk(folder: Path) -> None:
-    """Write a filler file until the disk refuses (what another program on the box might do)."""
-    fd = os.open(folder / "filler", os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o600)
-    try:
-        for chunk in (bytes(1 << 20), bytes(4096)):
-            with contextlib.suppress(OSError):
-                while True:
-                    os.write(fd, chunk)
-    finally:
-        os.close(fd)
+async def queued_and_closed(path: Path, count: int) -> SampleQueue:
+    """A queue file holding `count` readings, closed (as a daemon leaves it when it stops)."""
+    queue = SampleQueue(QueueConfig(path=path, commit_interval_ms=50))
+    await queue.open()
+    for sample in readings(0, count):
+        queue.put(sample)
+    await queue.flush()
+    await queue.close()
+    return queue
 
 
 async def test_a_restart_on_a_full_disk_opens_the_queue_and_drains_it(
@@ -140,13 +140,8 @@ async def test_a_restart_on_a_full_disk_opens_the_queue_and_drains_it(
     """Found by the chaos round: after a kill -9 on a full disk the daemon could not start."""
     caplog.set_level(logging.INFO, logger="gatewayd.queue")
     path = small_disk / "queue.db"
-    queue = SampleQueue(QueueConfig(path=path, commit_interval_ms=50))
-    await queue.open()
-    for sample in readings(0, 500):
-        queue.put(sample)
-    await queue.flush()
-    await queue.close()
-    fill_disk(small_disk)
+    await queued_and_closed(path, 500)
+    fill_disk(small_disk / "filler")
     queue = SampleQueue(QueueConfig(path=path, commit_interval_ms=50))
     await queue.open()  # the reserve is given up so that the queue opens
     try:
@@ -172,7 +167,7 @@ async def test_damage_met_on_a_full_disk_switches_once_there_is_room(small_disk:
     await queue.open()
     try:
         queue.reserve.release()  # spent by an earlier episode, the disk never had room since
-        fill_disk(small_disk)
+        fill_disk(small_disk / "filler")
         for sample in readings(10_000, 20):
             queue.put(sample)
         with pytest.raises(QueueError):
@@ -191,17 +186,12 @@ async def test_damage_met_on_a_full_disk_switches_once_there_is_room(small_disk:
 async def test_a_start_on_a_full_disk_without_a_reserve_waits_for_room(small_disk: Path) -> None:
     """Found by the long chaos round: a restart on a full disk, the reserve spent, exited 1."""
     path = small_disk / "queue.db"
-    queue = SampleQueue(QueueConfig(path=path, commit_interval_ms=50))
-    await queue.open()
-    for sample in readings(0, 50):
-        queue.put(sample)
-    await queue.flush()
-    await queue.close()
+    queue = await queued_and_closed(path, 50)
     queue.reserve.release()
     for leftover in ("-wal", "-shm"):  # as after a kill -9
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{path}{leftover}")
-    fill_disk(small_disk)
+    fill_disk(small_disk / "filler")
     queue = SampleQueue(QueueConfig(path=path, commit_interval_ms=50))
     await queue.open()  # polling may start: readings wait in memory until there is room
     try:

@@ -267,6 +267,9 @@ class ModbusConfig(Section):
     max_gap: int = Field(default=0, ge=0, le=100)
     #: A failing device is retried after its interval, doubling up to this.
     backoff_max_s: float = Field(default=60.0, gt=0, le=3600)
+    #: The RS-485 adapter hands every request back (2-wire, receiver always on): the request's
+    #: own bytes come first on the line and are no part of the answer.
+    local_echo: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> ModbusConfig:
@@ -278,6 +281,8 @@ class ModbusConfig(Section):
             raise ValueError(
                 "unit_id 0 is the broadcast address on a serial line: no slave answers it"
             )
+        if self.local_echo and self.transport != "rtu":
+            raise ValueError("local_echo is a serial adapter's: it needs transport = 'rtu'")
         return self
 
     @property
@@ -296,7 +301,14 @@ class ModbusConfig(Section):
     def line_settings(self) -> tuple[object, ...]:
         """What devices sharing one connection must agree on."""
         if self.transport == "rtu":
-            return (self.baudrate, self.parity, self.stopbits, self.bytesize, self.pause_s)
+            return (
+                self.baudrate,
+                self.parity,
+                self.stopbits,
+                self.bytesize,
+                self.pause_s,
+                self.local_echo,
+            )
         return (self.pause_s,)
 
 

@@ -102,7 +102,8 @@ def fleet_problems(devices: Sequence[DeviceParts]) -> list[Problem]:
                 (
                     loc,
                     f"devices {other.name!r} and {device.name!r} share {':'.join(line)} but their "
-                    "line settings differ (baudrate, parity, stopbits, bytesize, inter_request_ms)",
+                    "line settings differ (baudrate, parity, stopbits, bytesize, inter_request_ms,"
+                    " local_echo)",
                 )
             )
     return problems

@@ -21,18 +21,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gatewayd.acquire.decode import Words
 from gatewayd.acquire.line_ledger import Asked
 from gatewayd.acquire.line_turns import LineTurns
+from gatewayd.acquire.local_echo import EchoWatch
+from gatewayd.acquire.modbus_client import describe, make_client
 from gatewayd.acquire.plan import ReadRequest
 from gatewayd.acquire.rtu_frames import frame_disagrees
 from gatewayd.config import ModbusConfig
 from gatewayd.errors import DeviceError, ExceptionResponse
 
 if TYPE_CHECKING:  # pymodbus itself is imported at the first read (see Endpoint.client)
-    from pymodbus import ModbusException
     from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
     from pymodbus.pdu import ModbusPDU
 
@@ -43,12 +44,15 @@ EndpointKey = tuple[str, ...]
 #: Exception codes from a TCP gateway meaning the slave behind it is unreachable, not refusing.
 GATEWAY_PATH_UNAVAILABLE = 0x0A
 GATEWAY_TARGET_FAILED = 0x0B
-#: pymodbus's own timeout, never reached: every exchange runs under the device's own deadline.
-_LIBRARY_TIMEOUT_S = 3600.0
 #: How often the pause before a request is extended by bytes arriving in it, at most.
 _QUIET_CHECKS = 20
 #: Why an answer is asked again: it is the same as the unit's answer to another request.
 COPY_SUSPECTED = "the answer is the unit's answer to another request again (a repeater's copy?)"
+#: Why no answer on a line that hands back every request can be trusted, and what to do.
+ECHO_UNEXPECTED = (
+    "the line hands back each request before the answer (a local-echo RS-485 adapter):"
+    " set modbus.local_echo = true on this line"
+)
 _FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 
 
@@ -86,6 +90,8 @@ class Endpoint:
         self.ledger = self.turns.ledger
         #: Answers refused as doubtful (extra frames, noise, wrong size, function or id).
         self.doubtful = 0
+        #: A local-echo adapter's echo of each request: stripped with `local_echo`, else noticed.
+        self.echo = EchoWatch(strip=cfg.local_echo)
 
     @property
     def late_discarded(self) -> int:
@@ -117,52 +123,8 @@ class Endpoint:
         """pymodbus's client, made at the first read: importing pymodbus and making 200 clients
         costs ~35 ms of CPU, 0.14 s of READY under a quarter-core quota (bench/poll.py)."""
         if self._client is None:
-            self._client = self._make_client()
+            self._client = make_client(self.cfg, self._received, self._traced_pdu)
         return self._client
-
-    def _make_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
-        from pymodbus import FramerType
-        from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-
-        cfg = self.cfg
-        client: AsyncModbusTcpClient | AsyncModbusSerialClient
-        if cfg.transport == "rtu":
-            client = AsyncModbusSerialClient(
-                str(cfg.serial_port),
-                framer=FramerType.RTU,
-                baudrate=cfg.baudrate,
-                bytesize=cfg.bytesize,
-                parity=cfg.parity,
-                stopbits=cfg.stopbits,
-                timeout=_LIBRARY_TIMEOUT_S,
-                retries=0,
-                reconnect_delay=0,
-                trace_pdu=self._traced_pdu,
-            )
-        else:
-            framer = FramerType.RTU if cfg.transport == "rtu_over_tcp" else FramerType.SOCKET
-            client = AsyncModbusTcpClient(
-                str(cfg.host),
-                port=cfg.port,
-                framer=framer,
-                timeout=_LIBRARY_TIMEOUT_S,
-                retries=0,
-                reconnect_delay=0,
-                trace_pdu=self._traced_pdu,
-            )
-        # Count raw bytes as the transport hands them over, before pymodbus frames them: its
-        # framer drops what follows the first frame it likes, which is exactly what must be seen.
-        # pymodbus clients are their own asyncio protocol (transport.py: "Clients reuse the same
-        # object"), so wrapping the instance's data_received sees every byte.
-        protocol: Any = client.ctx
-        original = protocol.data_received
-
-        def counted(data: bytes) -> None:
-            self._received(data)
-            original(data)
-
-        protocol.data_received = counted
-        return client
 
     def _traced_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU:
         if sending:
@@ -173,7 +135,11 @@ class Endpoint:
         now = time.monotonic()
         if not self.serial_framing or not data:
             return  # TCP answers carry their transaction id: no doubt there
-        if self.ledger.window is None:  # a late answer or a stray: the next request waits
+        if self.ledger.window is not None:
+            data = self.echo.feed(data)
+            if not data:
+                return
+        else:  # a late answer or a stray: the next request waits
             self._quiet_until = max(self._quiet_until, now + self._frame_gap_s + self.cfg.pause_s)
         self.turns.received(data, now)
 
@@ -296,6 +262,7 @@ class Endpoint:
             now = time.monotonic()
             asked = Asked(_FUNCTION_CODES[request.table], request.address, request.count)
             self.ledger.begin(unit_id, asked, now)
+            self.echo.begin(asked.request_frame(unit_id))
             self.turns.last_send[unit_id] = now
         async with asyncio.timeout(limit_s):
             return await readers[request.table](
@@ -330,6 +297,8 @@ class Endpoint:
         if window.copies and not window.own and not window.noise and not pending:
             return COPY_SUSPECTED
         if len(window.own) != 1 or window.noise or pending:
+            if self.echo.seen and not self.echo.strip:
+                return ECHO_UNEXPECTED
             return (
                 f"answers out of step on the line ({len(window.own)} frames from the unit, "
                 f"{window.noise + pending} bytes of noise)"
@@ -339,11 +308,3 @@ class Endpoint:
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
-
-
-def describe(exc: ModbusException) -> str:
-    """pymodbus's failure as one short phrase: its own text is long and names its retries."""
-    text = str(exc)
-    if "device id" in text:
-        return "answered by another unit id"
-    return f"{type(exc).__name__}: {text}".strip()

@@ -7,6 +7,7 @@ repeater's copy, two answers in one burst or a chatty device was taken for somet
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -311,16 +312,58 @@ def coil_device(connection: dict[str, Any]) -> Any:
     return config.model_copy(update={"points": points})
 
 
+def with_local_echo(config: Any) -> Any:
+    return config.model_copy(
+        update={"modbus": config.modbus.model_copy(update={"local_echo": True})}
+    )
+
+
+def echo_unit() -> Unit:
+    unit = four_point_meter(1)
+    unit.tables["coil"].update({a: 1 if a == 768 else 0 for a in range(768, 785)})
+    return unit
+
+
 @pytest.mark.parametrize("transport", SERIAL)
-async def test_a_local_echo_is_never_an_answer(transport: str, line_factory: Any) -> None:
+async def test_a_local_echo_is_never_an_answer(
+    transport: str, line_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """A local-echo adapter hands every request back. With the unit dead, before: 3 of 3 polls
     'read' C768 = False, C784 = True from the request's own bytes; now the unit fails. With a
-    live unit behind it, no value other than the unit's own is ever read."""
+    live unit behind it and no `local_echo` key, no read is trusted, and the reason says which
+    key to set (before: "answers out of step", nothing an operator could act on)."""
     _, connection = line_factory(transport, [], echo=True)
     samples, pollers = await poll_rounds([coil_device(connection)], rounds=2)
     assert samples == [] and pollers[0].failures >= 1, (pollers[0].discarded, pollers[0].skipped)
-    unit = Unit(1)
-    unit.tables["coil"].update({a: 1 if a == 768 else 0 for a in range(768, 785)})
-    _, connection = line_factory(transport, [unit], echo=True)
-    samples, _ = await poll_rounds([coil_device(connection)], rounds=2)
-    assert all(s.points == {"C768": True, "C784": False} for s in samples)
+    _, connection = line_factory(transport, [echo_unit()], echo=True)
+    with caplog.at_level(logging.WARNING, logger="gatewayd.acquire.poller"):
+        samples, pollers = await poll_rounds([coil_device(connection)], rounds=2)
+    assert samples == [] and pollers[0].discarded >= 1
+    reasons = [r.getMessage() for r in caplog.records if "polls_discarded" in r.getMessage()]
+    assert reasons and all("set modbus.local_echo = true" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("device", [coil_device, four_point_device])
+async def test_a_local_echo_adapter_is_read_with_local_echo_set(
+    device: Any, line_factory: Any
+) -> None:
+    """`local_echo = true`: the request handed back first is no part of the answer, so every
+    read is the unit's own (coils whose request parses as an answer, and registers)."""
+    _, connection = line_factory("rtu", [echo_unit()], echo=True)
+    config = with_local_echo(device(connection))
+    samples, pollers = await poll_rounds([config], rounds=3)
+    want = (
+        {"C768": True, "C784": False}
+        if device is coil_device
+        else {f"R{a}": v for a, v in FOUR.items()}
+    )
+    assert [s.points for s in samples] == [want] * 3, (pollers[0].discarded, pollers[0].failures)
+    assert pollers[0].endpoint.doubtful == 0
+
+
+async def test_local_echo_set_on_a_dead_unit_reads_nothing(line_factory: Any) -> None:
+    """The echo of a read whose request parses as an answer is never taken for the answer."""
+    _, connection = line_factory("rtu", [], echo=True)
+    config = with_local_echo(coil_device(connection))
+    samples, pollers = await poll_rounds([config], rounds=2)
+    assert samples == [] and pollers[0].failures >= 1

@@ -170,6 +170,23 @@ def test_devices_on_one_line_must_agree_on_its_settings(tmp_path: Path) -> None:
     assert any("share rtu:/dev/ttyS1 but their line settings differ" in p for p in found), found
 
 
+def test_local_echo_is_a_serial_lines_and_all_its_devices_agree(tmp_path: Path) -> None:
+    found = problems(
+        tmp_path, MINIMAL.replace('host = "127.0.0.1"', 'host = "h"\nlocal_echo = true')
+    )
+    assert any("local_echo is a serial adapter's" in p for p in found), found
+    device = MINIMAL[MINIMAL.index("[[devices]]") :]
+    serial = device.replace('host = "127.0.0.1"', 'transport = "rtu"\nserial_port = "/dev/ttyS1"')
+    second = serial.replace('name = "m1"', 'name = "m2"').replace(
+        'device_key = "sd"', 'device_key = "s2"'
+    )
+    second = second.replace(
+        'serial_port = "/dev/ttyS1"', 'serial_port = "/dev/ttyS1"\nlocal_echo = true'
+    )
+    found = problems(tmp_path, MINIMAL[: MINIMAL.index("[[devices]]")] + serial + second)
+    assert any("line settings differ" in p and "local_echo" in p for p in found), found
+
+
 def test_serial_lines_get_a_pause_by_default(tmp_path: Path) -> None:
     serial = MINIMAL.replace('host = "127.0.0.1"', 'transport = "rtu"\nserial_port = "/dev/ttyS1"')
     assert load_config(write(tmp_path, serial)).devices[0].modbus.pause_s == 0.02

@@ -56,7 +56,7 @@ async def test_a_wrong_gateway_secret_is_refused_and_handled(
     attempts = [x.at for x in hub.logins]
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert all(gap >= 0.2 * 0.9 for gap in gaps), gaps  # never a tight loop
-    assert max(gaps) <= 0.8 + 0.5, gaps  # capped at reconnect_max_s
+    assert max(gaps) <= 0.8 + 1.0, gaps  # capped at reconnect_max_s (+ a connect under load)
     lines = [r.getMessage() for r in caplog.records if "uplink_refused" in r.getMessage()]
     assert len(lines) == 1, lines
     assert "reason=not_authorised" in lines[0] and "hint='check gateway.device_secret'" in lines[0]

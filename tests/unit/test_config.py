@@ -157,34 +157,33 @@ def test_a_bit_may_share_its_register(tmp_path: Path) -> None:
     assert len(load_config(write(tmp_path, text)).devices[0].points) == 2
 
 
-def test_devices_on_one_line_must_agree_on_its_settings(tmp_path: Path) -> None:
+def two_on_one_serial_line(second_also: str) -> str:
+    """Two devices on /dev/ttyS1; the second's modbus table also has `second_also`."""
     device = MINIMAL[MINIMAL.index("[[devices]]") :]
     serial = device.replace('host = "127.0.0.1"', 'transport = "rtu"\nserial_port = "/dev/ttyS1"')
     second = serial.replace('name = "m1"', 'name = "m2"').replace(
         'device_key = "sd"', 'device_key = "s2"'
     )
     second = second.replace(
-        'serial_port = "/dev/ttyS1"', 'serial_port = "/dev/ttyS1"\nbaudrate = 19200'
+        'serial_port = "/dev/ttyS1"', f'serial_port = "/dev/ttyS1"\n{second_also}'
     )
-    found = problems(tmp_path, MINIMAL[: MINIMAL.index("[[devices]]")] + serial + second)
-    assert any("share rtu:/dev/ttyS1 but their line settings differ" in p for p in found), found
+    return MINIMAL[: MINIMAL.index("[[devices]]")] + serial + second
 
 
-def test_local_echo_is_a_serial_lines_and_all_its_devices_agree(tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting", ["baudrate = 19200", "local_echo = true"])
+def test_devices_on_one_line_must_agree_on_its_settings(tmp_path: Path, setting: str) -> None:
+    found = problems(tmp_path, two_on_one_serial_line(setting))
+    key = setting.split()[0]
+    assert any(
+        "share rtu:/dev/ttyS1 but their line settings differ" in p and key in p for p in found
+    ), found
+
+
+def test_local_echo_is_a_serial_lines(tmp_path: Path) -> None:
     found = problems(
         tmp_path, MINIMAL.replace('host = "127.0.0.1"', 'host = "h"\nlocal_echo = true')
     )
     assert any("local_echo is a serial adapter's" in p for p in found), found
-    device = MINIMAL[MINIMAL.index("[[devices]]") :]
-    serial = device.replace('host = "127.0.0.1"', 'transport = "rtu"\nserial_port = "/dev/ttyS1"')
-    second = serial.replace('name = "m1"', 'name = "m2"').replace(
-        'device_key = "sd"', 'device_key = "s2"'
-    )
-    second = second.replace(
-        'serial_port = "/dev/ttyS1"', 'serial_port = "/dev/ttyS1"\nlocal_echo = true'
-    )
-    found = problems(tmp_path, MINIMAL[: MINIMAL.index("[[devices]]")] + serial + second)
-    assert any("line settings differ" in p and "local_echo" in p for p in found), found
 
 
 def test_serial_lines_get_a_pause_by_default(tmp_path: Path) -> None:

@@ -2,14 +2,10 @@
 
 - 200: the request's rows are deleted, exactly those.
 - 1008/1204/1206/1220 (the content is refused): the batch is split in halves until the samples
-  that cause it are alone; those go to the `rejected` table with the code and message, and the
-  rest is delivered. One bad sample never holds the queue hostage. But a sample is dead-lettered
-  only on evidence that the hub takes other samples meanwhile (a 200 since the batch was sent),
-  or when at least LONE_DEVICE_MIN lone samples, all of one device, were refused and that
-  device's samples have been refused so ONE_DEVICE_CONFIRM_TIMES times over ONE_DEVICE_CONFIRM_S
-  with no 200 and no outage in between (that device's data, not short storms). Refusals of lone samples of several devices, or of fewer than that, with
-  no 200 in between, are a hub refusing everything (a storm): the bisection stops, the samples
-  stay queued, and the loop backs off as after any failure.
+  that cause it are alone; the rest is delivered. Those go to the `rejected` table with the code
+  and message on evidence that the refusal is the data's and not a hub refusing everything for
+  a while (refusal_evidence.py): one bad sample never holds the queue hostage. Short of that
+  evidence it is a storm: the samples stay queued and the loop backs off as after any failure.
 - 1212 (a sub-device is not online through this gateway): the topology is repaired (get, add,
   login) and the batch re-sent; if that still fails, splitting finds the devices that cause it,
   which are parked: their samples stay queued while every other device's flow.
@@ -23,7 +19,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from gatewayd.config import ForwardConfig
 from gatewayd.enos.client import MqttSession
@@ -37,6 +32,14 @@ from gatewayd.enos.protocol import (
 )
 from gatewayd.enos.topology import Topology
 from gatewayd.errors import QueueError, ReplyTimeout, UplinkDown
+from gatewayd.forward.refusal_evidence import (
+    CONFIRMING,
+    UNSET,
+    HubStorm,
+    Probe,
+    RefusalRuns,
+    StormLog,
+)
 from gatewayd.forward.window import LinkWindow
 from gatewayd.logs import clip
 from gatewayd.model import QueuedSample
@@ -48,34 +51,6 @@ log = logging.getLogger(__name__)
 REJECTED_LOCALLY = 0
 #: Hub text kept with a dead-lettered sample is cut to this many characters.
 HUB_TEXT_STORED_MAX = 2000
-
-
-#: Probe.ok_serial before the batch was refused; CONFIRMING: a refusal is believed at once.
-UNSET, CONFIRMING = -1, -2
-#: Lone samples of a single device refused with no 200 in between that count as its content,
-#: once the same device's samples have been refused so, with the same code, no 200 and no
-#: outage in between, this many times over this long: a refuse-everything burst that meets one
-#: device's samples only (a one-device gateway, or chance) must not dead-letter them.
-LONE_DEVICE_MIN = 4
-ONE_DEVICE_CONFIRM_S = 60.0
-ONE_DEVICE_CONFIRM_TIMES = 3
-
-
-class HubStorm(Exception):
-    """Lone samples of several devices refused with no 200 in between: the hub, not the data."""
-
-
-@dataclass
-class Probe:
-    """The bisection of one batch: the refused lone samples held until the evidence is in."""
-
-    #: The handler's count of 200 replies when the batch was first refused (-1: not yet). A 200
-    #: to a request sent earlier and answered before the storm began is no evidence.
-    ok_serial: int = UNSET
-    suspects: list[tuple[QueuedSample, Reply]] = field(default_factory=list)
-
-    def devices(self) -> set[tuple[str, str]]:
-        return {(row.product_key, row.device_key) for row, _ in self.suspects}
 
 
 def request_bytes(elements: list[str]) -> int:
@@ -113,14 +88,16 @@ class ReplyHandler:
         #: Set whenever samples leave the queue (delivered or dead-lettered).
         self.progress = asyncio.Event()
         self.ok_serial = 0  # 200 replies so far: evidence that the hub takes samples
-        #: Batches whose refusals were put down to the hub (see HubStorm).
-        self.storms = 0
-        self._in_storm = False
-        #: The monotonic clock (tests step it); and the run of refusals of one device's lone
-        #: samples: (device and code, 200s so far, when it began, how many times). A request
-        #: that got no reply at all ends the run: an outage is no evidence of refusals.
+        #: Batches whose refusals were put down to the hub (see HubStorm), logged once a series.
+        self.storm_log = StormLog()
+        #: The monotonic clock (tests step it), and the runs of refusals of lone samples with
+        #: no 200 and no outage in between (refusal_evidence.py, rule 2).
         self.clock: Callable[[], float] = time.monotonic
-        self._one_device: tuple[tuple[str, str, int], int, float, int] | None = None
+        self.runs = RefusalRuns()
+
+    @property
+    def storms(self) -> int:
+        return self.storm_log.count
 
     async def send(self, rows: list[QueuedSample], elements: list[str], method: str) -> None:
         """Deliver one batch; failures are counted and logged, never raised."""
@@ -132,15 +109,10 @@ class ReplyHandler:
             await self._send_and_settle(rows, method, elements, False, probe)
             await self._conclude(probe, method)
         except HubStorm as exc:
-            self.storms += 1
-            if not self._in_storm:
-                self._in_storm = True
-                log.warning(
-                    "hub_refuses_everything %s action='samples stay queued; backing off'", exc
-                )
+            self.storm_log.storm(exc)
             await self._failed([row.id for row in rows], None)
         except (UplinkDown, ReplyTimeout) as exc:
-            self._one_device = None  # no reply is no refusal: a run of refusals ends here
+            self.runs.end(self.clock())  # no reply is no refusal: a run of refusals ends here
             log.warning("batch_unconfirmed reason=%r samples=%d", str(exc), len(rows))
             await self._failed([row.id for row in rows], None)
         except QueueError as exc:
@@ -227,15 +199,15 @@ class ReplyHandler:
                 self.topology.confirmed({(r.product_key, r.device_key) for r in rows})
             self.delivered += len(ids)
             self.ok_serial += 1
+            self.runs.end(self.clock())
             if self.failure_serial == failures_before:
                 self.failures = 0
-            if self._in_storm:
-                self._in_storm = False
-                log.info("hub_accepts_again storms=%d", self.storms)
+            self.storm_log.accepted()
             self.progress.set()
         elif reply.code in CONTENT_CODES:
             if probe.ok_serial == UNSET:
                 probe.ok_serial = self.ok_serial
+                probe.refused_at = self.clock()
             if len(rows) == 1:
                 await self._refused_alone(rows[0], reply, probe)
             else:
@@ -246,69 +218,51 @@ class ReplyHandler:
             await self._failed(ids, reply.code)
 
     async def _refused_alone(self, row: QueuedSample, reply: Reply, probe: Probe) -> None:
-        """A lone sample refused for its content: dead-letter it if the hub took others in
-        between (since the batch's first refusal); else hold it as a suspect."""
-        if self.ok_serial != probe.ok_serial:
-            await self._reject(row, reply)
+        """A lone sample refused for its content: dead-letter it on the evidence that it is the
+        data's fault; else hold it, and stop the bisection once it meets a second device."""
+        evidence = self.runs.evidence(probe, reply, self.ok_serial, self.clock())
+        if evidence:
+            await self._reject(row, reply, evidence)
             return
         probe.suspects.append((row, reply))
-        if len(probe.devices()) > 1:
-            raise HubStorm(
-                f"code={reply.code} message={clip(reply.message)!r}"
-                f" lone_samples_refused={len(probe.suspects)} devices={len(probe.devices())}"
-            )
+        if len(probe.devices()) > 1 and not await self._settle_persisting(probe):
+            raise self.runs.storm(probe, self.clock(), "several devices, no 200 in between")
 
     async def _conclude(self, probe: Probe, method: str) -> None:
-        """The bisection is over: decide on the suspects it left.
-
-        The hub took samples after they were refused: each is asked once more, alone (the
-        refusal may have come just before a storm ended); refused again, it is dead-lettered.
-        Nothing taken since: LONE_DEVICE_MIN or more of one device are that device's content,
-        fewer are no evidence either way, and the hub is not believed yet.
-        """
-        suspects, probe.suspects = probe.suspects, []
-        if not suspects:
+        """The bisection is over: decide on the suspects it left. If the hub took samples since,
+        each is asked once more, alone (the refusal may have come just before a storm ended);
+        if not, they are dead-lettered if the refusal persists, else it is a storm."""
+        if not probe.suspects:
             return
         if self.ok_serial != probe.ok_serial:
+            suspects, probe.suspects = probe.suspects, []
             confirm = Probe(ok_serial=CONFIRMING)
             for row, _ in suspects:
                 await self._send_and_settle([row], method, None, False, confirm)
             return
-        if len(suspects) >= LONE_DEVICE_MIN:
-            first, reply = suspects[0]
-            key = (first.product_key, first.device_key, reply.code)
-            now = self.clock()
-            seen = self._one_device
-            if seen is None or seen[0] != key or seen[1] != self.ok_serial:
-                seen = (key, self.ok_serial, now, 0)
-            self._one_device = seen = (*seen[:3], seen[3] + 1)
-            if now - seen[2] >= ONE_DEVICE_CONFIRM_S and seen[3] >= ONE_DEVICE_CONFIRM_TIMES:
-                for row, refusal in suspects:
-                    await self._reject(row, refusal)
-                return
-            raise HubStorm(
-                f"code={reply.code} message={clip(reply.message)!r}"
-                f" lone_samples_refused={len(suspects)} devices=1 note='one device; dead-lettered"
-                f" if refused {ONE_DEVICE_CONFIRM_TIMES}x over {ONE_DEVICE_CONFIRM_S:g} s, no 200 between'"
-            )
-        _row, reply = suspects[0]
-        raise HubStorm(
-            f"code={reply.code} message={clip(reply.message)!r}"
-            f" lone_samples_refused={len(suspects)} devices=1 note='no 200 in between'"
-        )
+        if not await self._settle_persisting(probe):
+            raise self.runs.storm(probe, self.clock(), "no 200 in between")
 
-    async def _reject(self, row: QueuedSample, reply: Reply) -> None:
+    async def _settle_persisting(self, probe: Probe) -> bool:
+        """Count the batch's lone refusals in the runs and dead-letter the suspects whose
+        refusal now persists; True if none is left (the bisection may go on)."""
+        for row, reply in self.runs.take_persisting(probe, self.clock()):
+            await self._reject(row, reply, "refusal_persists")
+        return not probe.suspects
+
+    async def _reject(self, row: QueuedSample, reply: Reply, evidence: str) -> None:
         await self.queue.reject([row.id], reply.code, clip(reply.message, HUB_TEXT_STORED_MAX))
         self.rejected += 1
         self.progress.set()
         log.warning(
-            "sample_rejected id=%d device=%s/%s ts_ms=%d code=%d message=%r",
+            "sample_rejected id=%d device=%s/%s ts_ms=%d code=%d message=%r evidence=%s",
             row.id,
             row.product_key,
             row.device_key,
             row.ts_ms,
             reply.code,
             clip(reply.message),
+            evidence,
         )
 
     async def _split(

@@ -505,8 +505,8 @@ class ChaosRig:
         delivered = {(d.device_key, int(d.points["Seq"])) for d in deliveries}
         rejected_rows = self._rejected()
         # Dead letters carry the code the hub was made to answer and its reason: 1204 bursts,
-        # and 1220 only if a refuse-everything burst met lone samples of one device only for
-        # 60 s with no 200 in between (forward/replies.py, ONE_DEVICE_CONFIRM_S).
+        # and 1220 only if refuse-everything bursts went on for 60 s with no 200 and no outage
+        # in between (forward/refusal_evidence.py, PERSIST_S; the bursts here last <= 3 s).
         assert all(code in (1204, 1220) and message for _, _, code, message in rejected_rows), (
             "a rejected sample without the hub's code and reason"
         )

@@ -35,6 +35,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from gatewayd.config_env import environment, shadowed
 from gatewayd.config_report import pydantic_problems, render
 from gatewayd.config_rules import (
     DeviceParts,
@@ -460,10 +461,12 @@ class Settings(BaseSettings):
     @classmethod
     def _every_problem(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
         """Field errors, the file's strict types and the rules across keys, all in one report."""
-        problems: list[Problem] = []
+        strict: list[Problem] = []
+        env = environment(cls)
         file_data = _file_data.get()
-        if file_data is not None:
-            problems += strict_problems(cls, file_data)
+        if file_data is not None:  # the file's values the environment replaces are never used
+            strict = strict_problems(cls, shadowed(file_data, env.data))
+        problems: list[Problem] = []
         settings: Settings | None = None
         try:
             settings = handler(data)
@@ -481,6 +484,7 @@ class Settings(BaseSettings):
             problems += device_problems(device)
             problems += size_problems(device, max_bytes)
         problems += fleet_problems(devices)
+        problems = strict + env.annotate(problems)
         if problems:
             raise ConfigError(render(problems, data if isinstance(data, dict) else {}))
         assert settings is not None
@@ -529,7 +533,7 @@ def load_config(path: Path | str, **overrides: Any) -> Settings:
         if path.read_bytes()[:3] == b"\xef\xbb\xbf":
             hint = " (the file starts with a byte-order mark: save it as UTF-8 without BOM)"
         raise ConfigError([f"TOML syntax: {exc}{hint}"], str(path)) from None
-    token = _file_data.set(data)
+    token = _file_data.set(shadowed(data, overrides))  # what the file gives that is used
     try:
         return Settings(**overrides)
     except ConfigError as exc:

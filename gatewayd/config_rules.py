@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gatewayd.config import ModbusConfig, PointConfig
+    from gatewayd.config_devices import ModbusConfig, PointConfig
 
 Loc = tuple[int | str, ...]
 Problem = tuple[Loc, str]

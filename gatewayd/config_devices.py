@@ -2,14 +2,16 @@
 
 One model per `[[devices]]` table, `[devices.modbus]` and `[[devices.points]]`, each key with its
 bounds and the rules within one point or endpoint (type against table, register count, byte order).
-The rules across points and devices (overlaps, repeated ids, shared lines) are in config_rules.py;
-`valid_parts` salvages what they need from a device that did not validate as a whole.
+The rules across points and devices (overlaps, repeated ids, shared lines) are in config_rules.py
+and read a device as `DeviceParts`: all of it when it validated (`DeviceConfig.parts`), what can
+be salvaged when it did not (`valid_parts`), so that one mistake never hides another.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
@@ -22,7 +24,6 @@ from gatewayd.config_fields import (
     Section,
     one_secret,
 )
-from gatewayd.config_rules import DeviceParts
 
 DataType = Literal[
     "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"
@@ -214,6 +215,19 @@ class DeviceConfig(Section):
             points=list(self.points),
             point_ids=[p.id for p in self.points],
         )
+
+
+@dataclass
+class DeviceParts:
+    """The valid parts of one `[[devices]]` table (None or missing where they are not)."""
+
+    index: int
+    name: str | None = None
+    key: tuple[str, str] | None = None
+    interval_s: float | None = None
+    modbus: ModbusConfig | None = None
+    points: list[PointConfig] = field(default_factory=list)
+    point_ids: list[str] = field(default_factory=list)
 
 
 def valid_parts(index: int, raw: Any) -> DeviceParts:

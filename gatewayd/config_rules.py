@@ -8,27 +8,13 @@ device, and a missing secret file does not hide an interval that is too short.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gatewayd.config import ModbusConfig, PointConfig
+    from gatewayd.config_devices import DeviceParts, PointConfig
 
 Loc = tuple[int | str, ...]
 Problem = tuple[Loc, str]
-
-
-@dataclass
-class DeviceParts:
-    """The valid parts of one `[[devices]]` table (None or missing where they are not)."""
-
-    index: int
-    name: str | None = None
-    key: tuple[str, str] | None = None
-    interval_s: float | None = None
-    modbus: ModbusConfig | None = None
-    points: list[PointConfig] = field(default_factory=list)
-    point_ids: list[str] = field(default_factory=list)
 
 
 def device_problems(device: DeviceParts) -> list[Problem]:

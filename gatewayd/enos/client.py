@@ -1,9 +1,7 @@
 """The MQTT session with the hub: signed login, reconnects, and request/reply with time limits.
 
-paho's network loop runs in a thread of ours: it connects, runs `loop()` until the connection
-ends, then waits a capped, fully jittered, growing delay before the next attempt (paho's own
-reconnect delay has no jitter). paho's callbacks never touch shared state: they hand the event
-to the asyncio loop with `call_soon_threadsafe`, and all bookkeeping happens there.
+paho's network loop runs in a thread of ours (network.py), whose callbacks never touch shared
+state: they hand each event to the asyncio loop, and all bookkeeping happens here, on the loop.
 A request is answered by the message on its `_reply` topic carrying the same `id`; anything else
 on a reply topic (garbage, unknown or late ids) is logged and dropped.
 
@@ -18,24 +16,18 @@ reconnected.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-import random
 import secrets
-import ssl
-import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
-from gatewayd.backoff import backoff_delay
 from gatewayd.clocks import now_ms
 from gatewayd.config import GatewayConfig, MqttConfig
+from gatewayd.enos.network import Handlers, NetworkThread
 from gatewayd.enos.protocol import (
     Command,
     Reply,
@@ -47,7 +39,7 @@ from gatewayd.enos.protocol import (
     reply_topic,
 )
 from gatewayd.enos.refusals import connack_refusal
-from gatewayd.enos.transport import disconnect_reason, no_delay, tls_context
+from gatewayd.enos.transport import tls_context
 from gatewayd.errors import ReplyFormatError, ReplyTimeout, UplinkDown
 from gatewayd.logs import clip
 
@@ -56,8 +48,6 @@ log = logging.getLogger(__name__)
 #: No acknowledgement and no reply for this many reply timeouts, with requests timing out: the
 #: session is dead even if pings still pass.
 STALL_FACTOR = 2.0
-#: Errors of the network thread in a row, with no healthy session between, before giving up.
-THREAD_ERRORS_MAX = 1
 
 
 class MqttSession:
@@ -76,24 +66,19 @@ class MqttSession:
         #: Why the hub refuses our login ("" while it does not): a wrong secret never fixes itself.
         self.refused = ""
         self.refusals = 0
-        self._refused_attempt = False  # network thread only: the last CONNECT was refused
         self._refusal_reported = False  # event loop: the connection now ending was refused
         self.connected = asyncio.Event()
         #: The complement of `connected`, so that a waiter can await an outage too.
         self.disconnected = asyncio.Event()
         self.disconnected.set()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
         self._pending: dict[tuple[str, str], asyncio.Future[Reply]] = {}
-        self._subscribe_mid: int | None = None
         # Ids must not repeat across restarts either: a late reply to a previous process's request
         # must never confirm this one's rows. A random 40-bit start makes that collision unlikely.
         self._ids = itertools.count(secrets.randbits(40))
         self.dropped_replies = 0
         self._was_connected = False
-        self._stopping = threading.Event()
-        self._network: threading.Thread | None = None
-        self._healthy = False  # the current connection got as far as subscribing
+        self._network: NetworkThread | None = None
         #: Sessions declared dead for want of acknowledgements or replies (then reconnected).
         self.stalls = 0
         #: Exceptions that escaped paho's loop in the network thread (logged, then reconnected).
@@ -109,7 +94,6 @@ class MqttSession:
 
     async def start(self) -> None:
         """Begin connecting in the background; `connected` is set once reply topics are subscribed."""
-        self._loop = asyncio.get_running_loop()
         creds = device_credentials(
             self.gateway.product_key,
             self.gateway.device_key,
@@ -125,93 +109,29 @@ class MqttSession:
         client.username_pw_set(creds.username, creds.password)
         if self.cfg.tls:
             client.tls_set_context(tls_context(self.cfg))
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_disconnect = self._on_disconnect
-        client.on_message = self._on_message
-        client.on_publish = self._on_publish
+        handlers = Handlers(
+            connect_failed=self._connect_failed,
+            connect_refused=self._connect_refused,
+            subscribed=self._ready,
+            connection_lost=self._connection_lost,
+            progressed=self._progressed,
+            delivered=self._deliver,
+            thread_failed=self._count_thread_error,
+        )
         self._client = client
-        self._stopping.clear()
-        self._network = threading.Thread(
-            target=self._network_loop, args=(client,), name="gatewayd-mqtt", daemon=True
+        self._network = NetworkThread(
+            client, self.cfg, self.topics, handlers, asyncio.get_running_loop()
         )
         self._network.start()
 
-    def _network_loop(self, client: mqtt.Client) -> None:
-        """Connect, serve, and after a failure wait a jittered backoff; until stop().
-
-        An exception escaping paho's loop (from one of our callbacks, or paho itself) would
-        end this thread silently and leave a daemon that polls and queues but never forwards.
-        It is a bug, not a network condition (paho reports those as return codes): the session
-        gives up and sets `failed`, which stops the daemon with one critical line (exit 1; the
-        service manager restarts it). Never half dead, never a loop of the same bug.
-        """
-        failures = 0
-        errors = 0
-        while not self._stopping.is_set():
-            self._healthy = False
-            self._refused_attempt = False
-            try:
-                self._connect_and_serve(client)
-            except Exception as exc:
-                errors += 1
-                self._thread_error(client, exc, errors)
-                if errors >= THREAD_ERRORS_MAX:
-                    return
-            failures = 1 if self._healthy else failures + 1
-            delay = backoff_delay(
-                failures, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s, random.random
-            )
-            if self._refused_attempt:  # asking again at once cannot help: never a tight loop
-                delay = max(delay, self.cfg.reconnect_min_s)
-            self._stopping.wait(delay)
-
-    def _connect_and_serve(self, client: mqtt.Client) -> None:
-        try:
-            client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            self._call(self._connect_failed, f"{type(exc).__name__}: {exc}")
-        else:
-            no_delay(client)
-            self._serve(client)
-
-    def _thread_error(self, client: mqtt.Client, exc: Exception, errors: int) -> None:
-        """Log an error of the network thread, close the connection; give up at the limit."""
-        reason = f"{type(exc).__name__}: {exc}"
-        fatal = errors >= THREAD_ERRORS_MAX
-        log.error(
-            "uplink_thread_error error=%r consecutive=%d action=%s",
-            reason,
-            errors,
-            "stopping" if fatal else "reconnecting",
-        )
-        log.debug("uplink_thread_error_detail", exc_info=exc)  # the traceback, for a developer
-        with contextlib.suppress(Exception):
-            client.disconnect()
-            client.loop(timeout=0.1)  # let paho close the socket
-        self._call(self._count_thread_error, reason, fatal)
-
-    def _serve(self, client: mqtt.Client) -> None:
-        """Run paho's loop until the connection ends; on stop(), say DISCONNECT first."""
-        goodbye_rounds = 3
-        while client.loop(timeout=1.0) == mqtt.MQTT_ERR_SUCCESS:
-            if self._stopping.is_set():
-                if goodbye_rounds == 0:
-                    break
-                goodbye_rounds -= 1
-                client.disconnect()  # the next loop() sends it and paho closes the socket
-
     async def stop(self) -> None:
         """Disconnect and stop paho's thread; requests still waiting fail with UplinkDown."""
-        client, self._client = self._client, None
-        if client is None:
+        network, self._network = self._network, None
+        self._client = None
+        if network is None:
             return
         self._was_connected = False  # our own disconnect is not an outage worth a warning
-        self._stopping.set()
-        client.disconnect()  # thread-safe; wakes the network thread's loop() at once
-        if self._network is not None:
-            await asyncio.to_thread(self._network.join)
-            self._network = None
+        await network.stop()
         self._connection_lost("session stopped")
 
     async def request(self, topic: str, request_id: str, payload: bytes, timeout_s: float) -> Reply:
@@ -255,58 +175,7 @@ class MqttSession:
     def _progressed(self) -> None:
         self._silent_since = None
 
-    # --- paho thread: hand over only -------------------------------------------------------
-
-    def _call(self, fn: Any, *args: Any) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(fn, *args)
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        properties: Any,
-    ) -> None:
-        if reason.is_failure:
-            self._refused_attempt = True
-            self._call(self._connect_refused, int(reason.value), str(reason))
-            return
-        result, mid = client.subscribe([(topic, 1) for topic in self.topics])
-        if result == mqtt.MQTT_ERR_SUCCESS:
-            self._subscribe_mid = mid
-
-    def _on_subscribe(
-        self, client: mqtt.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
-    ) -> None:
-        if mid == self._subscribe_mid:
-            self._healthy = True
-            failed = [str(r) for r in reasons if r.is_failure]
-            self._call(self._ready, failed)
-
-    def _on_disconnect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason: ReasonCode,
-        properties: Any,
-    ) -> None:
-        self._call(
-            self._connection_lost, disconnect_reason(flags.is_disconnect_packet_from_server, reason)
-        )
-
-    def _on_publish(
-        self, client: mqtt.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
-    ) -> None:
-        self._call(self._progressed)
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._call(self._deliver, message.topic, bytes(message.payload))
-
-    # --- event loop --------------------------------------------------------------------------
+    # --- what paho's thread hands over (network.py), on the event loop ------------------------
 
     def _count_thread_error(self, reason: str, fatal: bool) -> None:
         self.thread_errors += 1

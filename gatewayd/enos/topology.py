@@ -9,20 +9,20 @@ disabled or deleted device's samples stay queued, untouched, until it is enabled
 
 Devices configured without a secret cannot be logged in by us; they are sent as they are, and
 parked only if the hub answers 1212 for them.
+
+The requests themselves (built, split to fit, their replies read) are in topo_requests.py; this
+module decides what their answers, the hub's commands and the forwarder's 1212s mean.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
 
 from gatewayd.backoff import backoff_ceiling
-from gatewayd.clocks import now_ms
 from gatewayd.config import DeviceConfig, ForwardConfig, GatewayConfig
 from gatewayd.enos.client import MqttSession
 from gatewayd.enos.protocol import (
@@ -33,25 +33,19 @@ from gatewayd.enos.protocol import (
     METHOD_TOPO_ADD,
     METHOD_TOPO_GET,
     Command,
-    Reply,
     SubDevice,
     device_keys,
-    login_batch_params,
     reply_topic,
-    request,
     session_topic,
-    topo_add_params,
     topo_topic,
 )
 from gatewayd.enos.refusals import login_refusal
+from gatewayd.enos.topo_requests import Key, TopoRequests
 from gatewayd.errors import TransientError
-from gatewayd.logs import clip
 from gatewayd.runtime.watchdog import Pulse
 
 log = logging.getLogger(__name__)
 
-Key = tuple[str, str]
-T = TypeVar("T")
 #: How often a connected gateway re-checks parked sub-devices at the longest.
 RECHECK_S = 60.0
 
@@ -67,23 +61,6 @@ def topology_topics(gateway: GatewayConfig) -> list[str]:
         session_topic(pk, dk, METHOD_ENABLE),
         session_topic(pk, dk, METHOD_DELETE),
     ]
-
-
-def split_by_size(items: list[T], sizes: list[int], budget: int) -> list[list[T]]:
-    """Consecutive groups of items whose sizes add up to at most `budget` (an item larger than
-    the budget goes alone: the hub may still take it, and nothing is left out)."""
-    groups: list[list[T]] = []
-    group: list[T] = []
-    used = 0
-    for item, size in zip(items, sizes, strict=True):
-        if group and used + size > budget:
-            groups.append(group)
-            group, used = [], 0
-        group.append(item)
-        used += size
-    if group:
-        groups.append(group)
-    return groups
 
 
 class Topology:
@@ -120,6 +97,7 @@ class Topology:
         self._wake = asyncio.Event()
         #: Beats every round; waits on the uplink or the hub are idle (runtime/watchdog.py).
         self.pulse = Pulse("topology")
+        self.hub = TopoRequests(session, gateway, forward, self.pulse)
         session.command_handler = self.on_command
 
     @staticmethod
@@ -270,10 +248,10 @@ class Topology:
         async with self._lock:
             wanted = [d for k, d in self.managed.items() if k not in self.disabled]
             try:
-                present = await self._topology()
+                present = await self.hub.present()
                 missing = [d for d in wanted if d.key not in present]
                 if missing:
-                    await self._add(missing)
+                    await self.hub.add(missing)
                 if wanted:
                     await self._login(wanted)
             except TransientError as exc:  # UplinkDown, ReplyTimeout: the next round retries
@@ -281,83 +259,16 @@ class Topology:
                 return False
             return True
 
-    async def _request(self, topic: str, method: str, params: object) -> Reply:
-        request_id = self.session.next_id()
-        payload = request(request_id, method, params)
-        with self.pulse.idle():
-            return await self.session.request(
-                topic, request_id, payload, self.forward.reply_timeout_s
-            )
-
-    async def _topology(self) -> set[Key]:
-        gw = self.gateway
-        reply = await self._request(
-            topo_topic(gw.product_key, gw.device_key, METHOD_TOPO_GET), METHOD_TOPO_GET, {}
-        )
-        if not reply.ok:
-            log.warning("topology_get_refused code=%d message=%r", reply.code, clip(reply.message))
-            return set()
-        return device_keys(reply.data)
-
-    def _chunks(self, devices: list[SubDevice], method: str) -> list[list[SubDevice]]:
-        """The devices in groups whose request stays within forward.batch_max_bytes."""
-        ts = now_ms()
-        if method == METHOD_TOPO_ADD:
-            entries: list[object] = list(topo_add_params(devices, ts))
-            empty: object = []
-        else:
-            entries = list(login_batch_params(devices, ts)["subDevices"])
-            empty = login_batch_params([], ts)
-        overhead = len(request("9" * 40, method, empty)) + 64
-        sizes = [len(json.dumps(entry, separators=(",", ":"))) + 1 for entry in entries]
-        return split_by_size(devices, sizes, self.forward.batch_max_bytes - overhead)
-
-    async def _add(self, devices: list[SubDevice]) -> None:
-        for group in self._chunks(devices, METHOD_TOPO_ADD):
-            await self._add_group(group)
-
-    async def _add_group(self, devices: list[SubDevice]) -> None:
-        gw = self.gateway
-        params = topo_add_params(devices, now_ms())
-        reply = await self._request(
-            topo_topic(gw.product_key, gw.device_key, METHOD_TOPO_ADD), METHOD_TOPO_ADD, params
-        )
-        names = clip(",".join(f"{d.product_key}/{d.device_key}" for d in devices))
-        if reply.ok:
-            log.info("topology_added count=%d devices=%s", len(devices), names)
-        else:
-            log.warning(
-                "topology_add_refused code=%d message=%r count=%d devices=%s",
-                reply.code,
-                clip(reply.message),
-                len(devices),
-                names,
-            )
-
     async def _login(self, devices: list[SubDevice]) -> None:
-        for group in self._chunks(devices, METHOD_LOGIN_BATCH):
-            await self._login_group(group)
-
-    async def _login_group(self, devices: list[SubDevice]) -> None:
-        gw = self.gateway
-        params = login_batch_params(devices, now_ms())
-        reply = await self._request(
-            session_topic(gw.product_key, gw.device_key, METHOD_LOGIN_BATCH),
-            METHOD_LOGIN_BATCH,
-            params,
-        )
-        wanted = {d.key for d in devices}
-        if reply.ok:
-            logged = wanted
-        else:
-            data = reply.data if isinstance(reply.data, dict) else {}
-            logged = device_keys(data.get("loginedSubDevices")) & wanted
-        for key in logged:
-            self.online.add(key)
-            self._unpark(key)
-        for key in wanted - logged:
-            self.park(key, login_refusal(reply.code, reply.message, key))
-        log.info("sub_devices_logged_in ok=%d failed=%d", len(logged), len(wanted - logged))
+        for group in self.hub.groups(devices, METHOD_LOGIN_BATCH):
+            reply, logged = await self.hub.login(group)
+            wanted = {d.key for d in group}
+            for key in logged:
+                self.online.add(key)
+                self._unpark(key)
+            for key in wanted - logged:
+                self.park(key, login_refusal(reply.code, reply.message, key))
+            log.info("sub_devices_logged_in ok=%d failed=%d", len(logged), len(wanted - logged))
 
     # --- commands from the hub -----------------------------------------------------------------
 

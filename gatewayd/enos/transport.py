@@ -1,6 +1,7 @@
 """The socket side of the MQTT session: TLS, small-packet sending, why a connection ended.
 
-Helpers around paho's socket that hold no session state (gatewayd/enos/client.py uses them).
+Helpers around paho's socket that hold no session state (the session, gatewayd/enos/client.py,
+and its network thread, network.py, use them).
 """
 
 from __future__ import annotations

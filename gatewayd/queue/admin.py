@@ -19,7 +19,8 @@ import sqlite_utils
 from gatewayd.clocks import now_ms
 from gatewayd.errors import QueueError
 from gatewayd.queue.salvage import RangeReader, describe, is_corruption
-from gatewayd.queue.schema import connect, upsert
+from gatewayd.queue.schema import connect
+from gatewayd.queue.sql import upsert
 from gatewayd.queue.stats import file_bytes
 
 SAMPLE_COLUMNS = "id, product_key, device_key, ts_ms, points, enqueued_ms, attempts"

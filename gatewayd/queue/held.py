@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from gatewayd.queue.schema import atomic
+from gatewayd.queue.sql import atomic
 
 
 class HeldRows:

@@ -17,7 +17,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gatewayd.queue.schema import upsert
+from gatewayd.queue.sql import upsert
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gatewayd.queue.schema import CORRUPTION, connect, upsert
+from gatewayd.queue.schema import CORRUPTION, connect
+from gatewayd.queue.sql import upsert
 
 log = logging.getLogger(__name__)
 

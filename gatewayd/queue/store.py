@@ -20,12 +20,14 @@ from gatewayd.model import QueuedSample, Sample
 from gatewayd.queue.eviction import Bounds, BoundsKeeper, evict_old, evict_to_budget, used_bytes
 from gatewayd.queue.held import HeldRows
 from gatewayd.queue.marker import check_and_mark
+from gatewayd.queue.migrations import migrate
 from gatewayd.queue.reserve import SpaceKeeper
 from gatewayd.queue.salvage import SalvageTarget
-from gatewayd.queue.schema import atomic, connect, migrate, open_connection, upsert
+from gatewayd.queue.schema import connect, open_connection
+from gatewayd.queue.sql import atomic, upsert
 
 if TYPE_CHECKING:  # imports written before the split into modules keep working
-    from gatewayd.queue.schema import MIGRATIONS
+    from gatewayd.queue.migrations import MIGRATIONS
     from gatewayd.queue.stats import QueueStats, file_bytes, read_stats
     from gatewayd.queue.writer import GROUP_MAX_SAMPLES, SampleQueue
 
@@ -54,7 +56,7 @@ _MOVED = {
     "QueueStats": "stats",
     "file_bytes": "stats",
     "read_stats": "stats",
-    "MIGRATIONS": "schema",  # built lazily there (sqlite-utils is not imported at start)
+    "MIGRATIONS": "migrations",  # built lazily there (sqlite-utils is not imported at start)
 }
 
 

@@ -60,6 +60,25 @@ def test_check_names_every_bad_key_and_exits_78(
     assert "Traceback" not in result.output
 
 
+def test_check_names_the_environment_s_bad_value_not_the_file_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both the file and GATEWAYD_MQTT__PORT are wrong; the variable's value is the one used."""
+    text = edited_example(tmp_path, monkeypatch).read_text()
+    bad = text.replace("inflight = 4", "inflight = 0").replace("port = 11883", 'port = "11883"')
+    assert bad.count('port = "11883"') == 1
+    path = tmp_path / "bad.toml"
+    path.write_text(bad)
+    env = {"GATEWAYD_MQTT__PORT": "18883x"}
+    result = CliRunner().invoke(main, ["check", "-c", str(path)], env=env)
+    assert result.exit_code == 78, result.output
+    lines = [line.strip() for line in result.output.splitlines()]
+    port = "mqtt.port: Input should be a valid integer, unable to parse string as an integer"
+    assert f"{port} (from the environment: GATEWAYD_MQTT__PORT='18883x')" in lines, lines
+    assert "11883" not in result.output
+    assert any(line.startswith("forward.inflight: ") for line in lines), lines
+
+
 def test_config_path_comes_from_the_environment(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["check"], env={"GATEWAYD_CONFIG": str(tmp_path / "x.toml")})
     assert result.exit_code == 78 and "file not found" in result.output

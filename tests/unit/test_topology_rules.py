@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gatewayd.config import ForwardConfig, GatewayConfig
-from gatewayd.enos.topology import Topology, split_by_size
+from gatewayd.enos.topo_requests import split_by_size
+from gatewayd.enos.topology import Topology
 
 
 class IdleSession:

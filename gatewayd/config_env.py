@@ -1,0 +1,142 @@
+"""Where a configuration value comes from: the file, or a `GATEWAYD_` variable above it.
+
+pydantic-settings lays the environment over the file key by key, so where a variable is set its
+value is the one the daemon uses. `check` must judge that value and say where it came from: an
+operator told that `mqtt.port` is wrong looks in the file, and finds either a value that is fine or
+one that was never used. So the file's values the environment replaces are not checked, and a
+problem in a value the environment gave names the variable (and the value, unless it may be a
+secret).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic_settings import BaseSettings, EnvSettingsSource
+
+from gatewayd.config_rules import Loc, Problem
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable that gives a key (or a whole table, as JSON)."""
+
+    name: str  # as set: the environment's names are not case-sensitive here
+    text: str
+    parsed: Any  # the text, or what its JSON became
+
+    def shown(self, path: tuple[str, ...]) -> str:
+        # A JSON table may hold a secret anywhere, so only plain text is shown, and no secret.
+        if not isinstance(self.parsed, str) or any("secret" in part for part in path):
+            return self.name
+        return f"{self.name}={self.text!r}"
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What the environment gives, nested as Settings sees it, and the variable behind each key."""
+
+    data: dict[str, Any]
+    variables: dict[tuple[str, ...], Variable]
+
+    def origin(self, loc: Loc) -> str | None:
+        """The variables behind the value at `loc`, or None where that value is the file's."""
+        if not _given(self.data, loc):
+            return None
+        keys: list[str] = []  # inside an array, only a variable above it can give the value
+        for part in loc:
+            if not isinstance(part, str):
+                break
+            keys.append(part)
+        above = [path for path in self.variables if list(path) == keys[: len(path)]]
+        if above:  # the deepest variable wins, as pydantic-settings merges them
+            path = max(above, key=len)
+            return self.variables[path].shown(path)
+        return None
+
+    def origins_below(self, loc: Loc, message: str) -> list[str]:
+        """Variables under a table that a rule across its keys names in its message."""
+        if any(isinstance(part, int) for part in loc) or not _given(self.data, loc):
+            return []
+        return [
+            variable.shown(path)
+            for path, variable in self.variables.items()
+            if len(path) > len(loc)
+            and path[: len(loc)] == loc
+            and re.search(rf"\b{re.escape(path[-1])}\b", message)
+        ]
+
+    def annotate(self, problems: list[Problem]) -> list[Problem]:
+        """Each problem in a value the environment gave, with the variables that gave it."""
+        out: list[Problem] = []
+        for loc, message in problems:
+            given = self.origin(loc)
+            names = [given] if given else self.origins_below(loc, message)
+            if names:
+                message = f"{message} (from the environment: {', '.join(names)})"
+            out.append((loc, message))
+        return out
+
+
+def environment(settings: type[BaseSettings]) -> Environment:
+    """Read the environment as `settings` will (prefix, nesting, JSON tables)."""
+    source = EnvSettingsSource(settings)
+
+    def fold(name: str) -> str:
+        return name if source.case_sensitive else name.lower()
+
+    prefix = fold(source.env_prefix)
+    delimiter = source.env_nested_delimiter or "\0"
+    data = source()
+    variables: dict[tuple[str, ...], Variable] = {}
+    for name, text in os.environ.items():
+        folded = fold(name)
+        if not folded.startswith(prefix):
+            continue
+        path = tuple(folded[len(prefix) :].split(delimiter))
+        parsed = _at(data, path)
+        if parsed is not _MISSING:
+            variables[path] = Variable(name, text, parsed)
+    return Environment(data, variables)
+
+
+def shadowed(data: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """The file's values that `over` does not replace: tables merge, anything else is replaced."""
+    kept = dict(data)
+    for key, value in over.items():
+        if key not in kept:
+            continue
+        if isinstance(value, Mapping) and isinstance(kept[key], Mapping):
+            kept[key] = shadowed(kept[key], value)
+        else:
+            del kept[key]
+    return kept
+
+
+def _given(data: Any, loc: Loc) -> bool:
+    """Whether the environment gives the value at `loc`: it holds it, or an array around it (an
+    array is replaced whole, never merged with the file's, so a key missing in it is missing
+    from the environment's)."""
+    for part in loc:
+        if isinstance(data, list):
+            return True
+        data = _at(data, (part,))
+        if data is _MISSING:
+            return False
+    return True
+
+
+def _at(data: Any, loc: Loc) -> Any:
+    """The value at `loc` in nested tables and arrays, or _MISSING."""
+    for part in loc:
+        in_array = isinstance(part, int) and isinstance(data, list) and 0 <= part < len(data)
+        if not (in_array or (isinstance(data, dict) and part in data)):
+            return _MISSING
+        data = data[part]
+    return data

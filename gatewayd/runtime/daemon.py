@@ -214,7 +214,7 @@ class Daemon:
         await self.faults.break_uplink(lambda: self.session._client)
 
     async def _watch_session(self) -> None:
-        """A session that gave up (enos/client.py: paho's thread kept failing) is a failed
+        """A session that gave up (enos/network.py: paho's thread kept failing) is a failed
         stage: the daemon stops and the service manager restarts it, never runs half dead."""
         await self.session.failed.wait()
         raise GatewaydError(f"the MQTT session failed: {self.session.failure}")

@@ -12,7 +12,6 @@ quality). Failures are logged when a device starts failing and when it recovers,
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -25,6 +24,7 @@ from gatewayd.backoff import backoff_ceiling
 from gatewayd.clocks import now_ms
 from gatewayd.config import DeviceConfig, PointConfig
 from gatewayd.errors import DecodeError, DeviceError, ExceptionResponse
+from gatewayd.losses import Losses
 from gatewayd.model import PointValue, Quality, Sample
 
 log = logging.getLogger(__name__)
@@ -70,14 +70,18 @@ class DevicePoller:
         endpoint: Endpoint,
         sink: Callable[[Sample], None],
         stamp: Callable[[], tuple[int, int, str | None]] | None = None,
+        losses: Losses | None = None,
     ) -> None:
-        """`stamp` gives (wall ms, monotonic ms, boot id when the reading must be held)."""
+        """`stamp` gives (wall ms, monotonic ms, boot id when the reading must be held);
+        `losses` counts readings lost after `sink` took them (report by exception reads it)."""
         self.device = device
         self.endpoint = endpoint
         self.sink = sink
         self.stamp = stamp or (lambda: (now_ms(), 0, None))
         self.plan = plan_reads(device.points, device.modbus.max_gap)
-        self.report_by_exception = ExceptionFilter(device.points)
+        self.report_by_exception = ExceptionFilter(
+            device.points, losses, (device.product_key, device.device_key)
+        )
         # Per request: each point with its slice of the response and its decoder, worked out
         # once here rather than on every poll.
         self._layout = [
@@ -275,11 +279,7 @@ class DevicePoller:
             )
             self.consecutive_failures = 0
             self.retry_at = 0.0
-        if self.report_by_exception.active:
-            kept = self.report_by_exception.apply(sample.points, now)
-            sample = dataclasses.replace(sample, points=kept)
-        if sample.points:  # a sample whose every point was left out is not stored
-            self.sink(sample)
+        self.report_by_exception.hand_on(sample, now, self.sink)
 
     def _failed(self, exc: DeviceError, started: float) -> None:
         self.failures += 1
@@ -321,6 +321,7 @@ def build_pollers(
     devices: Sequence[DeviceConfig],
     sink: Callable[[Sample], None],
     stamp: Callable[[], tuple[int, int, str | None]] | None = None,
+    losses: Losses | None = None,
 ) -> tuple[list[DevicePoller], dict[EndpointKey, Endpoint]]:
     """One poller per device, one endpoint per distinct connection."""
     endpoints: dict[EndpointKey, Endpoint] = {}
@@ -329,5 +330,5 @@ def build_pollers(
         key = endpoint_key(device.modbus)
         if key not in endpoints:
             endpoints[key] = Endpoint(device.modbus)
-        pollers.append(DevicePoller(device, endpoints[key], sink, stamp))
+        pollers.append(DevicePoller(device, endpoints[key], sink, stamp, losses))
     return pollers, endpoints

@@ -126,7 +126,9 @@ class ReplyHandler:
             f"sample needs a request of {size} bytes, over forward.batch_max_bytes="
             f"{self.cfg.batch_max_bytes}; not sent"
         )
-        await self.queue.reject([row.id], REJECTED_LOCALLY, message)
+        await self.queue.reject(
+            [row.id], REJECTED_LOCALLY, message, {(row.product_key, row.device_key)}
+        )
         self.rejected += 1
         self.progress.set()
         log.error(
@@ -251,7 +253,8 @@ class ReplyHandler:
         return not probe.suspects
 
     async def _reject(self, row: QueuedSample, reply: Reply, evidence: str) -> None:
-        await self.queue.reject([row.id], reply.code, clip(reply.message, HUB_TEXT_STORED_MAX))
+        text = clip(reply.message, HUB_TEXT_STORED_MAX)
+        await self.queue.reject([row.id], reply.code, text, {(row.product_key, row.device_key)})
         self.rejected += 1
         self.progress.set()
         log.warning(

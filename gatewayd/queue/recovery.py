@@ -3,7 +3,10 @@
 Mixed into SampleQueue (queue/writer.py): every Store call goes through `_on_store` on the
 writer thread. Damage: the file is kept aside, a fresh queue takes over at once and the readable
 rows are salvaged into it in the background (queue/salvage.py). A full disk: the WAL is emptied
-into the file and, for a delete of confirmed rows, the reserve is given up (queue/reserve.py).
+into the file and, for a delete of confirmed rows, the reserve is given up (queue/reserve.py);
+while writes still fail, new readings wait in memory, the newest `memory_buffer_samples`.
+Readings lost on the way (unreadable in a damaged file, dropped from memory) are counted, and
+told to `losses` (gatewayd/losses.py: report by exception must not count on them).
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gatewayd.config import QueueConfig
 from gatewayd.errors import QueueError
+from gatewayd.losses import Losses
+from gatewayd.model import Sample
 from gatewayd.queue.reserve import DiskReserve
 from gatewayd.queue.salvage import Salvage, describe, is_corruption, is_disk_full
 from gatewayd.queue.schema import quarantine, whole_file_problem
@@ -35,8 +41,16 @@ class DamageAndFullDisk:
     """The recovering half of SampleQueue; the attributes below are SampleQueue's."""
 
     path: Path
+    cfg: QueueConfig
     reserve: DiskReserve
+    losses: Losses
     new_data: asyncio.Event
+    _buffer: list[Sample]
+    _confirmed: set[int]
+    write_failing: bool
+    dropped_in_memory: int
+    lost_at_stop: int
+    _lost_recorded: int
     _store: Store | None
     _loop: asyncio.AbstractEventLoop | None
     _salvage_task: asyncio.Task[None] | None
@@ -88,6 +102,53 @@ class DamageAndFullDisk:
                 raise
             self._replace_damaged(store, str(exc))
             return getattr(self.store, name)(*args)
+
+    async def _lose_at_stop(self, exc: QueueError) -> None:
+        """The disk still refuses the last group at a stop: count and say what memory held."""
+        self.lost_at_stop = len(self._buffer)
+        self._buffer.clear()
+        recorded = "recorded in lost_disk"
+        self.dropped_in_memory += self.lost_at_stop
+        self.losses.lost("lost_at_stop", self.lost_at_stop)
+        try:
+            await self._record_lost()
+        except QueueError:
+            recorded = "not recorded in the file: the disk refuses writes"
+        log.error(
+            "queue_lost_at_stop samples=%d lost_while_failing=%d error=%r note='%s'",
+            self.lost_at_stop,
+            self.dropped_in_memory - self.lost_at_stop,
+            str(exc),
+            recorded,
+        )
+        if self._confirmed:
+            log.warning(
+                "queue_confirmed_not_deleted samples=%d note='the hub has them; they stay"
+                " queued and are sent again after the restart (at least once)'",
+                len(self._confirmed),
+            )
+
+    async def _record_lost(self) -> None:
+        """Add the samples dropped from memory since the last record to `lost_disk`."""
+        new = self.dropped_in_memory - self._lost_recorded
+        if new:
+            await self._call("count_lost", "lost_disk", new)
+            self._lost_recorded += new
+
+    def _write_failed(self, exc: QueueError) -> None:
+        """The disk refused a group: keep the newest samples in memory, drop (count) the rest."""
+        excess = len(self._buffer) - self.cfg.memory_buffer_samples
+        if excess > 0:
+            del self._buffer[:excess]
+            self.dropped_in_memory += excess
+            self.losses.lost("dropped_in_memory", excess)
+        if not self.write_failing:
+            self.write_failing = True
+            log.error(
+                "queue_write_failed error=%r action='keeping the newest %d samples in memory'",
+                str(exc),
+                self.cfg.memory_buffer_samples,
+            )
 
     def _retry_on_full_disk(self, store: Store, name: str, *args: Any) -> Any:
         """A full disk: empty the WAL into the file and try again; a delete may use the reserve.
@@ -182,6 +243,7 @@ class DamageAndFullDisk:
             rejected, lost_rejected = await asyncio.to_thread(salvage.rejected)
             lost = salvage.samples.unreadable_ids
             await self._call("finish_salvage", rejected, lost, lost_rejected)
+            self.losses.lost("damaged", lost)
         except (QueueError, sqlite3.Error) as exc:
             log.error(
                 "queue_salvage_failed from=%s error=%r note='resumed at the next start'",

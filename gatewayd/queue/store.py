@@ -289,8 +289,9 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows):
             if code is not None:
                 self._set_many({"last_reply_code": code, "last_reply_ms": now_ms()})
 
-    def figures(self) -> tuple[int, int | None, float]:
-        """(pending, oldest ts_ms, mean points of the newest 1,000) from the id index's ends.
+    def figures(self) -> tuple[int, int | None, float, int]:
+        """(pending, oldest ts_ms, mean points of the newest 1,000, purged) from the id
+        index's ends; `purged` is the counter `gatewayd queue purge` adds to.
 
         Pending is max(id) - min(id) + 1 (O(1)) past EXACT_COUNT_MAX; below it, the rows are
         counted. The span counts rows that left the middle: live readings sent and deleted
@@ -300,9 +301,11 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows):
         SQLite answers a lone min() or max() from the end of the index, but
         `SELECT min(id), max(id)` walks every row (255 ms at 1 M rows, on the writer thread).
         """
+        row = self.conn.execute("SELECT value FROM state WHERE key = 'purged'").fetchone()
+        purged = int(row[0]) if row is not None and row[0] is not None else 0
         row = self.conn.execute("SELECT id, ts_ms FROM samples ORDER BY id LIMIT 1").fetchone()
         if row is None:
-            return 0, None, 0.0
+            return 0, None, 0.0, purged
         low, oldest = row
         high = self.conn.execute("SELECT max(id) FROM samples").fetchone()[0]
         pending = int(high - low + 1)
@@ -311,7 +314,7 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows):
         mean = self.conn.execute(
             "SELECT avg(n_points) FROM (SELECT n_points FROM samples ORDER BY id DESC LIMIT 1000)"
         ).fetchone()[0]
-        return pending, int(oldest), float(mean or 0.0)
+        return pending, int(oldest), float(mean or 0.0), purged
 
     def count_lost(self, key: str, n: int) -> None:
         with self.conn:

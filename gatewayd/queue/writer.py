@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from gatewayd.clocks import now_ms
 from gatewayd.config import QueueConfig
 from gatewayd.errors import QueueError
+from gatewayd.losses import DeviceKey, Losses
 from gatewayd.model import QueuedSample, Sample
 from gatewayd.queue.recovery import DamageAndFullDisk
 from gatewayd.queue.reserve import DiskReserve, reserve_bytes
@@ -61,6 +62,8 @@ class SampleQueue(DamageAndFullDisk):
         self.new_data = asyncio.Event()
         self._group_full = asyncio.Event()
         self.evicted = 0  # by the bounds, since start
+        #: Every reading lost after it was put (evicted, dropped, dead-lettered, purged).
+        self.losses = Losses()
         self.write_failing = False
         self.dropped_in_memory = 0  # samples lost because the disk refused writes for too long
         #: Beats every commit round; a writer thread stuck on the disk stops it (watchdog.py).
@@ -153,30 +156,6 @@ class SampleQueue(DamageAndFullDisk):
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    async def _lose_at_stop(self, exc: QueueError) -> None:
-        """The disk still refuses the last group at a stop: count and say what memory held."""
-        self.lost_at_stop = len(self._buffer)
-        self._buffer.clear()
-        recorded = "recorded in lost_disk"
-        self.dropped_in_memory += self.lost_at_stop
-        try:
-            await self._record_lost()
-        except QueueError:
-            recorded = "not recorded in the file: the disk refuses writes"
-        log.error(
-            "queue_lost_at_stop samples=%d lost_while_failing=%d error=%r note='%s'",
-            self.lost_at_stop,
-            self.dropped_in_memory - self.lost_at_stop,
-            str(exc),
-            recorded,
-        )
-        if self._confirmed:
-            log.warning(
-                "queue_confirmed_not_deleted samples=%d note='the hub has them; they stay"
-                " queued and are sent again after the restart (at least once)'",
-                len(self._confirmed),
-            )
-
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
             raise QueueError("queue is not open")
@@ -223,7 +202,7 @@ class SampleQueue(DamageAndFullDisk):
         )
         try:
             # Shielded: a cancelled flush (a stop) must not lose a group that is being written.
-            self.evicted += await asyncio.shield(insert)
+            evicted = await asyncio.shield(insert)
         except asyncio.CancelledError:
             insert.add_done_callback(lambda done: self._restore_if_failed(done, group))
             raise
@@ -232,6 +211,8 @@ class SampleQueue(DamageAndFullDisk):
             error = exc if isinstance(exc, QueueError) else QueueError(f"queue {self.path}: {exc}")
             self._write_failed(error)
             raise error from exc
+        self.evicted += evicted
+        self.losses.lost("evicted", evicted)
         if self.write_failing:
             self.write_failing = False
             log.warning("queue_writes_recovered lost_while_failing=%d", self.dropped_in_memory)
@@ -239,29 +220,9 @@ class SampleQueue(DamageAndFullDisk):
         self.new_data.set()
         return len(group)
 
-    async def _record_lost(self) -> None:
-        """Add the samples dropped from memory since the last record to `lost_disk`."""
-        new = self.dropped_in_memory - self._lost_recorded
-        if new:
-            await self._call("count_lost", "lost_disk", new)
-            self._lost_recorded += new
-
     def _restore_if_failed(self, done: asyncio.Future[int], group: list[Sample]) -> None:
         if done.cancelled() or done.exception() is not None:
             self._buffer[:0] = group  # close() commits it
-
-    def _write_failed(self, exc: QueueError) -> None:
-        excess = len(self._buffer) - self.cfg.memory_buffer_samples
-        if excess > 0:
-            del self._buffer[:excess]
-            self.dropped_in_memory += excess
-        if not self.write_failing:
-            self.write_failing = True
-            log.error(
-                "queue_write_failed error=%r action='keeping the newest %d samples in memory'",
-                str(exc),
-                self.cfg.memory_buffer_samples,
-            )
 
     async def run_committer(self) -> None:
         """Group-commit loop; runs until cancelled (the final flush happens in close())."""
@@ -316,21 +277,32 @@ class SampleQueue(DamageAndFullDisk):
             return rows
         return [row for row in rows if row.id not in self._confirmed]
 
-    async def reject(self, ids: list[int], code: int, message: str) -> int:
-        return await self._call("reject", ids, code, message)
+    async def reject(
+        self, ids: list[int], code: int, message: str, devices: set[DeviceKey] | None = None
+    ) -> int:
+        """Dead-letter rows; `devices`: the devices they are of, if known (gatewayd/losses.py)."""
+        moved: int = await self._call("reject", ids, code, message)
+        self.losses.lost("rejected", moved, devices)
+        return moved
 
     async def record_failure(self, ids: list[int], code: int | None) -> None:
         await self._call("record_failure", ids, code)
 
     async def figures(self) -> tuple[int, int | None, float]:
-        """Health figures in one trip to the writer thread (which proves it is not stuck)."""
-        return await self._call("figures")
+        """Health figures in one trip to the writer thread (which proves it is not stuck);
+        a rise of `purged` since the last trip is a `gatewayd queue purge` meanwhile."""
+        pending, oldest, mean, purged = await self._call("figures")
+        self.losses.total("purged", purged)
+        return pending, oldest, mean
 
     async def restamp(self, boot: str, offset_ms: int) -> int:
         return await self._call("restamp", boot, offset_ms)
 
     async def release_other_boots(self, boot: str, policy: str) -> int:
-        return await self._call("release_other_boots", boot, policy)
+        released: int = await self._call("release_other_boots", boot, policy)
+        if policy == "reject":
+            self.losses.lost("rejected", released)
+        return released
 
     async def set_state(self, **values: Any) -> None:
         await self._call("set_state", values)

@@ -304,8 +304,9 @@ class Daemon:
     def _start_polling(self) -> PollSchedule:
         for old in self.pollers:
             self.watchdog.drop(f"acquire/{old.device.name}")
+        # Report by exception forgets what it sent whenever the queue or the hub loses readings.
         self.pollers, _endpoints = build_pollers(
-            self.settings.devices, self.queue.put, self.clock.stamp
+            self.settings.devices, self.queue.put, self.clock.stamp, self.queue.losses
         )
         jobs = []
         for poller in self.pollers:

@@ -95,6 +95,7 @@ async def test_a_full_disk_drains_when_the_uplink_is_back_and_new_readings_fit_a
         await queue.close()
     stats = read_stats(path)
     assert stats.state["lost_disk"] == dropped
+    assert queue.losses.samples == {"dropped_in_memory": dropped}  # report by exception told
     assert stats.pending_samples == 50
     assert len(sent) + dropped == n  # every reading sent once, or counted lost
     messages = " ".join(r.getMessage() for r in caplog.records)
@@ -118,6 +119,7 @@ async def test_a_stop_while_writes_fail_counts_and_logs_what_memory_held(
     assert held == 100
     await queue.close()  # the disk still refuses: what memory held is lost, and said so
     assert queue.lost_at_stop == held
+    assert queue.losses.samples == {"dropped_in_memory": dropped, "lost_at_stop": held}
     messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert any(f"queue_lost_at_stop samples={held} " in m for m in messages), messages
     assert any(f"lost_while_failing={dropped}" in m for m in messages), messages

@@ -140,6 +140,7 @@ async def test_mid_file_damage_met_by_an_insert_keeps_new_readings(tmp_path: Pat
         await queue.close()
     stats = read_stats(path)
     assert stats.pending_samples + int(stats.state["lost_corrupt"]) == 20_500
+    assert queue.losses.samples == {"damaged": int(stats.state["lost_corrupt"])}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from gatewayd.acquire.deadband import ExceptionFilter
 from gatewayd.config import PointConfig
-from gatewayd.errors import ConfigError
+from gatewayd.errors import ConfigError, QueueError
+from gatewayd.losses import Losses
+from gatewayd.model import PointValue, Sample
 
 
 def point(**band: float) -> PointConfig:
@@ -89,3 +93,89 @@ def test_every_reading_left_out_is_within_the_band_of_the_value_last_sent(
         else:
             assert last_sent is not None and abs(value - last_sent) <= band
     assert sent + flt.suppressed == len(values)
+
+
+def steady(flt: ExceptionFilter, n: int, start_s: float = 0.0) -> list[dict[str, PointValue]]:
+    """`n` readings of a steady point `v` beside a point without a band."""
+    return [flt.apply({"v": 5.0, "other": k}, start_s + k) for k in range(n)]
+
+
+def test_a_loss_further_on_makes_the_next_reading_go_out_in_full() -> None:
+    losses = Losses()
+    flt = ExceptionFilter([point(deadband=1.0)], losses)
+    assert [r.get("v") for r in steady(flt, 3)] == [5.0, None, None]
+    losses.lost("rejected", 1)  # the sample carrying 5.0 was dead-lettered
+    assert [r.get("v") for r in steady(flt, 3, 10.0)] == [5.0, None, None]
+    assert flt.resets == 1
+    losses.lost("evicted", 0)  # nothing lost: nothing forgotten
+    assert [r.get("v") for r in steady(flt, 2, 20.0)] == [None, None]
+
+
+def test_a_filter_built_after_a_loss_does_not_reset_for_it() -> None:
+    losses = Losses()
+    losses.lost("evicted", 40)
+    flt = ExceptionFilter([point(deadband=1.0)], losses)
+    steady(flt, 3)
+    assert flt.resets == 0
+
+
+def test_a_sink_that_raises_leaves_the_value_unsent() -> None:
+    flt = ExceptionFilter([point(deadband=1.0)])
+    taken: list[Sample] = []
+
+    def refusing(sample: Sample) -> None:
+        raise QueueError("queue is not open")
+
+    with pytest.raises(QueueError):
+        flt.hand_on(Sample("pk", "dk", 1, {"v": 5.0, "other": 0}), 0.0, refusing)
+    flt.hand_on(Sample("pk", "dk", 2, {"v": 5.2, "other": 1}), 1.0, taken.append)
+    flt.hand_on(Sample("pk", "dk", 3, {"v": 5.3}), 2.0, taken.append)  # within the band: nothing
+    assert [s.points for s in taken] == [{"v": 5.2, "other": 1}]
+
+
+def test_one_log_line_per_loss_event_however_many_devices_forget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gatewayd.losses")
+    losses = Losses()
+    filters = [ExceptionFilter([point(deadband=1.0)], losses) for _ in range(3)]
+    for flt in filters:
+        steady(flt, 2)
+    losses.lost("evicted", 64)
+    losses.lost("rejected", 1)
+    for flt in filters:
+        steady(flt, 2, 10.0)
+    losses.lost("dropped_in_memory", 5)
+    for flt in filters:
+        steady(flt, 2, 20.0)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("deadband_")]
+    assert [line.split(" note=")[0] for line in lines] == [
+        "deadband_reset reason=evicted,rejected samples=65",
+        "deadband_reset reason=dropped_in_memory samples=5",
+    ]
+    assert [f.resets for f in filters] == [2, 2, 2]
+
+
+def test_a_running_total_counts_its_rises_from_the_first_value_seen() -> None:
+    losses = Losses()
+    losses.total("purged", 500)  # purged before this start: no loss of this run
+    assert losses.serial == 0
+    losses.total("purged", 500)
+    assert losses.serial == 0
+    losses.total("purged", 620)
+    assert (losses.serial, losses.samples) == (1, {"purged": 120})
+
+
+def test_a_dead_letter_makes_only_its_own_device_forget() -> None:
+    losses = Losses()
+    mine = ExceptionFilter([point(deadband=1.0)], losses, ("pk", "mine"))
+    other = ExceptionFilter([point(deadband=1.0)], losses, ("pk", "other"))
+    for flt in (mine, other):
+        steady(flt, 2)
+    losses.lost("rejected", 1, {("pk", "other")})
+    assert [r.get("v") for r in steady(mine, 2, 10.0)] == [None, None]
+    assert [r.get("v") for r in steady(other, 2, 10.0)] == [5.0, None]
+    losses.lost("evicted", 64)  # of any device
+    for flt in (mine, other):
+        assert [r.get("v") for r in steady(flt, 2, 20.0)] == [5.0, None]
+    assert (mine.resets, other.resets) == (1, 2)

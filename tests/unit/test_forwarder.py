@@ -57,9 +57,12 @@ class MemoryQueue:
         self.acked += ids
         return sum(self.rows.pop(i, None) is not None for i in ids)
 
-    async def reject(self, ids: list[int], code: int, message: str) -> int:
+    async def reject(
+        self, ids: list[int], code: int, message: str, devices: set[Key] | None = None
+    ) -> int:
         for i in ids:
-            self.rows.pop(i)
+            row = self.rows.pop(i)
+            assert devices == {(row.product_key, row.device_key)}  # for report by exception
             self.rejected[i] = (code, message)
         return len(ids)
 

@@ -142,6 +142,11 @@ class GatewayCollector(Collector):
             "Points left out by report by exception (within their deadband)",
             labels=["device"],
         )
+        resets = CounterMetricFamily(
+            "gatewayd_deadband_resets",
+            "Times report by exception sent every point again because readings were lost",
+            labels=["device"],
+        )
         lines: dict[str, tuple[int, int, int, int]] = {}
         for p in pollers:
             name = p.device
@@ -151,6 +156,7 @@ class GatewayCollector(Collector):
             polls.add_metric([name, "failed"], p.failures)
             refused.add_metric([name], p.refused_reads)
             suppressed.add_metric([name], p.suppressed)
+            resets.add_metric([name], p.deadband_resets)
             lines[p.endpoint] = (p.late_discarded, p.strays, p.doubtful, p.noise_bytes)
             polls.add_metric([name, "skipped"], p.skipped)
             seconds.add_metric([name], p.poll_seconds)
@@ -160,7 +166,7 @@ class GatewayCollector(Collector):
         for endpoint, counts in lines.items():
             for family, count in zip(line_families, counts, strict=True):
                 family.add_metric([endpoint], count)
-        yield from (polls, seconds, last, up, bad, refused, *line_families, suppressed)
+        yield from (polls, seconds, last, up, bad, refused, *line_families, suppressed, resets)
 
 
 class _Server(ThreadingMixIn, WSGIServer):

@@ -32,6 +32,7 @@ class PollerStats:
     refused_reads: int = 0
     refused_polls: int = 0
     suppressed: int = 0
+    deadband_resets: int = 0  # report by exception forgot what it sent: readings were lost
     #: The device's line ("rtu:/dev/ttyUSB0") and what its books counted so far (line_ledger.py).
     endpoint: str = ""
     late_discarded: int = 0
@@ -108,6 +109,7 @@ def poller_stats(p: DevicePoller) -> PollerStats:
         refused_reads=p.refused_reads,
         refused_polls=p.refused_polls,
         suppressed=p.report_by_exception.suppressed,
+        deadband_resets=p.report_by_exception.resets,
         endpoint=str(p.endpoint),
         late_discarded=p.endpoint.late_discarded,
         strays=p.endpoint.strays,

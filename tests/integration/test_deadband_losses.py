@@ -71,6 +71,8 @@ async def test_a_dead_lettered_value_is_sent_again_with_the_next_reading(
         assert not got_p(hub)
         hub.set_faults(point_codes={})  # fixed in the cloud
         assert await until(hub, got_p, 10), "P (12.5) never reached the hub after its loss"
+        m1, m2 = (p.report_by_exception.resets for p in daemon.pollers)
+        assert m1 >= 1 and m2 == 0
     assert {d.points.get("P") for d in hub.deliveries if "P" in d.points} == {12.5}
     assert [d.device_key for d in hub.deliveries if "P" in d.points].count("m2") == 1
     assert "deadband_reset reason=rejected samples=1 " in caplog.text

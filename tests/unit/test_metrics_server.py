@@ -46,6 +46,8 @@ async def test_healthz_names_the_stale_stage_and_metrics_come_from_the_snapshot(
                 strays=2,
                 doubtful=4,
                 noise_bytes=17,
+                suppressed=40,
+                deadband_resets=2,
             ),
         ),
         connected=True,
@@ -84,6 +86,8 @@ async def test_healthz_names_the_stale_stage_and_metrics_come_from_the_snapshot(
     assert values[("gatewayd_stray_frames_total", line)] == 2
     assert values[("gatewayd_doubtful_answers_total", line)] == 4
     assert values[("gatewayd_line_noise_bytes_total", line)] == 17
+    assert values[("gatewayd_points_suppressed_total", (("device", "dev1"),))] == 40
+    assert values[("gatewayd_deadband_resets_total", (("device", "dev1"),))] == 2
     assert ticks  # the server's thread ran its between-requests hook
 
 

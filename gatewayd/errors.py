@@ -35,6 +35,25 @@ class DeviceError(TransientError):
         super().__init__(f"device {device}: {reason}")
 
 
+#: Modbus exception codes and the names a technician finds in a device manual.
+EXCEPTION_NAMES = {
+    0x01: "illegal function",
+    0x02: "illegal data address",
+    0x03: "illegal data value",
+    0x04: "server device failure",
+    0x05: "acknowledge",
+    0x06: "server device busy",
+    0x08: "memory parity error",
+    0x0A: "gateway path unavailable",
+    0x0B: "gateway target device failed to respond",
+}
+
+
+def exception_text(code: int) -> str:
+    """`02 illegal data address`, as a person reads it."""
+    return f"{code:02X} {EXCEPTION_NAMES.get(code, 'unknown exception')}"
+
+
 class ExceptionResponse(GatewaydError):
     """The device answered a read with a Modbus exception: it is alive, but refuses that range."""
 

@@ -3,10 +3,10 @@
 Devices behind the same endpoint (unit ids on one TCP gateway or one serial line) share its
 connection and take turns on it, with `inter_request_ms` of silence between requests; devices on
 different endpoints never wait for each other. A device that times out or refuses the connection
-is a failing device: its polls are skipped for a backoff that doubles up to `backoff_max_s`
-(a circuit breaker), so a dead slave does not eat the line's time. A device that answers with
-a Modbus exception is alive: only the points of that read are missing (or reported with a bad
-quality). Failures are logged when a device starts failing and when it recovers, never per poll.
+is a failing device: its polls are skipped for a while (a circuit breaker, breaker.py). A device
+that answers with a Modbus exception is alive: only the points of that read are missing (or
+reported with a bad quality), logged when a read starts being refused and when it recovers.
+Each sample goes through report by exception (deadband.py) on its way to the sink.
 """
 
 from __future__ import annotations
@@ -16,37 +16,18 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
+from gatewayd.acquire.breaker import DeviceBreaker
 from gatewayd.acquire.deadband import ExceptionFilter
 from gatewayd.acquire.decode import PointDecoder, Words, is_finite, point_decoder
 from gatewayd.acquire.endpoint import Endpoint, EndpointKey, LineOutOfStep, endpoint_key
 from gatewayd.acquire.plan import ReadRequest, plan_reads
-from gatewayd.backoff import backoff_ceiling
 from gatewayd.clocks import now_ms
 from gatewayd.config import DeviceConfig, PointConfig
-from gatewayd.errors import DecodeError, DeviceError, ExceptionResponse
+from gatewayd.errors import DecodeError, DeviceError, ExceptionResponse, exception_text
 from gatewayd.losses import Losses
 from gatewayd.model import PointValue, Quality, Sample
 
 log = logging.getLogger(__name__)
-
-
-#: Modbus exception codes and the names a technician finds in a device manual.
-EXCEPTION_NAMES = {
-    0x01: "illegal function",
-    0x02: "illegal data address",
-    0x03: "illegal data value",
-    0x04: "server device failure",
-    0x05: "acknowledge",
-    0x06: "server device busy",
-    0x08: "memory parity error",
-    0x0A: "gateway path unavailable",
-    0x0B: "gateway target device failed to respond",
-}
-
-
-def exception_text(code: int) -> str:
-    """`02 illegal data address`, as a person reads it."""
-    return f"{code:02X} {EXCEPTION_NAMES.get(code, 'unknown exception')}"
 
 
 def bad(point: PointConfig, quality: Quality) -> PointValue | None:
@@ -61,7 +42,7 @@ def request_text(request: ReadRequest) -> str:
     return f"{request.table} {request.address}+{request.count}"
 
 
-class DevicePoller:
+class DevicePoller(DeviceBreaker):
     """Polls one sub-device on its schedule and hands each sample to `sink`."""
 
     def __init__(
@@ -74,6 +55,7 @@ class DevicePoller:
     ) -> None:
         """`stamp` gives (wall ms, monotonic ms, boot id when the reading must be held);
         `losses` counts readings lost after `sink` took them (report by exception reads it)."""
+        super().__init__()
         self.device = device
         self.endpoint = endpoint
         self.sink = sink
@@ -92,7 +74,6 @@ class DevicePoller:
             for request in self.plan
         ]
         self.polls = 0
-        self.failures = 0
         self.skipped = 0
         self.overruns = 0  # runs skipped because the last poll was still at it
         self.bad_values = 0
@@ -108,16 +89,9 @@ class DevicePoller:
         #: Point id -> why it is missing from the last sample (for `gatewayd poll`).
         self.unread: dict[str, str] = {}
         self._unusable: dict[str, str] = {}  # points read but unusable at the last poll
-        self.consecutive_failures = 0
         self.poll_seconds = 0.0  # total time spent in reads that answered
         self.last_success_s = 0.0  # wall-clock time of the last good poll
-        self.retry_at = 0.0
-        self.down_since = 0.0
         self._running: asyncio.Task[None] | None = None
-
-    @property
-    def failing(self) -> bool:
-        return self.consecutive_failures > 0
 
     async def read_sample(self) -> Sample:
         """Read every request of the plan into one sample; DeviceError if the device is unreachable."""
@@ -240,7 +214,8 @@ class DevicePoller:
             )
 
     async def poll(self) -> None:
-        """One scheduled poll; errors are logged on state change and never raised."""
+        """One scheduled poll; device errors are logged on state change and never raised
+        (what the sink raises is: the daemon fails the stage)."""
         self._running = asyncio.current_task()
         try:
             await self._poll()
@@ -270,33 +245,8 @@ class DevicePoller:
             log.info("polls_trusted_again device=%s discarded=%d", self.device.name, self.discarded)
         self.poll_seconds += time.monotonic() - now
         self.last_success_s = time.time()
-        if self.failing:
-            log.info(
-                "device_up device=%s after_failures=%d down_s=%.1f",
-                self.device.name,
-                self.consecutive_failures,
-                time.monotonic() - self.down_since,
-            )
-            self.consecutive_failures = 0
-            self.retry_at = 0.0
+        self._answered()
         self.report_by_exception.hand_on(sample, now, self.sink)
-
-    def _failed(self, exc: DeviceError, started: float) -> None:
-        self.failures += 1
-        self.consecutive_failures += 1
-        delay = backoff_ceiling(
-            self.consecutive_failures, self.device.interval_s, self.device.modbus.backoff_max_s
-        )
-        self.retry_at = started + delay
-        if self.consecutive_failures == 1:
-            self.down_since = started
-            log.warning(
-                "device_down device=%s endpoint=%s reason=%r retry_in_s=%.1f",
-                self.device.name,
-                self.endpoint,
-                exc.reason,
-                delay,
-            )
 
     @property
     def worst_case_s(self) -> float:

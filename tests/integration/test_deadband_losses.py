@@ -31,8 +31,15 @@ from tests.support.modbus import KnownModbusServer
 #: then left out; U has no band and goes in every sample, so no sample is empty.
 POINTS: list[dict[str, Any]] = [
     {"id": "P", "table": "holding", "address": 0, "type": "float32", "deadband": 1.0},
-    {"id": "T", "table": "holding", "address": 3, "type": "int16", "scale": 0.5, "offset": 1.0}
-    | {"deadband": 0},
+    {
+        "id": "T",
+        "table": "holding",
+        "address": 3,
+        "type": "int16",
+        "scale": 0.5,
+        "offset": 1.0,
+        "deadband": 0,
+    },
     {"id": "U", "table": "holding", "address": 2, "type": "uint16", "scale": 0.1},
 ]
 
@@ -41,8 +48,8 @@ def banded_meter(port: int) -> dict[str, Any]:
     return modbus_device("m1", port, 1, POINTS, interval_s=0.2)
 
 
-def got_p(hub: HubSimulator, device: str = "m1") -> bool:
-    return any(d.device_key == device and "P" in d.points for d in hub.deliveries)
+def got_p(hub: HubSimulator) -> bool:
+    return any(d.device_key == "m1" and "P" in d.points for d in hub.deliveries)
 
 
 async def until(hub: HubSimulator, predicate: Any, timeout_s: float) -> bool:

@@ -48,7 +48,7 @@ from common import (
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gatewayd.enos.protocol import METHOD_RESUME_BATCH, batch_request
-from gatewayd.forward.loop import pack_batch
+from gatewayd.forward.batches import pack_batch
 from gatewayd.model import QueuedSample
 
 TOPIC = "/sys/gwPK/gw/thing/measurepoint/resume/batch"

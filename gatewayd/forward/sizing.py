@@ -3,7 +3,7 @@
 A batch always carries at least one sample, so a device whose sample alone cannot fit
 `forward.batch_max_bytes` would be refused by the broker at every attempt (it drops the
 connection) and hold every other device's data behind it. `check` refuses such a device from
-this bound; at run time a stored sample that is still too large is dead-lettered (loop.py).
+this bound; at run time a stored sample that is still too large is dead-lettered (replies.py).
 Pure: no I/O, no configuration types (config.py calls it, so it must not import config).
 """
 

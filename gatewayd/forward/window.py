@@ -35,7 +35,7 @@ base round trip, their product the bandwidth-delay product (BDP). Then:
 
 Until the first replies come in, the window is INITIAL_BATCH_BYTES x 2, and deadlines assume
 FLOOR_RATE. A request that got no reply clears the rate samples (the link may have slowed).
-Pure logic: the clock is injected; loop.py and replies.py call it.
+Pure logic: the clock is injected; batches.py and replies.py call it.
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ def _m0004_rejected_age_index(db: sqlite_utils.Database) -> None:
 
 @_migration("0005_device_index")
 def _m0005_device_index(db: sqlite_utils.Database) -> None:
-    """Rows of a parked device must cost nothing to skip (forward/loop.py): this index finds a
+    """Rows of a parked device must cost nothing to skip (forward/batches.py): this index finds a
     device's next row, and the next device, by seeking instead of reading every row between.
     Within one key the index is ordered by row id, which SQLite appends to every index entry."""
     db.execute("CREATE INDEX samples_device ON samples (product_key, device_key)")

@@ -138,7 +138,7 @@ async def test_anything_but_200_deletes_nothing(
         else:
             # Each request that got no true 200 in time is sent again, its rows counted as
             # retried. How many by the hub's third request depends on how rows are grouped
-            # (live rows wait for the live request ahead, forward/loop.py): wait, bounded.
+            # (live rows wait for the live request ahead, forward/batches.py): wait, bounded.
             async with asyncio.timeout(10):
                 retried = read_stats(settings.queue.path).state["retried"]
                 while retried < 2:  # a count in a file: nothing to await

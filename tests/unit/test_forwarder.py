@@ -17,7 +17,8 @@ import pytest
 
 from gatewayd.config import ForwardConfig, GatewayConfig
 from gatewayd.enos.protocol import METHOD_POST_BATCH, METHOD_RESUME_BATCH, Reply
-from gatewayd.forward.loop import AGAIN, LIVE_HOLD_S, Forwarder
+from gatewayd.forward.batches import AGAIN, LIVE_HOLD_S
+from gatewayd.forward.loop import Forwarder
 from gatewayd.forward.replies import (
     REJECTED_LOCALLY,
     ReplyHandler,

@@ -18,18 +18,14 @@ thing models (gatewayd/sim/thing_model.py). Every request's envelope is checked 
   the whole request fails with the first error.
 
 With `require_login=False` (open mode) it accepts data for any sub-device, for trying a config.
-It can be told to misbehave (`Faults`): force a code, drop replies, delay them, answer garbage.
-What it answered 200 for is what the hub stored (`deliveries`).
-
-Control from another process: publish JSON such as `{"reply_code": 1212}`, `{"drop": true}`
-or `{"kick": ["pk", "dk"]}` on `gatewayd-sim/hub/control`; the answer (`{"ok": true}`, or
-`{"ok": false, "error": ...}` for a message that is refused) comes on `.../control/reply`.
+What it answered 200 for is what the hub stored (`deliveries`). What an operator or a test does
+to it (register devices, define models, push commands, inject faults, the control topic) is in
+gatewayd/sim/hub_console.py.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, replace
@@ -38,15 +34,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gatewayd.enos.protocol import (
-    METHOD_DISABLE,
-    METHOD_ENABLE,
-    is_reply_topic,
-    reply_topic,
-    request,
-    session_topic,
-)
-from gatewayd.sim.hub_checks import METHODS, Refusal, check_request, parse_control
+from gatewayd.enos.protocol import is_reply_topic, reply_topic
+from gatewayd.sim.hub_checks import METHODS, Refusal, check_request
+from gatewayd.sim.hub_console import CONTROL_TOPIC, HubConsole
 from gatewayd.sim.hub_records import (
     Delivery,
     Faults,
@@ -56,18 +46,14 @@ from gatewayd.sim.hub_records import (
 )
 from gatewayd.sim.hub_requests import HubRequests
 from gatewayd.sim.login import ConnectPacket, LoginVerdict, check_login
-from gatewayd.sim.thing_model import ANY_TYPE, PointType, ThingModel
+from gatewayd.sim.thing_model import ThingModel
 
-log = logging.getLogger(__name__)
+__all__ = ["CONTROL_TOPIC", "HubSimulator"]  # CONTROL_TOPIC: still imported from here
 
-CONTROL_TOPIC = "gatewayd-sim/hub/control"
-CONTROL_REPLY_TOPIC = CONTROL_TOPIC + "/reply"
 Key = tuple[str, str]
-#: `set_model(pk, ids)` without types: any value is accepted for these ids.
-ANY = PointType(ANY_TYPE)
 
 
-class HubSimulator(HubRequests):
+class HubSimulator(HubConsole, HubRequests):
     """Connect with `start()`; register devices; read `deliveries`, `requests` and `logins`."""
 
     def __init__(
@@ -114,7 +100,7 @@ class HubSimulator(HubRequests):
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
 
-    # --- set-up and control -------------------------------------------------------------------
+    # --- set-up and waits ----------------------------------------------------------------------
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Connect and subscribe; returns once requests can be received."""
@@ -129,51 +115,6 @@ class HubSimulator(HubRequests):
             timer.cancel()
         self._client.disconnect()
         self._client.loop_stop()
-
-    def register(self, product_key: str, device_key: str, secret: str) -> None:
-        """Make a sub-device known to the hub (as creating it in the console would)."""
-        with self._cond:
-            self.registry[(product_key, device_key)] = secret
-
-    def register_gateway(self, product_key: str, device_key: str, secret: str) -> None:
-        """Make a gateway known: from now on only signed logins are accepted at the front."""
-        with self._cond:
-            if self.gateway_secrets is None:
-                self.gateway_secrets = {}
-            self.gateway_secrets[(product_key, device_key)] = secret
-
-    def set_model(self, product_key: str, point_ids: set[str]) -> None:
-        """Define the point ids of a product's model (any value type); others get 1204."""
-        with self._cond:
-            self.models[product_key] = {point: ANY for point in point_ids}
-
-    def set_models(self, model: ThingModel) -> None:
-        """Define (or replace) the typed models of the products in `model`."""
-        with self._cond:
-            self.models.update({pk: dict(points) for pk, points in model.items()})
-
-    def set_faults(self, **changes: Any) -> None:
-        with self._cond:
-            self.faults = replace(self.faults, **changes)
-
-    def kick(self, product_key: str, device_key: str) -> None:
-        """End a sub-device's session, as when it drops offline in the field."""
-        with self._cond:
-            for state in self.gateways.values():
-                state.online.discard((product_key, device_key))
-
-    def send_command(self, gateway: Key, method: str, devices: list[Key], request_id: str) -> None:
-        """Push combine.disable / enable / delete to a gateway (§4.8)."""
-        with self._cond:
-            for key in devices:
-                if method == METHOD_DISABLE:
-                    self.disabled.add(key)
-                    self.kick(*key)
-                elif method == METHOD_ENABLE:
-                    self.disabled.discard(key)
-        params = [{"productKey": pk, "deviceKey": dk} for pk, dk in devices]
-        topic = session_topic(gateway[0], gateway[1], method)
-        self._client.publish(topic, request(request_id, method, params), qos=1)
 
     def wait_for(self, predicate: Callable[[HubSimulator], bool], timeout_s: float) -> bool:
         """Block until predicate(self) holds (checked after every message), or time out."""
@@ -245,24 +186,6 @@ class HubSimulator(HubRequests):
             parts[1:3] == ["ext", "session"] and len(parts) > 6
         ):  # /ext/session/{pk}/{dk}/combine/<op>
             self._answer(topic, (parts[3], parts[4]), "/".join(parts[6:]), payload)
-
-    def _control(self, payload: bytes) -> None:
-        """Apply a control message, or refuse it loudly: nothing half-understood is taken."""
-        try:
-            changes, kick = parse_control(payload)
-        except ValueError as exc:
-            log.error("hub_sim_control_refused error=%r payload=%r", str(exc), payload[:200])
-            answer: dict[str, Any] = {"ok": False, "error": str(exc)}
-        else:
-            if kick:
-                self.kick(*kick)
-            if changes:
-                self.set_faults(**changes)
-            log.info("hub_sim_control_applied changes=%s kick=%s", changes, kick)
-            answer = {"ok": True, "faults": asdict(self.faults)}
-        with self._cond:
-            self._event(kind="control", **answer)
-        self._client.publish(CONTROL_REPLY_TOPIC, json.dumps(answer), qos=1)
 
     def _answer(self, topic: str, gateway: Key, operation: str, payload: bytes) -> None:
         if operation not in METHODS:

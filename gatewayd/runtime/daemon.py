@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gatewayd.acquire.clock import ClockGuard
-from gatewayd.acquire.poller import DevicePoller, build_pollers
-from gatewayd.acquire.schedule import PollSchedule
+from gatewayd.acquire.poller import DevicePoller
 from gatewayd.config import Settings
 from gatewayd.early import resume_collections
 from gatewayd.enos.client import MqttSession
@@ -38,6 +37,7 @@ from gatewayd.runtime.faults import from_env as faults_from_env
 from gatewayd.runtime.health import DEFAULT_TICK_S, Health
 from gatewayd.runtime.lock import QueueLock
 from gatewayd.runtime.notify import Notifier
+from gatewayd.runtime.polling import PollingStage
 from gatewayd.runtime.reload import Reloader
 from gatewayd.runtime.supervisor import Supervisor, cancel
 from gatewayd.runtime.watchdog import Pulse, Watchdog, watchdog_usec_s
@@ -61,7 +61,7 @@ def session_topics(settings: Settings) -> list[str]:
     return data + topology_topics(gw)
 
 
-class Daemon:
+class Daemon(PollingStage):
     """The running gateway: build with a validated Settings, then `await run(stop_event)`.
 
     `run` ends with StageFailed when a stage failed or stalled (runtime/supervisor.py), and with
@@ -290,49 +290,6 @@ class Daemon:
         except GatewaydError:
             return
         log.info("stopped pending=%d rejected=%d", stats.pending_samples, stats.rejected)
-
-    async def _poll(self, poller: DevicePoller, pulse: Pulse) -> None:
-        """One scheduled poll, supervised: an exception stops the daemon, never just a log line."""
-        try:
-            await self.faults.point("acquire")
-            await poller.poll()
-        except Exception as exc:
-            self.supervisor.fail(pulse.name, exc)
-            return
-        pulse.beat()
-
-    def _start_polling(self) -> PollSchedule:
-        for old in self.pollers:
-            self.watchdog.drop(f"acquire/{old.device.name}")
-        # Report by exception forgets what it sent whenever the queue or the hub loses readings.
-        self.pollers, _endpoints = build_pollers(
-            self.settings.devices, self.queue.put, self.clock.stamp, self.queue.losses
-        )
-        jobs = []
-        for poller in self.pollers:
-            interval = poller.device.interval_s
-            # A poll every `interval` that may take `worst_case_s` (the first one up to an
-            # interval late): that much silence is no stall.
-            grace = 2 * interval + poller.worst_case_s
-            pulse = Pulse(f"acquire/{poller.device.name}", grace_s=grace)
-            self.watchdog.watch(pulse)
-            jobs.append((poller.device.name, interval, self._poll_job(poller, pulse)))
-        by_name = {poller.device.name: poller for poller in self.pollers}
-        schedule = PollSchedule(jobs, on_overrun=lambda name: by_name[name].overran())
-        schedule.start()
-        return schedule
-
-    def _poll_job(
-        self, poller: DevicePoller, pulse: Pulse
-    ) -> Callable[[], Coroutine[Any, Any, None]]:
-        return lambda: self._poll(poller, pulse)
-
-    async def _stop_polling(self) -> None:
-        if self.scheduler.running:  # a reload cancelled by a stop may have shut it down already
-            self.scheduler.shutdown(wait=False)  # no new polls; the ones running finish below
-        await asyncio.gather(*(poller.finish() for poller in self.pollers))
-        for poller in self.pollers:
-            poller.endpoint.close()
 
     async def _stop_forwarder(self, task: asyncio.Task[None]) -> None:
         """Let in-flight requests get their replies, up to the bound or a second stop signal."""

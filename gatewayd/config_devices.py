@@ -22,7 +22,7 @@ from gatewayd.config_fields import (
     SecretFromCredential,
     SecretFromFile,
     Section,
-    one_secret,
+    settle_device_secret,
 )
 
 DataType = Literal[
@@ -210,11 +210,7 @@ class DeviceConfig(Section):
 
     @model_validator(mode="after")
     def _resolve_secret(self) -> DeviceConfig:
-        sources = (self.device_secret, self.device_secret_file, self.device_secret_credential)
-        secret = one_secret(sources, self.model_fields_set, "device_secret", required=False)
-        object.__setattr__(self, "device_secret", secret)
-        object.__setattr__(self, "device_secret_file", None)
-        object.__setattr__(self, "device_secret_credential", None)
+        settle_device_secret(self, required=False)
         return self
 
     def parts(self, index: int) -> DeviceParts:

@@ -35,6 +35,16 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def settle_device_secret(model: BaseModel, *, required: bool) -> None:
+    """Keep the one secret given (`device_secret`, `_file` or `_credential`) in
+    `device_secret`, and forget where it came from (a frozen model: set in its validator)."""
+    fields = ("device_secret", "device_secret_file", "device_secret_credential")
+    sources = tuple(getattr(model, name) for name in fields)
+    secret = one_secret(sources, model.model_fields_set, "device_secret", required=required)
+    for name, value in zip(fields, (secret, None, None), strict=True):
+        object.__setattr__(model, name, value)
+
+
 def one_secret(
     sources: tuple[SecretStr | None, ...], given: set[str], what: str, *, required: bool
 ) -> SecretStr | None:

@@ -19,7 +19,7 @@ from gatewayd.config_fields import (
     SecretFromCredential,
     SecretFromFile,
     Section,
-    one_secret,
+    settle_device_secret,
 )
 
 #: The hub rejects payloads of 512 KiB or more (enos-protocol.md §2.5); keep a margin for the envelope.
@@ -39,11 +39,7 @@ class GatewayConfig(Section):
 
     @model_validator(mode="after")
     def _resolve_secret(self) -> GatewayConfig:
-        sources = (self.device_secret, self.device_secret_file, self.device_secret_credential)
-        secret = one_secret(sources, self.model_fields_set, "device_secret", required=True)
-        object.__setattr__(self, "device_secret", secret)
-        object.__setattr__(self, "device_secret_file", None)
-        object.__setattr__(self, "device_secret_credential", None)
+        settle_device_secret(self, required=True)
         return self
 
     def secret(self) -> str:

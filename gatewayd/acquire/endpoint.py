@@ -131,17 +131,19 @@ class Endpoint:
             self._sent_tid = pdu.transaction_id
         return pdu
 
-    def _received(self, data: bytes) -> None:
+    def _received(self, data: bytes) -> bytes:
+        """Book raw bytes from the line; the ones pymodbus gets (all but a local echo)."""
         now = time.monotonic()
         if not self.serial_framing or not data:
-            return  # TCP answers carry their transaction id: no doubt there
+            return data  # TCP answers carry their transaction id: no doubt there
         if self.ledger.window is not None:
             data = self.echo.feed(data)
             if not data:
-                return
+                return data
         else:  # a late answer or a stray: the next request waits
             self._quiet_until = max(self._quiet_until, now + self._frame_gap_s + self.cfg.pause_s)
         self.turns.received(data, now)
+        return data
 
     async def read(
         self,
@@ -186,6 +188,7 @@ class Endpoint:
         failure = ""
         doubtful = False  # the last try got an answer that could not be trusted
         checked_copy = False
+        echoed = False  # a try's window began with the request's own bytes (no local_echo)
         attempt = 0
         while attempt < tries:
             attempt += 1
@@ -223,6 +226,7 @@ class Endpoint:
             finally:
                 if self.serial_framing:
                     self.ledger.end(accepted)
+                    echoed |= self.echo.seen and not self.echo.strip
                 # After an answer on a serial line the pause was already kept (see _doubt).
                 self._quiet_until = time.monotonic() + (0.0 if waited_tail else self.cfg.pause_s)
             if not problem:
@@ -237,6 +241,8 @@ class Endpoint:
                 checked_copy = True
                 tries += 1  # asked once more, after the unit was quiet, whatever `retries` says
                 await self.turns.copy_or_answer(unit_id, limit_s)
+        if echoed:  # whatever went wrong after it, the echo is what the operator must fix
+            failure = ECHO_UNEXPECTED
         if doubtful:  # the line is out of step, not necessarily this device at fault
             raise LineOutOfStep(device, f"no trustworthy answer to {what}: {failure}")
         raise DeviceError(device, f"no valid answer to {what}: {failure}")
@@ -297,8 +303,6 @@ class Endpoint:
         if window.copies and not window.own and not window.noise and not pending:
             return COPY_SUSPECTED
         if len(window.own) != 1 or window.noise or pending:
-            if self.echo.seen and not self.echo.strip:
-                return ECHO_UNEXPECTED
             return (
                 f"answers out of step on the line ({len(window.own)} frames from the unit, "
                 f"{window.noise + pending} bytes of noise)"

@@ -25,10 +25,12 @@ _LIBRARY_TIMEOUT_S = 3600.0
 
 def make_client(
     cfg: ModbusConfig,
-    received: Callable[[bytes], None],
+    received: Callable[[bytes], bytes],
     traced_pdu: Callable[[bool, ModbusPDU], ModbusPDU],
 ) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
-    """The client for `cfg`; `received` sees every raw byte before pymodbus does."""
+    """The client for `cfg`; `received` sees every raw byte before pymodbus does, and says
+    which of them pymodbus gets (a local echo is taken off by gatewayd, not by pymodbus: its
+    `handle_local_echo` drops the first bytes of an answer that begins like the request)."""
     from pymodbus import FramerType
     from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
@@ -44,7 +46,6 @@ def make_client(
             timeout=_LIBRARY_TIMEOUT_S,
             retries=0,
             reconnect_delay=0,
-            handle_local_echo=cfg.local_echo,
             trace_pdu=traced_pdu,
         )
     else:
@@ -62,8 +63,9 @@ def make_client(
     original = protocol.data_received
 
     def counted(data: bytes) -> None:
-        received(data)
-        original(data)
+        handed_on = received(data)
+        if handed_on:
+            original(handed_on)
 
     protocol.data_received = counted
     return client

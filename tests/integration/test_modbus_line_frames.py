@@ -343,6 +343,34 @@ async def test_a_local_echo_is_never_an_answer(
     assert reasons and all("set modbus.local_echo = true" in r for r in reasons), reasons
 
 
+@pytest.mark.parametrize("transport", SERIAL)
+async def test_a_register_read_behind_an_echo_says_to_set_local_echo(
+    transport: str, line_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A register read's echo is no frame: pymodbus never sees an answer it likes, and the read
+    timed out as if the unit were dead ("no answer within 0.3 s", found by an adversary)."""
+    _, connection = line_factory(transport, [echo_unit()], echo=True)
+    with caplog.at_level(logging.WARNING, logger="gatewayd.acquire.poller"):
+        samples, _ = await poll_rounds([four_point_device(connection, retries=0)], rounds=1)
+    reasons = [r.getMessage() for r in caplog.records if "device=meter-1" in r.getMessage()]
+    assert samples == [] and reasons, reasons
+    assert all("set modbus.local_echo = true" in r for r in reasons), reasons
+
+
+@pytest.mark.parametrize("chunks", [(2, 0.01), (1, 0.002)])
+async def test_local_echo_set_where_the_adapter_does_not_echo_still_reads(
+    chunks: tuple[int, float], line_factory: Any
+) -> None:
+    """The answer begins with the request's unit and function: held as a possible echo, then
+    handed on whole. Before: pymodbus's own echo handling dropped those bytes (0 of 3 polls)."""
+    unit = four_point_meter(1)
+    unit.chunks = chunks
+    _, connection = line_factory("rtu", [unit], echo=False)
+    samples, pollers = await poll_rounds([with_local_echo(four_point_device(connection))], rounds=3)
+    want = {f"R{a}": v for a, v in FOUR.items()}
+    assert [s.points for s in samples] == [want] * 3, (pollers[0].discarded, pollers[0].failures)
+
+
 @pytest.mark.parametrize("device", [coil_device, four_point_device])
 async def test_a_local_echo_adapter_is_read_with_local_echo_set(
     device: Any, line_factory: Any

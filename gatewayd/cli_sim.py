@@ -47,7 +47,8 @@ def sim_modbus(host: str, port: int, units: str) -> None:
     4-5 uint32 Energy (ABCD), 6 uint16 Seq, 8 alarm word (bit 3), 10-13 string Serial;
     input 0-1 float32 Frequency; coils and discrete inputs 0-15 (coil 0 Breaker).
     Any other address is refused with exception 02 (illegal data address), as a real
-    meter does. config.example.toml reads these points (host 127.0.0.1, port 5020).
+    meter does. config.example.toml reads these points once its host and port are this
+    simulator's (host = "127.0.0.1", port = 5020 by default).
     """
     from gatewayd.sim.modbus import ModbusSimulator
 

@@ -99,10 +99,7 @@ class RepeatLimiter(logging.Filter):
             else:
                 self._seen[key] = [start, count, 0]
                 passed, announce = True, False
-        for name, template, device, held in overdue:
-            logging.getLogger(name).warning(
-                "log_held_back event=%s device=%s count=%d", _event(template), device or "-", held
-            )
+        _report(overdue)
         if announce:
             logging.getLogger(record.name).warning(
                 "log_limited event=%s device=%s burst=%d window_s=%g"
@@ -116,18 +113,50 @@ class RepeatLimiter(logging.Filter):
             record.msg = f"{record.msg} suppressed={int(suppressed)}"
         return passed
 
+    def report_held(self, everything: bool = False) -> None:
+        """Log the counts of windows that are over (with `everything`, of all windows: at a stop).
+
+        Called by the health tick and at a stop, so a count never waits for an unrelated line
+        to be logged, and none is lost when the process ends."""
+        now = self.clock()
+        with self._lock:
+            self._last_sweep = now
+            overdue = self._overdue(now, None, everything)
+        _report(overdue)
+
     def _sweep(self, now: float, current: tuple[str, str, str]) -> list[tuple[str, str, str, int]]:
         """Windows that ended with lines held back: report them (at most once a second)."""
         if now - self._last_sweep < 1.0:
             return []
         self._last_sweep = now
+        return self._overdue(now, current, False)
+
+    def _overdue(
+        self, now: float, current: tuple[str, str, str] | None, everything: bool
+    ) -> list[tuple[str, str, str, int]]:
         overdue = []
         for key, (start, _count, suppressed) in list(self._seen.items()):
-            if now - start >= self.window_s and key != current:  # current: suppressed=N
+            # The current record's key says its count itself (suppressed=N).
+            if (everything or now - start >= self.window_s) and key != current:
                 if suppressed:
                     overdue.append((*key, int(suppressed)))
                 del self._seen[key]
         return overdue
+
+
+def _report(overdue: list[tuple[str, str, str, int]]) -> None:
+    for name, template, device, held in overdue:
+        logging.getLogger(name).warning(
+            "log_held_back event=%s device=%s count=%d", _event(template), device or "-", held
+        )
+
+
+def report_held_back(everything: bool = False) -> None:
+    """Every limiter of the root logger's handlers reports what it held back (see report_held)."""
+    for handler in logging.getLogger().handlers:
+        for limiter in handler.filters:
+            if isinstance(limiter, RepeatLimiter):
+                limiter.report_held(everything)
 
 
 def _event(template: str) -> str:

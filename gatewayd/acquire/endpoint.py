@@ -195,8 +195,8 @@ class Endpoint:
             doubtful = False
             if self.serial_framing:
                 owing = await self.turns.before_request(unit_id, limit_s)
-                if owing:
-                    failure = owing
+                if owing:  # after a timeout, the timeout is what the operator must see
+                    failure = f"{failure}; then {owing}" if failure else owing
                     break  # asking again now could only get the late answer for the new question
             # A late answer arriving meanwhile pushes the quiet further: look again (bounded).
             for _ in range(_QUIET_CHECKS):

@@ -31,6 +31,7 @@ from gatewayd.enos.protocol import (
 from gatewayd.enos.topology import Topology, topology_topics
 from gatewayd.errors import GatewaydError, QueueError
 from gatewayd.forward.loop import Forwarder
+from gatewayd.logs import report_held_back
 from gatewayd.queue.store import SampleQueue, read_stats
 from gatewayd.runtime.faults import FaultHook
 from gatewayd.runtime.faults import from_env as faults_from_env
@@ -284,7 +285,9 @@ class Daemon(PollingStage):
         return None
 
     async def _report_left(self) -> None:
-        """After the queue is closed: say what stays behind for the next start."""
+        """After the queue is closed: say what stays behind for the next start (and what the
+        log limiter still holds back: its counts would end with the process)."""
+        report_held_back(everything=True)
         try:
             stats = await asyncio.to_thread(read_stats, self.settings.queue.path)
         except GatewaydError:

@@ -24,6 +24,7 @@ from gatewayd.enos.client import MqttSession
 from gatewayd.enos.topology import Topology
 from gatewayd.errors import QueueError
 from gatewayd.forward.loop import Forwarder
+from gatewayd.logs import report_held_back
 from gatewayd.queue.store import SampleQueue
 from gatewayd.runtime.snapshots import (
     QueueFigures,
@@ -86,6 +87,7 @@ class Health:
 
     async def tick(self) -> None:
         self.pulse.beat()
+        report_held_back()  # a count of held-back log lines never waits for another line
         now = time.monotonic()
         elapsed, self._last_tick = max(now - self._last_tick, 1e-3), now
         try:

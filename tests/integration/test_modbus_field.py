@@ -27,6 +27,7 @@ from tests.support.rtu_lab import (
     four_point_device,
     four_point_meter,
     line_factory,
+    poll_rounds,
     poll_times,
     wrong_values,
 )
@@ -447,3 +448,20 @@ async def test_an_answer_delivered_in_pieces_is_read(line_factory: Any) -> None:
     unit.tables["holding"].update({1: 1001, 2: 1002, 3: 1003})
     samples = await poll_times([config], rounds=2)
     assert [s.points for s in samples] == [{"R0": 1000, "R1": 1001, "R2": 1002, "R3": 1003}] * 2
+
+
+@pytest.mark.parametrize("transport", SERIAL)
+async def test_a_wrong_unit_id_on_a_serial_line_is_named_as_no_answer(
+    transport: str, line_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nobody answers unit 5: the reason is the timeout, as the commissioning table says. Before:
+    the retry found the unit still owing and the reason named only that ("unit 5 still owes the
+    answer to a request 1.0 s ago ..."), which points nowhere near the unit id."""
+    _, connection = line_factory(transport, [meter(1)])
+    with caplog.at_level(logging.WARNING, logger="gatewayd.acquire.poller"):
+        samples, _ = await poll_rounds([device(connection, unit_id=5, retries=1)], rounds=1)
+    reasons = [r.getMessage() for r in caplog.records if "device_down" in r.getMessage()]
+    assert samples == [] and len(reasons) == 1, reasons
+    assert re.search(
+        r"reason='no valid answer to holding 0\+\d+: no answer within 0.5 s", reasons[0]
+    )

@@ -75,3 +75,27 @@ def test_hub_text_is_cut_to_a_sane_length() -> None:
     cut = clip(message)
     assert len(cut) < 400 and cut.endswith("[53700 more characters]")
     assert clip("short") == "short"
+
+
+def test_held_back_counts_are_reported_without_a_later_line_and_at_a_stop(
+    lines: Lines, clock: list[float]
+) -> None:
+    """Before: a count waited for some later line to be logged, and was lost at a stop (an
+    operator test: 13 dead letters held back, never counted in the journal)."""
+    limiter = next(f for f in lines.filters if isinstance(f, RepeatLimiter))
+    for _ in range(8):
+        log.warning("sample_rejected device=%s code=%d", "pk/d1", 1204)
+    for _ in range(7):
+        log.warning("hub_refuses_everything code=%d", 1220)
+    clock[0] = 61.0
+    limiter.report_held()  # the health tick: both windows are over
+    held = [line for line in lines.lines if line.startswith("log_held_back")]
+    assert held == [
+        "log_held_back event=sample_rejected device=pk/d1 count=3",
+        "log_held_back event=hub_refuses_everything device=- count=2",
+    ]
+    for _ in range(9):
+        log.warning("sample_rejected device=%s code=%d", "pk/d1", 1204)
+    clock[0] = 70.0  # the window is not over, but the process stops
+    limiter.report_held(everything=True)
+    assert lines.lines[-1] == "log_held_back event=sample_rejected device=pk/d1 count=4"

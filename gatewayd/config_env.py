@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic_settings import BaseSettings, EnvSettingsSource
+from pydantic_settings import BaseSettings
 
 from gatewayd.config_rules import Loc, Problem
+from gatewayd.config_variables import EnvironmentSource
 
 _MISSING = object()
 
@@ -44,6 +45,7 @@ class Environment:
 
     data: dict[str, Any]
     variables: dict[tuple[str, ...], Variable]
+    refused: list[Problem]  # variables that cannot be read, each named (config_variables.py)
 
     def origin(self, loc: Loc) -> str | None:
         """The variables behind the value at `loc`, or None where that value is the file's."""
@@ -85,25 +87,18 @@ class Environment:
 
 
 def environment(settings: type[BaseSettings]) -> Environment:
-    """Read the environment as `settings` will (prefix, nesting, JSON tables)."""
-    source = EnvSettingsSource(settings)
-
-    def fold(name: str) -> str:
-        return name if source.case_sensitive else name.lower()
-
-    prefix = fold(source.env_prefix)
-    delimiter = source.env_nested_delimiter or "\0"
+    """Read the environment as `settings` will (prefix, nesting, JSON tables, refusals)."""
+    source = EnvironmentSource(settings)
     data = source()
+    delimiter = source.env_nested_delimiter or "\0"
+    prefix = len(source.env_prefix)
     variables: dict[tuple[str, ...], Variable] = {}
-    for name, text in os.environ.items():
-        folded = fold(name)
-        if not folded.startswith(prefix):
-            continue
-        path = tuple(folded[len(prefix) :].split(delimiter))
+    for folded, name in source.names.items():
+        path = tuple(folded[prefix:].split(delimiter))
         parsed = _at(data, path)
         if parsed is not _MISSING:
-            variables[path] = Variable(name, text, parsed)
-    return Environment(data, variables)
+            variables[path] = Variable(name, os.environ[name], parsed)
+    return Environment(data, variables, source.refused)
 
 
 def shadowed(data: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any
 from pydantic_settings import BaseSettings
 
 from gatewayd.config_rules import Loc, Problem
-from gatewayd.config_variables import EnvironmentSource
+from gatewayd.config_variables import EnvironmentSource, known
 
 _MISSING = object()
 
@@ -31,10 +31,13 @@ class Variable:
     name: str  # as set: the environment's names are not case-sensitive here
     text: str
     parsed: Any  # the text, or what its JSON became
+    known: bool  # whether it names a key of the configuration
 
     def shown(self, path: tuple[str, ...]) -> str:
-        # A JSON table may hold a secret anywhere, so only plain text is shown, and no secret.
-        if not isinstance(self.parsed, str) or any("secret" in part for part in path):
+        # A JSON table may hold a secret anywhere, and an unknown key may be a misspelt secret,
+        # so only the plain text of a known key is shown, and no secret.
+        secret = any("secret" in part for part in path)
+        if not isinstance(self.parsed, str) or secret or not self.known:
             return self.name
         return f"{self.name}={self.text!r}"
 
@@ -97,7 +100,7 @@ def environment(settings: type[BaseSettings]) -> Environment:
         path = tuple(folded[prefix:].split(delimiter))
         parsed = _at(data, path)
         if parsed is not _MISSING:
-            variables[path] = Variable(name, os.environ[name], parsed)
+            variables[path] = Variable(name, os.environ[name], parsed, known(settings, path))
     return Environment(data, variables, source.refused)
 
 

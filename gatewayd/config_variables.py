@@ -122,3 +122,14 @@ def refusal(
     if array and not isinstance(value, list):
         return path, f"not a JSON array of tables{spelling.blame()}"
     return None
+
+
+def known(settings: type[BaseModel], path: tuple[str, ...]) -> bool:
+    """Whether `path` names a key of the configuration (a misspelt one may hold a secret)."""
+    model: type[BaseModel] | None = settings
+    for key in path:
+        field = model.model_fields.get(key) if model is not None else None
+        if field is None:
+            return False
+        model, _ = models_in(field.annotation)
+    return True

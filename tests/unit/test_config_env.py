@@ -251,3 +251,16 @@ def test_every_gatewayd_variable_the_project_reads_is_configuration_or_listed(
         assert [problem for problem in exc.problems if "unknown" in problem] == []
     readme = (root / "README.md").read_text()
     assert [name for name in NOT_CONFIGURATION if f"`{name}`" not in readme] == []
+
+
+def test_the_value_of_an_unknown_key_is_never_shown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It may be a misspelt secret."""
+    monkeypatch.setenv("GATEWAYD_GATEWAY__DEVICE_SECRT", "s3cret-value")
+    monkeypatch.setenv("GATEWAYD_MQTT__HOTS", "hub.example.net")
+    found = problems(tmp_path, HEAD)
+    assert found == [
+        "gateway.device_secrt: unknown key (from the environment: GATEWAYD_GATEWAY__DEVICE_SECRT)",
+        "mqtt.hots: unknown key (from the environment: GATEWAYD_MQTT__HOTS)",
+    ]

@@ -10,6 +10,7 @@ secret).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ class Variable:
 
     name: str  # as set: the environment's names are not case-sensitive here
     text: str
-    parsed: Any  # the text, or what its JSON became
+    parsed: Any  # the text, or what its JSON became (merged with the variables below it)
     known: bool  # whether it names a key of the configuration
 
     def shown(self, path: tuple[str, ...]) -> str:
@@ -41,6 +42,19 @@ class Variable:
             return self.name
         return f"{self.name}={self.text!r}"
 
+    def own_keys(self) -> list[str]:
+        """The keys of the table this variable gives as JSON (none where it gives a value).
+
+        Its own: `parsed` holds the keys of the variables below it too.
+        """
+        if not isinstance(self.parsed, dict):
+            return []
+        try:
+            value = json.loads(self.text)
+        except ValueError:
+            return []
+        return [str(key).lower() for key in value] if isinstance(value, dict) else []
+
 
 @dataclass(frozen=True)
 class Environment:
@@ -50,10 +64,10 @@ class Environment:
     variables: dict[tuple[str, ...], Variable]
     refused: list[Problem]  # variables that cannot be read, each named (config_variables.py)
 
-    def origin(self, loc: Loc) -> str | None:
-        """The variables behind the value at `loc`, or None where that value is the file's."""
+    def origins(self, loc: Loc, message: str) -> list[str]:
+        """The variables behind the value at `loc` (none where that value is the file's)."""
         if not _given(self.data, loc):
-            return None
+            return []
         keys: list[str] = []  # inside an array, only a variable above it can give the value
         for part in loc:
             if not isinstance(part, str):
@@ -62,27 +76,26 @@ class Environment:
         above = [path for path in self.variables if list(path) == keys[: len(path)]]
         if above:  # the deepest variable wins, as pydantic-settings merges them
             path = max(above, key=len)
-            return self.variables[path].shown(path)
-        return None
-
-    def origins_below(self, loc: Loc, message: str) -> list[str]:
-        """Variables under a table that a rule across its keys names in its message."""
-        if any(isinstance(part, int) for part in loc) or not _given(self.data, loc):
+            if path != loc or not isinstance(self.variables[path].parsed, dict):
+                return [self.variables[path].shown(path)]
+        if any(isinstance(part, int) for part in loc):
             return []
-        return [
-            variable.shown(path)
-            for path, variable in self.variables.items()
-            if len(path) > len(loc)
-            and path[: len(loc)] == loc
-            and re.search(rf"\b{re.escape(path[-1])}\b", message)
-        ]
+        # A table given key by key, or as JSON merged with the file's: a rule across its keys
+        # is the variables' that gave a key its message names, and the file's otherwise.
+        found: list[str] = []
+        for path, variable in self.variables.items():
+            if path[: len(loc)] != loc:
+                continue
+            gave = [path[len(loc)]] if len(path) > len(loc) else variable.own_keys()
+            if any(re.search(rf"\b{re.escape(key)}\b", message) for key in gave):
+                found.append(variable.shown(path))
+        return found
 
     def annotate(self, problems: list[Problem]) -> list[Problem]:
         """Each problem in a value the environment gave, with the variables that gave it."""
         out: list[Problem] = []
         for loc, message in problems:
-            given = self.origin(loc)
-            names = [given] if given else self.origins_below(loc, message)
+            names = self.origins(loc, message)
             if names:
                 message = f"{message} (from the environment: {', '.join(names)})"
             out.append((loc, message))

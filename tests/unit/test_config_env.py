@@ -264,3 +264,17 @@ def test_the_value_of_an_unknown_key_is_never_shown(
         "gateway.device_secrt: unknown key (from the environment: GATEWAYD_GATEWAY__DEVICE_SECRT)",
         "mqtt.hots: unknown key (from the environment: GATEWAYD_MQTT__HOTS)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("table", "blamed"),
+    [('{"host": "h"}', False), ('{"reconnect_min_s": 100}', True)],
+)
+def test_a_table_given_as_json_is_blamed_only_for_the_keys_it_gave(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, table: str, blamed: bool
+) -> None:
+    """It is merged with the file's table: a rule across keys it did not give is the file's."""
+    monkeypatch.setenv("GATEWAYD_MQTT", table)
+    found = problems(tmp_path, HEAD + "[mqtt]\nreconnect_min_s = 100\nreconnect_max_s = 60\n")
+    rule = "mqtt: reconnect_min_s must not exceed reconnect_max_s"
+    assert found == [f"{rule} (from the environment: GATEWAYD_MQTT)" if blamed else rule]

@@ -107,6 +107,13 @@ def test_a_bad_variable_is_a_config_error_of_every_command(
     ), lines
 
 
+def test_the_demo_names_a_bad_variable_and_exits_78() -> None:
+    """The demo has no file, but the environment is laid over its config as over any other."""
+    result = CliRunner().invoke(main, ["demo"], env={"GATEWAYD_FOO": "1"})
+    assert result.exit_code == 78, (result.output, result.exception)
+    assert "foo: unknown section (from the environment: GATEWAYD_FOO)" in result.output
+
+
 def test_config_path_comes_from_the_environment(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["check"], env={"GATEWAYD_CONFIG": str(tmp_path / "x.toml")})
     assert result.exit_code == 78 and "file not found" in result.output

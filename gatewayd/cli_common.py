@@ -52,10 +52,15 @@ def load_or_exit(path: str | None) -> Settings:
     try:
         return load_config(config_path(path))
     except ConfigError as exc:
-        err_console().print(f"[bold red]invalid configuration[/] {exc.source}", highlight=False)
-        for problem in exc.problems:
-            err_console().print(f"  {problem}", highlight=False, markup=False, soft_wrap=True)
-        sys.exit(EX_CONFIG)
+        config_failure(exc)
+
+
+def config_failure(exc: ConfigError) -> NoReturn:
+    """Every problem, one a line, and EX_CONFIG (which systemd does not restart)."""
+    err_console().print(f"[bold red]invalid configuration[/] {exc.source}", highlight=False)
+    for problem in exc.problems:
+        err_console().print(f"  {problem}", highlight=False, markup=False, soft_wrap=True)
+    sys.exit(EX_CONFIG)
 
 
 config_option = click.option(

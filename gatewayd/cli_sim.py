@@ -9,7 +9,14 @@ from pathlib import Path
 
 import click
 
-from gatewayd.cli_common import config_option, console, err_console, load_or_exit
+from gatewayd.cli_common import (
+    config_failure,
+    config_option,
+    console,
+    err_console,
+    load_or_exit,
+)
+from gatewayd.errors import ConfigError
 from gatewayd.logs import setup_logging
 
 
@@ -28,6 +35,8 @@ def demo(outage_s: float) -> None:
     except KeyboardInterrupt:
         err_console().print("interrupted: everything was stopped and the temporary queue removed")
         code = 130
+    except ConfigError as exc:  # the environment is laid over the demo's config too
+        config_failure(exc)
     sys.exit(code)
 
 

@@ -51,6 +51,7 @@ from gatewayd.config_sections import (
     QueueConfig,
 )
 from gatewayd.config_strict import strict_problems
+from gatewayd.config_variables import EnvironmentSource
 from gatewayd.errors import ConfigError
 
 __all__ = [
@@ -130,7 +131,7 @@ class Settings(BaseSettings):
             problems += device_problems(device)
             problems += size_problems(device, max_bytes)
         problems += fleet_problems(devices)
-        problems = strict + env.annotate(problems)
+        problems = strict + env.refused + env.annotate(problems)
         if problems:
             raise ConfigError(render(problems, data if isinstance(data, dict) else {}))
         assert settings is not None
@@ -145,7 +146,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        # The environment less the variables it cannot read, which are named instead
+        # (config_variables.py): pydantic-settings would raise, or ignore them.
+        sources: list[PydanticBaseSettingsSource] = [init_settings, EnvironmentSource(settings_cls)]
         file_data = _file_data.get()
         if file_data is not None:
             # Plain TOML values, no models: nothing for pydantic-settings to dump to dicts

@@ -10,11 +10,12 @@ be salvaged when it did not (`valid_parts`), so that one mistake never hides ano
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
 
 from gatewayd.config_fields import (
     HubKey,
@@ -220,6 +221,7 @@ class DeviceConfig(Section):
             key=(self.product_key, self.device_key),
             interval_s=self.interval_s,
             modbus=self.modbus,
+            timing=(self.modbus.timeout_s, self.modbus.retries),
             points=list(self.points),
             point_ids=[p.id for p in self.points],
         )
@@ -234,6 +236,9 @@ class DeviceParts:
     key: tuple[str, str] | None = None
     interval_s: float | None = None
     modbus: ModbusConfig | None = None
+    #: modbus.timeout_s and retries, which the interval is measured against: valid even where
+    #: another key of the endpoint (a port, a transport) is not.
+    timing: tuple[float, int] | None = None
     points: list[PointConfig] = field(default_factory=list)
     point_ids: list[str] = field(default_factory=list)
 
@@ -251,6 +256,10 @@ def valid_parts(index: int, raw: Any) -> DeviceParts:
         parts.interval_s = float(interval)
     with contextlib.suppress(ValidationError):
         parts.modbus = ModbusConfig.model_validate(raw.get("modbus"))
+    if parts.modbus is not None:
+        parts.timing = (parts.modbus.timeout_s, parts.modbus.retries)
+    else:
+        parts.timing = _timing(raw.get("modbus"))
     points = raw.get("points")
     for point in points if isinstance(points, list) else []:
         if isinstance(point, dict) and isinstance(point.get("id"), str):
@@ -258,3 +267,27 @@ def valid_parts(index: int, raw: Any) -> DeviceParts:
         with contextlib.suppress(ValidationError):
             parts.points.append(PointConfig.model_validate(point))
     return parts
+
+
+def _timing(raw: Any) -> tuple[float, int] | None:
+    """timeout_s and retries of an endpoint that did not validate, where both are valid alone."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        timeout_s = _field_adapter("timeout_s").validate_python(
+            raw.get("timeout_s", ModbusConfig.model_fields["timeout_s"].default)
+        )
+        retries = _field_adapter("retries").validate_python(
+            raw.get("retries", ModbusConfig.model_fields["retries"].default)
+        )
+    except ValidationError:
+        return None
+    return float(timeout_s), int(retries)
+
+
+@functools.cache
+def _field_adapter(name: str) -> TypeAdapter[Any]:
+    """One ModbusConfig field's type and bounds (built once, and only for a bad endpoint)."""
+    info = ModbusConfig.model_fields[name]
+    typed: Any = Annotated[info.annotation, info]  # a type built at run time
+    return TypeAdapter(typed)

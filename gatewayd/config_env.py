@@ -10,15 +10,17 @@ secret).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic_settings import BaseSettings, EnvSettingsSource
+from pydantic_settings import BaseSettings
 
 from gatewayd.config_rules import Loc, Problem
+from gatewayd.config_variables import EnvironmentSource, known
 
 _MISSING = object()
 
@@ -29,13 +31,29 @@ class Variable:
 
     name: str  # as set: the environment's names are not case-sensitive here
     text: str
-    parsed: Any  # the text, or what its JSON became
+    parsed: Any  # the text, or what its JSON became (merged with the variables below it)
+    known: bool  # whether it names a key of the configuration
 
     def shown(self, path: tuple[str, ...]) -> str:
-        # A JSON table may hold a secret anywhere, so only plain text is shown, and no secret.
-        if not isinstance(self.parsed, str) or any("secret" in part for part in path):
+        # A JSON table may hold a secret anywhere, and an unknown key may be a misspelt secret,
+        # so only the plain text of a known key is shown, and no secret.
+        secret = any("secret" in part for part in path)
+        if not isinstance(self.parsed, str) or secret or not self.known:
             return self.name
         return f"{self.name}={self.text!r}"
+
+    def own_keys(self) -> list[str]:
+        """The keys of the table this variable gives as JSON (none where it gives a value).
+
+        Its own: `parsed` holds the keys of the variables below it too.
+        """
+        if not isinstance(self.parsed, dict):
+            return []
+        try:
+            value = json.loads(self.text)
+        except ValueError:
+            return []
+        return [str(key).lower() for key in value] if isinstance(value, dict) else []
 
 
 @dataclass(frozen=True)
@@ -44,11 +62,12 @@ class Environment:
 
     data: dict[str, Any]
     variables: dict[tuple[str, ...], Variable]
+    refused: list[Problem]  # variables that cannot be read, each named (config_variables.py)
 
-    def origin(self, loc: Loc) -> str | None:
-        """The variables behind the value at `loc`, or None where that value is the file's."""
+    def origins(self, loc: Loc, message: str) -> list[str]:
+        """The variables behind the value at `loc` (none where that value is the file's)."""
         if not _given(self.data, loc):
-            return None
+            return []
         keys: list[str] = []  # inside an array, only a variable above it can give the value
         for part in loc:
             if not isinstance(part, str):
@@ -57,27 +76,26 @@ class Environment:
         above = [path for path in self.variables if list(path) == keys[: len(path)]]
         if above:  # the deepest variable wins, as pydantic-settings merges them
             path = max(above, key=len)
-            return self.variables[path].shown(path)
-        return None
-
-    def origins_below(self, loc: Loc, message: str) -> list[str]:
-        """Variables under a table that a rule across its keys names in its message."""
-        if any(isinstance(part, int) for part in loc) or not _given(self.data, loc):
+            if path != loc or not isinstance(self.variables[path].parsed, dict):
+                return [self.variables[path].shown(path)]
+        if any(isinstance(part, int) for part in loc):
             return []
-        return [
-            variable.shown(path)
-            for path, variable in self.variables.items()
-            if len(path) > len(loc)
-            and path[: len(loc)] == loc
-            and re.search(rf"\b{re.escape(path[-1])}\b", message)
-        ]
+        # A table given key by key, or as JSON merged with the file's: a rule across its keys
+        # is the variables' that gave a key its message names, and the file's otherwise.
+        found: list[str] = []
+        for path, variable in self.variables.items():
+            if path[: len(loc)] != loc:
+                continue
+            gave = [path[len(loc)]] if len(path) > len(loc) else variable.own_keys()
+            if any(re.search(rf"\b{re.escape(key)}\b", message) for key in gave):
+                found.append(variable.shown(path))
+        return found
 
     def annotate(self, problems: list[Problem]) -> list[Problem]:
         """Each problem in a value the environment gave, with the variables that gave it."""
         out: list[Problem] = []
         for loc, message in problems:
-            given = self.origin(loc)
-            names = [given] if given else self.origins_below(loc, message)
+            names = self.origins(loc, message)
             if names:
                 message = f"{message} (from the environment: {', '.join(names)})"
             out.append((loc, message))
@@ -85,25 +103,18 @@ class Environment:
 
 
 def environment(settings: type[BaseSettings]) -> Environment:
-    """Read the environment as `settings` will (prefix, nesting, JSON tables)."""
-    source = EnvSettingsSource(settings)
-
-    def fold(name: str) -> str:
-        return name if source.case_sensitive else name.lower()
-
-    prefix = fold(source.env_prefix)
-    delimiter = source.env_nested_delimiter or "\0"
+    """Read the environment as `settings` will (prefix, nesting, JSON tables, refusals)."""
+    source = EnvironmentSource(settings)
     data = source()
+    delimiter = source.env_nested_delimiter or "\0"
+    prefix = len(source.env_prefix)
     variables: dict[tuple[str, ...], Variable] = {}
-    for name, text in os.environ.items():
-        folded = fold(name)
-        if not folded.startswith(prefix):
-            continue
-        path = tuple(folded[len(prefix) :].split(delimiter))
+    for folded, name in source.names.items():
+        path = tuple(folded[prefix:].split(delimiter))
         parsed = _at(data, path)
         if parsed is not _MISSING:
-            variables[path] = Variable(name, text, parsed)
-    return Environment(data, variables)
+            variables[path] = Variable(name, os.environ[name], parsed, known(settings, path))
+    return Environment(data, variables, source.refused)
 
 
 def shadowed(data: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

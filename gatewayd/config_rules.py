@@ -26,15 +26,15 @@ def device_problems(device: DeviceParts) -> list[Problem]:
             problems.append((loc, f"point id {point_id!r} appears twice"))
         seen.add(point_id)
     problems += [(loc, message) for message in overlaps(device.points)]
-    m = device.modbus
-    if m is not None and device.interval_s is not None:
-        worst = m.timeout_s * (m.retries + 1)
+    if device.timing is not None and device.interval_s is not None:
+        timeout_s, retries = device.timing
+        worst = timeout_s * (retries + 1)
         if device.interval_s < worst:
             problems.append(
                 (
                     loc,
                     f"interval_s {device.interval_s:g} is shorter than one failing read "
-                    f"(modbus.timeout_s {m.timeout_s:g} x (retries {m.retries} + 1) = {worst:g}s)",
+                    f"(modbus.timeout_s {timeout_s:g} x (retries {retries} + 1) = {worst:g}s)",
                 )
             )
     return problems

@@ -74,7 +74,7 @@ def _accepted(annotation: Any) -> set[str] | None:
     return None
 
 
-def _models_in(annotation: Any) -> tuple[type[BaseModel] | None, type[BaseModel] | None]:
+def models_in(annotation: Any) -> tuple[type[BaseModel] | None, type[BaseModel] | None]:
     """(model of a table, model of an array's elements) the annotation names, if any."""
     for arg in (annotation, *get_args(annotation)):
         if isinstance(arg, type) and issubclass(arg, BaseModel):
@@ -94,7 +94,7 @@ def _schema(model: type[BaseModel]) -> dict[str, _FieldKinds]:
     """Per field: accepted kinds, model of a table, model of an array's elements (worked out once:
     a config of 100,000 points asks 600,000 times)."""
     return {
-        name: (_accepted(field.annotation), *_models_in(field.annotation))
+        name: (_accepted(field.annotation), *models_in(field.annotation))
         for name, field in model.model_fields.items()
     }
 

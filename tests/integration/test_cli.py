@@ -79,6 +79,41 @@ def test_check_names_the_environment_s_bad_value_not_the_file_s(
     assert any(line.startswith("forward.inflight: ") for line in lines), lines
 
 
+@pytest.mark.parametrize(
+    ("command", "variable", "text", "problem"),
+    [
+        (["check"], "GATEWAYD_MQTT", '{"port": 1883', "mqtt: not a JSON object"),
+        (["run"], "GATEWAYD_MQTT", '{"port": 1883', "mqtt: not a JSON object"),
+        (["queue", "stats"], "GATEWAYD_DEVICES", "", "devices: not a JSON array"),
+        (["check"], "GATEWAYD_MQTT_PORT", "1883", "mqtt_port: unknown section"),
+    ],
+)
+def test_a_bad_variable_is_a_config_error_of_every_command(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: list[str],
+    variable: str,
+    text: str,
+    problem: str,
+) -> None:
+    """Exit 78, which systemd does not restart (RestartPreventExitStatus), not a traceback's 1."""
+    path = edited_example(tmp_path, monkeypatch)
+    result = CliRunner().invoke(main, [*command, "-c", str(path)], env={variable: text})
+    assert result.exit_code == 78, (result.output, result.exception)
+    lines = [line.strip() for line in result.output.splitlines()]
+    assert any(
+        line.startswith(problem) and line.endswith(f"(from the environment: {variable})")
+        for line in lines
+    ), lines
+
+
+def test_the_demo_names_a_bad_variable_and_exits_78() -> None:
+    """The demo has no file, but the environment is laid over its config as over any other."""
+    result = CliRunner().invoke(main, ["demo"], env={"GATEWAYD_FOO": "1"})
+    assert result.exit_code == 78, (result.output, result.exception)
+    assert "foo: unknown section (from the environment: GATEWAYD_FOO)" in result.output
+
+
 def test_config_path_comes_from_the_environment(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["check"], env={"GATEWAYD_CONFIG": str(tmp_path / "x.toml")})
     assert result.exit_code == 78 and "file not found" in result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -159,6 +160,35 @@ def point_problem_text(point: str, modbus: str) -> str:
         + f'[devices.modbus]\nhost = "127.0.0.1"\n{modbus}\n'
         + f'[[devices.points]]\nid = "P"\n{point}\n'
     )
+
+
+SHORT = (
+    "interval_s 0.1 is shorter than one failing read (modbus.timeout_s 1 x (retries 1 + 1) = 2s)"
+)
+
+
+@pytest.mark.parametrize("bad", ['port = "x"', "port = 70000", 'transport = "tpc"', 'parity = "X"'])
+def test_a_bad_modbus_key_does_not_hide_a_short_interval(tmp_path: Path, bad: str) -> None:
+    """The interval needs only timeout_s and retries: a bad port or transport says nothing of
+    them (a bad timeout_s or retries does hide it: a failing read cannot be timed without)."""
+    text = point_problem_text("address = 0", f"timeout_s = 1.0\n{bad}")
+    found = problems(
+        tmp_path, text.replace('device_key = "sd"\n', 'device_key = "sd"\ninterval_s = 0.1\n')
+    )
+    assert f"devices[0] (m1): {SHORT}" in found, found
+
+
+def test_a_bad_modbus_key_from_the_environment_does_not_hide_a_short_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    modbus = {"host": "h", "port": "x", "timeout_s": 1.0}
+    device = {"name": "e", "product_key": "p", "device_key": "d", "interval_s": 0.1}
+    points = [{"id": "P", "address": 0}]
+    monkeypatch.setenv(
+        "GATEWAYD_DEVICES", json.dumps([{**device, "modbus": modbus, "points": points}])
+    )
+    found = problems(tmp_path, HEAD)
+    assert f"devices[0] (e): {SHORT} (from the environment: GATEWAYD_DEVICES)" in found, found
 
 
 def test_a_last_register_at_65535_is_fine(tmp_path: Path) -> None:

@@ -13,14 +13,17 @@ from typing import Any, cast
 
 from gatewayd.config import DeviceConfig, ForwardConfig, GatewayConfig
 from gatewayd.enos.protocol import (
+    METHOD_DISABLE,
+    METHOD_ENABLE,
     METHOD_LOGIN_BATCH,
     METHOD_POST_BATCH,
     METHOD_RESUME_BATCH,
     METHOD_TOPO_GET,
+    Command,
     Reply,
     batch_element,
 )
-from gatewayd.enos.topology import Topology
+from gatewayd.enos.topology import RECHECK_S, Topology
 from gatewayd.forward.replies import ReplyHandler
 from gatewayd.model import QueuedSample
 from tests.unit.test_forwarder import NOW_MS, MemoryQueue
@@ -179,3 +182,23 @@ async def test_a_request_sent_before_a_repair_is_resent_without_another() -> Non
     await in_flight
     assert rig.topology.unsendable() == {A, B}
     assert rig.hub.count(METHOD_TOPO_GET) == gets
+
+
+async def test_a_parked_device_the_hub_disables_is_not_waited_for_in_a_busy_loop() -> None:
+    """A disabled device is not logged in when its park is due, so its park stayed due: the
+    topology's loop waited 0 s for it, round after round, until the hub enabled it again."""
+    rig = Rig(A)
+    await rig.topology.sync()
+    await rig.send(A)
+    rig.topology.on_command(
+        "t", Command("c1", METHOD_DISABLE, [{"productKey": "pk", "deviceKey": "a"}])
+    )
+    rig.clock[0] = 100.0
+    await rig.topology.retry_parked()
+    assert rig.topology._until_next_retry() == RECHECK_S
+    rig.topology.on_command(
+        "t", Command("c2", METHOD_ENABLE, [{"productKey": "pk", "deviceKey": "a"}])
+    )
+    assert rig.topology._until_next_retry() == 0.0  # enabled: logged in at once
+    await rig.topology.retry_parked()
+    assert rig.topology.unsendable() == set() and A in rig.topology.online

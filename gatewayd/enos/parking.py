@@ -54,9 +54,10 @@ class Parking:
         now = self.clock()
         return [key for key, at in self.parked.items() if at <= now]
 
-    def next_due(self) -> float | None:
-        """When the first park ends (monotonic s); None if none is parked."""
-        return min(self.parked.values()) if self.parked else None
+    def next_due(self, excluding: set[Key]) -> float | None:
+        """When the first park ends (monotonic s) but those of `excluding`; None if none."""
+        ends = [at for key, at in self.parked.items() if key not in excluding]
+        return min(ends) if ends else None
 
     def struck(self, keys: Iterable[Key]) -> bool:
         """Every one of these devices was parked since the hub last took a sample of it."""

@@ -201,7 +201,9 @@ class Topology:
             self.online.clear()  # the hub ends sub-device sessions with the gateway's (§4.9)
 
     def _until_next_retry(self) -> float:
-        first = self.parking.next_due()
+        # A disabled device is not retried when due (its park would stay due, and this loop
+        # wait 0 s for it round after round); `combine.enable` makes it due again.
+        first = self.parking.next_due(excluding=self.disabled)
         if first is None:
             return RECHECK_S
         return max(0.0, min(first - self.clock(), RECHECK_S))

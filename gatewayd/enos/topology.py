@@ -2,16 +2,18 @@
 
 At every (re)connect: `thing.topo.get`, `thing.topo.add` (signed) for configured sub-devices that
 are missing, then `combine.login.batch` for all of them (enos-protocol.md §4.9). A sub-device
-that cannot log in is *parked*: its samples stay queued and are not sent (unless
-`allow_offline_sub_device`), its login is retried with a growing delay, and every other device's
+that cannot log in, or whose data the hub keeps answering 1212 for, is *parked*: its samples
+stay queued and are not sent (unless `allow_offline_sub_device`), it is tried again (logged in,
+then its data) after a delay that grows with each park (parking.py), and every other device's
 data keeps flowing. The hub may disable, enable or delete sub-devices at any time (§4.8); a
 disabled or deleted device's samples stay queued, untouched, until it is enabled again.
 
 Devices configured without a secret cannot be logged in by us; they are sent as they are, and
 parked only if the hub answers 1212 for them.
 
-The requests themselves (built, split to fit, their replies read) are in topo_requests.py; this
-module decides what their answers, the hub's commands and the forwarder's 1212s mean.
+The requests themselves (built, split to fit, their replies read) are in topo_requests.py, the
+parks' bookkeeping in parking.py; this module decides what the answers, the hub's commands and
+the forwarder's 1212s mean, and when to ask the hub again.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from gatewayd.backoff import backoff_ceiling
 from gatewayd.config import DeviceConfig, ForwardConfig, GatewayConfig
 from gatewayd.enos.client import MqttSession
+from gatewayd.enos.parking import Parking
 from gatewayd.enos.protocol import (
     METHOD_DELETE,
     METHOD_DISABLE,
@@ -82,17 +84,16 @@ class Topology:
         self._resync = False
         self.online: set[Key] = set()
         self.disabled: set[Key] = set()
-        self.parked: dict[Key, float] = {}  # key -> when to try again (monotonic)
-        self._park_counts: dict[Key, int] = {}
-        #: Times each device was parked since start (never reset; only tests read it so far).
-        self.park_counts: dict[Key, int] = {}
-        #: Set whenever a device is parked. Only tests wait on it (test_spine, test_refusals,
-        #: test_uplink_faults: "a device was parked" without polling); the daemon never reads it.
-        self.parked_signal = asyncio.Event()
+        self.parking = Parking(forward, clock)
+        self.parked = self.parking.parked  # key -> when to try again (monotonic)
+        self.park_counts = self.parking.park_counts
+        self.parked_signal = self.parking.parked_signal
+        #: Login replies so far, and the one that last logged each device in: a 1212 to a
+        #: request sent before its device's latest login is answered by sending it again.
+        self.login_rounds = 0
+        self._logged: dict[Key, int] = {}
         #: Set once the topology was synchronised on the current connection.
         self.ready = asyncio.Event()
-        #: Grows whenever a device becomes sendable again, so the forwarder re-reads its rows.
-        self.generation = 0
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         #: Beats every round; waits on the uplink or the hub are idle (runtime/watchdog.py).
@@ -114,7 +115,8 @@ class Topology:
         new = self._managed(devices)
         for key in self.managed.keys() - new.keys():
             self.online.discard(key)
-            self.parked.pop(key, None)
+            self._logged.pop(key, None)
+            self.parking.forget(key)
         self.managed = new
         self._resync = True
         self._wake.set()
@@ -133,6 +135,11 @@ class Topology:
         return set(self.disabled) | set(self.parked)
 
     @property
+    def generation(self) -> int:
+        """Grows whenever a device becomes sendable again, so the forwarder re-reads its rows."""
+        return self.parking.generation
+
+    @property
     def park_events(self) -> int:
         """Parks since start, all devices together (only tests read it, as they do park_counts)."""
         return sum(self.park_counts.values())
@@ -140,46 +147,26 @@ class Topology:
     @property
     def has_park_history(self) -> bool:
         """Some device's park delay is still grown (cheap to ask for every reply)."""
-        return bool(self._park_counts)
+        return bool(self.parking.strikes)
 
     def confirmed(self, keys: set[Key]) -> None:
         """The hub took samples of these devices: their next park starts at the shortest delay."""
-        for key in keys:
-            self._park_counts.pop(key, None)
+        self.parking.confirmed(keys)
+
+    def repair_may_help(self, keys: set[Key]) -> bool:
+        """Whether a 1212 for these devices' data is worth a repair (get, add, login).
+
+        Not if every one of them was parked since the hub last took a sample of it: its retry
+        has just logged it in (or cannot, without a secret), so a repair would only repeat what
+        failed, and a hub refusing all data would be asked for the topology at every try.
+        """
+        return not self.parking.struck(keys)
 
     def park(self, key: Key, reason: str) -> None:
-        """Hold a device's samples back and try it again later, with a growing delay.
-
-        Requests in flight for a device that was just parked come back refused too: those are
-        the same refusal and change nothing. A retry that fails parks it again, for longer.
-        """
-        now = self.clock()
-        if self.parked.get(key, now) > now:
-            return
-        self.park_counts[key] = self.park_counts.get(key, 0) + 1
-        count = self._park_counts.get(key, 0) + 1
-        self._park_counts[key] = count
-        delay = backoff_ceiling(count, self.forward.retry_min_s * 5, self.forward.retry_max_s * 5)
-        self.parked[key] = now + delay
-        self.online.discard(key)
-        log.warning(
-            "sub_device_parked device=%s/%s reason=%r retry_in_s=%.1f times=%d"
-            " note='samples stay queued'",
-            key[0],
-            key[1],
-            reason,
-            delay,
-            count,
-        )
-        self.parked_signal.set()
-        self._wake.set()
-
-    def _unpark(self, key: Key, forget: bool = True) -> None:
-        if self.parked.pop(key, None) is not None:
-            log.info("sub_device_unparked device=%s/%s", key[0], key[1])
-            self.generation += 1
-        if forget:
-            self._park_counts.pop(key, None)
+        """Hold a device's samples back and try it again later, with a growing delay."""
+        if self.parking.park(key, reason):
+            self.online.discard(key)
+            self._wake.set()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -214,13 +201,16 @@ class Topology:
             self.online.clear()  # the hub ends sub-device sessions with the gateway's (§4.9)
 
     def _until_next_retry(self) -> float:
-        if not self.parked:
+        # A disabled device is not retried when due (its park would stay due, and this loop
+        # wait 0 s for it round after round); `combine.enable` makes it due again.
+        first = self.parking.next_due(excluding=self.disabled)
+        if first is None:
             return RECHECK_S
-        return max(0.0, min(min(self.parked.values()) - self.clock(), RECHECK_S))
+        return max(0.0, min(first - self.clock(), RECHECK_S))
 
     async def retry_parked(self) -> None:
-        now = self.clock()
-        due = [key for key, at in self.parked.items() if at <= now]
+        """Try the devices whose park is over: log them in (those we can), then their data."""
+        due = self.parking.due()
         if not due:
             return
         managed = [self.managed[k] for k in due if k in self.managed and k not in self.disabled]
@@ -228,7 +218,7 @@ class Topology:
             if key not in self.managed:
                 # Nothing we can do but try its data again; its next park waits longer, until
                 # the hub takes a sample of it (confirmed()).
-                self._unpark(key, forget=False)
+                self.parking.unpark(key)
         if managed:
             async with self._lock:
                 try:
@@ -236,36 +226,47 @@ class Topology:
                 except TransientError as exc:  # UplinkDown, ReplyTimeout: the next round retries
                     log.info("sub_device_relogin_unanswered reason=%r", str(exc))
 
-    async def repair(self) -> None:
-        """After a 1212: check the topology and log in again (concurrent calls share one run)."""
-        if self._lock.locked():
-            async with self._lock:
-                return
-        await self.sync()
+    async def repair(self, keys: set[Key], logins_seen: int) -> None:
+        """After a 1212 to a request sent when `login_rounds` was `logins_seen`: check the
+        topology and log in again, unless each of its devices we can log in was logged in since
+        (by a repair or retry that ran meanwhile: sending the request again is the repair then).
+        Concurrent calls wait for each other, so they share one run."""
+        async with self._lock:
+            stale = [k for k in keys if k in self.managed and self._logged.get(k, 0) <= logins_seen]
+            if stale:
+                await self._sync()
 
     async def sync(self) -> bool:
-        """topo.get, topo.add for what is missing, login.batch for all; False if it could not run."""
+        """topo.get, topo.add for what is missing, login.batch for all but the devices still
+        parked (their own retry logs them in); False if it could not run."""
         async with self._lock:
-            wanted = [d for k, d in self.managed.items() if k not in self.disabled]
-            try:
-                present = await self.hub.present()
-                missing = [d for d in wanted if d.key not in present]
-                if missing:
-                    await self.hub.add(missing)
-                if wanted:
-                    await self._login(wanted)
-            except TransientError as exc:  # UplinkDown, ReplyTimeout: the next round retries
-                log.warning("topology_sync_failed reason=%r", str(exc))
-                return False
-            return True
+            return await self._sync()
+
+    async def _sync(self) -> bool:
+        wanted = [d for k, d in self.managed.items() if k not in self.disabled]
+        try:
+            present = await self.hub.present()
+            missing = [d for d in wanted if d.key not in present]
+            if missing:
+                await self.hub.add(missing)
+            unparked = [d for d in wanted if not self.parking.held(d.key)]
+            if unparked:
+                await self._login(unparked)
+        except TransientError as exc:  # UplinkDown, ReplyTimeout: the next round retries
+            log.warning("topology_sync_failed reason=%r", str(exc))
+            return False
+        return True
 
     async def _login(self, devices: list[SubDevice]) -> None:
         for group in self.hub.groups(devices, METHOD_LOGIN_BATCH):
             reply, logged = await self.hub.login(group)
+            self.login_rounds += 1
             wanted = {d.key for d in group}
             for key in logged:
                 self.online.add(key)
-                self._unpark(key)
+                self._logged[key] = self.login_rounds
+                if not self.parking.held(key):  # parked while its login was under way: it stands
+                    self.parking.unpark(key)
             for key in wanted - logged:
                 self.park(key, login_refusal(reply.code, reply.message, key))
             log.info("sub_devices_logged_in ok=%d failed=%d", len(logged), len(wanted - logged))
@@ -286,9 +287,8 @@ class Topology:
             return 200
         if command.method == METHOD_ENABLE:
             self.disabled -= keys
-            now = self.clock()
             for key in keys:
-                self.parked[key] = now  # log it in at once
+                self.parking.retry_now(key)  # log it in at once
             self._wake.set()
             log.info("sub_devices_enabled devices=%s", names)
             return 200

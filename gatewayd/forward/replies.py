@@ -8,7 +8,8 @@
   evidence it is a storm: the samples stay queued and the loop backs off as after any failure.
 - 1212 (a sub-device is not online through this gateway): the topology is repaired (get, add,
   login) and the batch re-sent; if that still fails, splitting finds the devices that cause it,
-  which are parked: their samples stay queued while every other device's flow.
+  which are parked: their samples stay queued while every other device's flow. A device back
+  from a park gets no repair (its retry just logged it in): a further 1212 parks it for longer.
 - anything else, no reply in time, or a dropped connection: nothing is deleted, and the loop is
   told to rewind (see gatewayd/forward/loop.py).
 """
@@ -193,6 +194,7 @@ class ReplyHandler:
         probe: Probe,
     ) -> None:
         failures_before = self.failure_serial
+        logins_seen = self.topology.login_rounds
         reply = await self._request(rows, method, elements)
         ids = [row.id for row in rows]
         if reply.ok:
@@ -215,7 +217,7 @@ class ReplyHandler:
             else:
                 await self._split(rows, method, repaired, probe)
         elif reply.code == CODE_NO_SUB_DEVICE_PERMISSION:
-            await self._no_permission(rows, method, repaired, probe)
+            await self._no_permission(rows, method, repaired, probe, logins_seen)
         else:
             await self._failed(ids, reply.code)
 
@@ -276,19 +278,24 @@ class ReplyHandler:
         await self._send_and_settle(rows[half:], method, None, repaired, probe)
 
     async def _no_permission(
-        self, rows: list[QueuedSample], method: str, repaired: bool, probe: Probe
+        self, rows: list[QueuedSample], method: str, repaired: bool, probe: Probe, logins: int
     ) -> None:
-        if not repaired:
-            await self.topology.repair()
+        """1212: repair the topology (unless its devices were logged in since the request went,
+        `logins`) and send again, once; a 1212 after that parks the device that causes it. No
+        repair if every device in it was parked since the hub last took its data: its retry
+        has just logged it in, and the hub is refusing anyway."""
+        devices = {(r.product_key, r.device_key) for r in rows}
+        if not repaired and self.topology.repair_may_help(devices):
+            await self.topology.repair(devices, logins)
             still = [r for r in rows if self.topology.sendable((r.product_key, r.device_key))]
             if still:
                 await self._send_and_settle(still, method, None, True, probe)
             return
-        devices = {(r.product_key, r.device_key) for r in rows}
         if len(devices) == 1:
-            self.topology.park(devices.pop(), "1212 after topology repair")
+            reason = "1212 after topology repair" if repaired else "1212 again after its park"
+            self.topology.park(devices.pop(), reason)
             return
-        await self._split(rows, method, repaired, probe)
+        await self._split(rows, method, True, probe)
 
     async def _failed(self, ids: list[int], code: int | None) -> None:
         self.mark_failed()

@@ -102,6 +102,7 @@ class SetTopology:
         self.ready.set()
         self.generation = 0
         self.has_park_history = False
+        self.login_rounds = 0
 
     def sendable(self, key: Key) -> bool:
         return key not in self.parked
@@ -112,7 +113,10 @@ class SetTopology:
     def park(self, key: Key, reason: str) -> None:
         self.parked.add(key)
 
-    async def repair(self) -> None:
+    def repair_may_help(self, keys: set[Key]) -> bool:
+        return True
+
+    async def repair(self, keys: set[Key], logins_seen: int) -> None:
         self.repairs += 1
 
     def confirmed(self, keys: set[Key]) -> None:

@@ -133,6 +133,9 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows, QueueReads):
         enqueued = clock_ms if clock_ms is not None else self.enqueue_clock()
         age_now = clock_ms if clock_ms is not None else self.age_clock()
         with atomic(self.conn):
+            # Every reading handed over is polled, a refused one too: the books (README, "The
+            # queue file") balance only if what `evicted` counts was counted in first.
+            self._bump("polled", len(samples))
             evicted = 0
             bounds = self.bounds
             if (
@@ -184,7 +187,6 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows, QueueReads):
             rows,
         )
         self._bump("queued", len(rows))
-        self._bump("polled", len(rows))
 
     def reject(self, ids: list[int], code: int, message: str) -> int:
         """Move rows the hub refused for their content into the dead-letter table."""

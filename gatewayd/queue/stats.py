@@ -33,9 +33,13 @@ class QueueStats:
 
 
 def file_bytes(path: Path) -> int:
-    """The queue's size on disk: the database plus its WAL and shared-memory files."""
+    """The queue's size on disk as `max_bytes` bounds it: the database plus its WAL.
+
+    Not the `-shm` file: SQLite's memory-mapped index of the WAL (32 KiB per 4,096 frames), no
+    queue data, which counted it 32 KiB over a bound the queue kept.
+    """
     total = 0
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal"):
         with contextlib.suppress(FileNotFoundError):
             total += os.stat(f"{path}{suffix}").st_size
     return total

@@ -71,6 +71,10 @@ class MqttSession:
         #: The complement of `connected`, so that a waiter can await an outage too.
         self.disconnected = asyncio.Event()
         self.disconnected.set()
+        #: `status` as last noted, and since when (wall ms): the time of the event itself, which
+        #: `queue stats` shows; the health tick that writes it down comes up to 2 s later.
+        self._status = self.status
+        self.status_since_ms = now_ms()
         self._client: mqtt.Client | None = None
         self._pending: dict[tuple[str, str], asyncio.Future[Reply]] = {}
         # Ids must not repeat across restarts either: a late reply to a previous process's request
@@ -88,6 +92,18 @@ class MqttSession:
         self.failure = ""
         #: Since when requests have gone unanswered with no PUBACK or reply (monotonic), or None.
         self._silent_since: float | None = None
+
+    @property
+    def status(self) -> str:
+        """The uplink for people: connected, disconnected, or why the hub refuses our login."""
+        if self.connected.is_set():
+            return "connected"
+        return f"refused: {self.refused}" if self.refused else "disconnected"
+
+    def _note_status(self) -> None:
+        """Date a change of `status` by now: every handler that may change it ends here."""
+        if self.status != self._status:
+            self._status, self.status_since_ms = self.status, now_ms()
 
     def next_id(self) -> str:
         return str(next(self._ids))
@@ -186,6 +202,7 @@ class MqttSession:
 
     def _connect_failed(self, reason: str = "") -> None:
         self.refused = ""  # failing otherwise (unreachable, TLS) ends a streak of refusals
+        self._note_status()
         self.connect_failures += 1
         self.connect_failed.set()
         if self.connect_failures == 1 or self.connect_failures % 100 == 0:
@@ -213,6 +230,7 @@ class MqttSession:
                 text,
             )
         self.refused = reason
+        self._note_status()
         self._refusal_reported = True
         self.connect_failed.set()
 
@@ -227,6 +245,7 @@ class MqttSession:
         self._silent_since = None
         self.disconnected.clear()
         self.connected.set()
+        self._note_status()
 
     def _connection_lost(self, reason: str) -> None:
         if self._was_connected:
@@ -240,6 +259,7 @@ class MqttSession:
         self._was_connected = False
         self.connected.clear()
         self.disconnected.set()
+        self._note_status()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(UplinkDown(f"connection lost: {reason}"))

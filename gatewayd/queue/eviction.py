@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 log = logging.getLogger("gatewayd.queue.store")
 
@@ -42,6 +44,34 @@ def used_bytes(conn: sqlite3.Connection) -> int:
     return int((pages - free) * size)
 
 
+def group_bytes(rows: Sequence[Sequence[Any]], page_size: int) -> int:
+    """The bytes of pages a group of `samples` rows (store.Store._rows) will take when appended.
+
+    Asked before the insert so that `drop_oldest` frees that room first and the group reuses the
+    freed pages: inserted first, the group grew the file past the budget and the WAL held its
+    pages and the evicted ones (two groups over the bound, for a large group). Rows are
+    appended, so pages fill in order: a 2.9 KB row takes a 4 KiB page of its own. Each row has
+    a record in the table and an entry in the device index; both are estimated from the text
+    they hold (ints and the record's header: 40 bytes at most).
+    """
+    usable = page_size - 12  # a leaf's header, and the 4 bytes SQLite keeps at the end
+    pages = 0
+    for cells in (
+        [len(r[0]) + len(r[1]) + len(r[3]) + 40 for r in rows],  # the table's records
+        [len(r[0]) + len(r[1]) + 16 for r in rows],  # samples_device's entries
+    ):
+        room = 0
+        for cell in cells:
+            if cell + 2 > usable:  # on overflow pages of its own
+                pages += -(-cell // (page_size - 4))
+            elif cell + 2 > room:
+                pages += 1
+                room = usable - cell - 2
+            else:
+                room -= cell + 2
+    return pages * page_size
+
+
 def evict_old(conn: sqlite3.Connection, cutoff_ms: int, below_id: int) -> int:
     """Evict samples older than the age bound, looking only at the head of the queue.
 
@@ -57,18 +87,26 @@ def evict_old(conn: sqlite3.Connection, cutoff_ms: int, below_id: int) -> int:
     return cursor.rowcount
 
 
-def evict_to_budget(conn: sqlite3.Connection, budget: int, chunk: int, below_id: int) -> int:
-    """Evict the oldest samples (ids below `below_id`) until the file is within `budget`."""
+def evict_to_budget(conn: sqlite3.Connection, budget: int, first_step: int, below_id: int) -> int:
+    """Evict the oldest samples (ids below `below_id`) until the pages in use fit `budget`.
+
+    What a group needs, not a fixed block: the first step is `first_step` rows (the size of the
+    group that needs the room), and each further one twice the last, as deleting rows frees a
+    page only once its last row is gone. Evicting 64 rows for a group of two one-page samples
+    dropped 6 s of data each time, and the WAL held the 64 freed pages on top of its share.
+    """
     evicted = 0
+    step = max(1, first_step)
     while used_bytes(conn) > budget:
         cursor = conn.execute(
             "DELETE FROM samples WHERE id IN (SELECT id FROM samples WHERE id < ?"
             " ORDER BY id LIMIT ?)",
-            (below_id, chunk),
+            (below_id, step),
         )
         if cursor.rowcount == 0:
             break
         evicted += cursor.rowcount
+        step *= 2
     return evicted
 
 

@@ -33,9 +33,13 @@ class QueueStats:
 
 
 def file_bytes(path: Path) -> int:
-    """The queue's size on disk: the database plus its WAL and shared-memory files."""
+    """The queue's size on disk as `max_bytes` bounds it: the database plus its WAL.
+
+    Not the `-shm` file: SQLite's memory-mapped index of the WAL (32 KiB per 4,096 frames), no
+    queue data, which counted it 32 KiB over a bound the queue kept.
+    """
     total = 0
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal"):
         with contextlib.suppress(FileNotFoundError):
             total += os.stat(f"{path}{suffix}").st_size
     return total
@@ -49,7 +53,17 @@ def read_stats(path: Path) -> QueueStats:
     try:
         db = sqlite_utils.Database(conn)
         try:
-            if "samples" not in db.table_names():
+            names = db.table_names()
+        except sqlite3.DatabaseError as exc:
+            # Not a database at all (no SQLite header): nothing to read around, and the other
+            # queue commands say so and exit 1; "pending 0" would pass for an empty queue.
+            if getattr(exc, "sqlite_errorname", "") == "SQLITE_NOTADB":
+                raise QueueError(f"{path}: {exc}") from None
+            if not is_corruption(exc):
+                raise
+            names = ["samples"]  # a damaged schema: read around the damage below
+        try:
+            if "samples" not in names:
                 raise QueueError(f"{path} is not a gatewayd queue (no samples table)")
             pending, points, oldest, newest = conn.execute(
                 "SELECT count(*), coalesce(sum(n_points), 0), min(ts_ms), max(ts_ms) FROM samples"

@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING, Any
 from gatewayd.clocks import now_ms
 from gatewayd.config import QueueConfig
 from gatewayd.model import Sample
-from gatewayd.queue.eviction import Bounds, BoundsKeeper, evict_old, evict_to_budget, used_bytes
+from gatewayd.queue.eviction import (
+    Bounds,
+    BoundsKeeper,
+    evict_old,
+    evict_to_budget,
+    group_bytes,
+    used_bytes,
+)
 from gatewayd.queue.held import HeldRows
 from gatewayd.queue.marker import check_and_mark
 from gatewayd.queue.migrations import migrate
@@ -128,29 +135,34 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows, QueueReads):
 
         The result is not the number stored: it is what this insert cost (old rows evicted by
         age or bytes, or, under `drop_newest`, the group itself refused). The name stays: tests
-        and SampleQueue (by name, "insert", through its executor) call it.
+        and SampleQueue (by name, "insert", through its executor) call it. Room is made before
+        the group is written, so that it reuses the evicted rows' pages (eviction.group_bytes).
         """
         enqueued = clock_ms if clock_ms is not None else self.enqueue_clock()
         age_now = clock_ms if clock_ms is not None else self.age_clock()
         with atomic(self.conn):
+            # Every reading handed over is polled, a refused one too: the books (README, "The
+            # queue file") balance only if what `evicted` counts was counted in first.
+            self._bump("polled", len(samples))
             evicted = 0
+            rows = self._rows(samples, enqueued)
             bounds = self.bounds
-            if (
-                bounds
-                and bounds.overflow == "drop_newest"
-                and self.used_bytes() >= bounds.data_budget
-            ):
-                evicted = len(samples)
-                samples = []
             first_new = self._next_id()
-            self._insert_rows(samples, enqueued)
             if bounds:
                 if age_now is not None:
                     evicted += evict_old(self.conn, age_now - bounds.max_age_s * 1000, first_new)
-                if bounds.overflow == "drop_oldest":
-                    evicted += evict_to_budget(
-                        self.conn, bounds.data_budget, max(64, len(samples)), first_new
-                    )
+                # The room the group will take (eviction.group_bytes): made before it is
+                # written under drop_oldest, else the group is refused under drop_newest.
+                room = bounds.data_budget - group_bytes(rows, self._page_size())
+                if bounds.overflow == "drop_newest" and self.used_bytes() > room:
+                    evicted += len(rows)
+                    rows = []
+                elif bounds.overflow == "drop_oldest":
+                    evicted += evict_to_budget(self.conn, room, len(rows), first_new)
+            self._insert_rows(rows)
+            if bounds:
+                if bounds.overflow == "drop_oldest":  # the estimate fell short
+                    evicted += evict_to_budget(self.conn, bounds.data_budget, len(rows), first_new)
                 self._bump("evicted", evicted)
                 self._evict_rejected(bounds, age_now, by_bytes=False)
             if clock_ms is None:  # where the queue's clock stood (acquire/clock.py resumes it)
@@ -162,29 +174,33 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows, QueueReads):
         row = self.conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'samples'").fetchone()
         return int(row[0]) + 1 if row else 1
 
-    def _insert_rows(self, samples: list[Sample], enqueued: int) -> None:
-        rows = []
-        for s in samples:
-            points = json.dumps(s.points, separators=(",", ":"), allow_nan=False)
-            rows.append(
-                (
-                    s.product_key,
-                    s.device_key,
-                    s.ts_ms,
-                    points,
-                    len(s.points),
-                    enqueued,
-                    s.held_boot,
-                    s.mono_ms if s.held_boot else None,
-                )
+    def _page_size(self) -> int:
+        return int(self.conn.execute("PRAGMA page_size").fetchone()[0])
+
+    @staticmethod
+    def _rows(samples: list[Sample], enqueued: int) -> list[tuple[Any, ...]]:
+        """The `samples` rows of a group, as inserted (points as JSON, exactly as sent)."""
+        return [
+            (
+                s.product_key,
+                s.device_key,
+                s.ts_ms,
+                json.dumps(s.points, separators=(",", ":"), allow_nan=False),
+                len(s.points),
+                enqueued,
+                s.held_boot,
+                s.mono_ms if s.held_boot else None,
             )
+            for s in samples
+        ]
+
+    def _insert_rows(self, rows: list[tuple[Any, ...]]) -> None:
         self.conn.executemany(
             "INSERT INTO samples (product_key, device_key, ts_ms, points, n_points, enqueued_ms,"
             " held_boot, held_mono_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         self._bump("queued", len(rows))
-        self._bump("polled", len(rows))
 
     def reject(self, ids: list[int], code: int, message: str) -> int:
         """Move rows the hub refused for their content into the dead-letter table."""

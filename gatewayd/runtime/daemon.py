@@ -135,6 +135,7 @@ class Daemon(PollingStage):
             stack.callback(supervisor.unwatch_threads)
             await self.queue.open()
             stack.push_async_callback(self.queue.close)
+            await self.health.note_started(stack, lambda: supervisor.failure)
             self._stage("queue-writer", self.queue.run_committer(), stack, self.queue.pulse)
             await self.session.start()
             stack.push_async_callback(self.session.stop)

@@ -2,7 +2,8 @@
 
 Each tick asks the queue's writer thread for its figures (which also proves the thread is not
 stuck: the writer thread's pulse beats only when it answered in time), takes a `Snapshot` of the other
-stages, writes the live figures to the queue's `state` table (for `gatewayd queue stats`), and
+stages, writes the live figures to the queue's `state` table (for `gatewayd queue stats`, which
+also learns there that the daemon started or stopped, and when), and
 logs the drain's progress while a large backlog goes out. The watchdog (watchdog.py) sends the
 resulting STATUS= line; metrics and /healthz read the snapshot (metrics.py).
 """
@@ -16,6 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from contextlib import AsyncExitStack
 from dataclasses import replace
 
 from gatewayd.acquire.poller import DevicePoller
@@ -73,8 +75,6 @@ class Health:
         #: The latest figures; replaced whole, never changed (read from the metrics thread).
         self.snapshot = Snapshot()
         self.writer_ok = True
-        self._uplink = ""
-        self._since_ms = 0
         self._last_tick = time.monotonic()
         #: (when, samples delivered, samples pending) at the ticks of the last RATE_WINDOW_S.
         self._history: deque[tuple[float, int, int]] = deque()
@@ -132,6 +132,8 @@ class Health:
             uplink_stalls=self.session.stalls,
             refused=self.session.refused,
             refusals=self.session.refusals,
+            uplink=self.session.status,
+            uplink_since_ms=self.session.status_since_ms,
         )
 
     def refresh(self) -> Snapshot:
@@ -172,23 +174,62 @@ class Health:
         return status + (f" parked={s.parked}" if s.parked else "")
 
     async def _write_state(self, s: Snapshot) -> None:
-        uplink = "connected" if s.connected else "disconnected"
-        if s.refused and not s.connected:  # the hub refuses our login
-            uplink = f"refused: {s.refused}"
-        if uplink != self._uplink:
-            self._uplink, self._since_ms = uplink, now_ms()
-        # On disk trouble the committer reports; the figures can wait for the next tick. Bounded:
-        # a writer thread stuck after answering the figures must not hold the tick.
+        await self._note(
+            uplink=s.uplink,
+            uplink_since_ms=s.uplink_since_ms,
+            drain_rate_per_s=round(s.rate, 1),
+            inflight_requests=s.forwarder.inflight,
+            parked_devices=s.parked,
+            updated_ms=now_ms(),
+        )
+
+    async def note_started(
+        self, stack: AsyncExitStack, failure: Callable[[], BaseException | None]
+    ) -> None:
+        """The daemon runs (the queue just opened): what a stop or a previous run left in the
+        state must not stand for this run until the first tick. On `stack`, right after the
+        queue's close: `note_stopped` once every stage started later has stopped, with the
+        supervisor's `failure`, else what ended the run."""
+        stack.push_async_exit(lambda *exc: self.note_stopped(failure() or exc[1]))
+        at = now_ms()
+        await self._note(
+            daemon="running",
+            daemon_since_ms=at,
+            uplink=self.session.status,
+            uplink_since_ms=self.session.status_since_ms,
+            **self._idle(at),
+        )
+
+    async def note_stopped(self, failure: BaseException | None) -> None:
+        """Every stage has stopped, the queue is still open: leave the state saying so, and
+        when, and why if a stage failed. The last tick's figures stayed otherwise, and a stopped
+        daemon's queue said `uplink connected` for ever."""
+        at = now_ms()
+        failed = isinstance(failure, Exception)  # not a cancellation or an interrupt
+        await self._note(
+            daemon=f"stopped: {failure}" if failed else "stopped",
+            daemon_since_ms=at,
+            uplink="stopped",
+            uplink_since_ms=at,
+            **self._idle(at),
+        )
+
+    @staticmethod
+    def _idle(at: int) -> dict[str, int | float]:
+        return {
+            "drain_rate_per_s": 0.0,
+            "inflight_requests": 0,
+            "parked_devices": 0,
+            "updated_ms": at,
+        }
+
+    async def _note(self, **values: object) -> None:
+        """Write to the queue's `state` table, bounded: a writer thread stuck after answering
+        the figures must not hold the tick (or the stop). On disk trouble the committer reports;
+        the figures can wait for the next tick."""
         with contextlib.suppress(QueueError, TimeoutError):
             async with asyncio.timeout(max(self.tick_s, 1.0)):
-                await self.queue.set_state(
-                    uplink=uplink,
-                    uplink_since_ms=self._since_ms,
-                    drain_rate_per_s=round(s.rate, 1),
-                    inflight_requests=s.forwarder.inflight,
-                    parked_devices=s.parked,
-                    updated_ms=now_ms(),
-                )
+                await self.queue.set_state(**values)
 
     def _rates(
         self, now: float, delivered: int, pending: int, elapsed: float

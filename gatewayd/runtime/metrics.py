@@ -58,7 +58,9 @@ class GatewayCollector(Collector):
             round(q.pending * q.points_per_sample),
         )
         yield GaugeMetricFamily(
-            "gatewayd_queue_bytes", "Queue file size with WAL", file_bytes(self.queue_path)
+            "gatewayd_queue_bytes",
+            "Queue database file and WAL, what queue.max_bytes bounds (not the -shm index)",
+            file_bytes(self.queue_path),
         )
         age = 0.0 if q.oldest_ts_ms is None else max(0.0, (now_ms() - q.oldest_ts_ms) / 1000)
         yield GaugeMetricFamily(

@@ -81,6 +81,9 @@ class Snapshot:
     #: Why the hub refuses our login ("" while it does not), and how often it did.
     refused: str = ""
     refusals: int = 0
+    #: The uplink for people (MqttSession.status), and when it became so (wall ms).
+    uplink: str = "disconnected"
+    uplink_since_ms: int = 0
     #: The queue's writer thread answered the last tick's figures request in time.
     writer_ok: bool = True
 

@@ -67,10 +67,10 @@ async def test_healthy_devices_keep_their_rhythm_next_to_dead_ones(
             elapsed = time.monotonic() - started
             reads = {unit: meters.meters[unit].reads for unit in (1, 2)}
             pollers = {p.device.name: p for p in daemon.pollers}
+            state = read_stats(settings.queue.path).state  # the live figures the daemon reports
     finally:
         await meters.stop()
 
-    state = read_stats(settings.queue.path).state  # the live figures the daemon reports
     assert state["uplink"] == "connected" and state["drain_rate_per_s"] > 0
     scheduled = int(elapsed / INTERVAL_S) + 1  # the first poll runs at start
     for unit, count in reads.items():

@@ -139,3 +139,20 @@ async def test_commands_work_while_the_daemon_writes(tmp_path: Path) -> None:
     finally:
         await queue.close()
     assert read_stats(path).pending_samples == expected == 950
+
+
+@pytest.mark.parametrize(
+    "command", ["stats", "peek", "export", "rejected", "vacuum", "requeue-rejected"]
+)
+def test_a_file_that_is_not_a_database_fails_every_command_alike(
+    tmp_path: Path, command: str
+) -> None:
+    """Seen failing: `queue stats` on `echo hello > junk.db` said "pending 0" and exited 0
+    (it read the file as a damaged queue: nothing readable), where the others said the truth."""
+    junk = tmp_path / "junk.db"
+    junk.write_text("hello\n")
+    code, out = cli("queue", command, "--db", str(junk))
+    assert code == 1, out
+    assert out.strip().splitlines()[-1] == f"error: {junk}: file is not a database"
+    assert "pending" not in out and "Traceback" not in out
+    assert junk.read_text() == "hello\n"

@@ -53,6 +53,7 @@ async def test_a_wrong_gateway_secret_is_refused_and_handled(
         await daemon.health.tick()
         assert daemon.health.snapshot.queue.pending > 0  # readings keep being queued
         metrics = await asyncio.to_thread(scrape, metrics_port)
+        uplink = read_stats(settings.queue.path).state["uplink"]
     attempts = [x.at for x in hub.logins]
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
     assert all(gap >= 0.2 * 0.9 for gap in gaps), gaps  # never a tight loop
@@ -63,7 +64,7 @@ async def test_a_wrong_gateway_secret_is_refused_and_handled(
     assert not [r for r in caplog.records if "uplink_connect_failed" in r.getMessage()]
     assert metrics[("gatewayd_uplink_refusals_total", ())] >= 6
     assert metrics[("gatewayd_uplink_refused", ())] == 1
-    assert read_stats(settings.queue.path).state["uplink"].startswith("refused: not_authorised")
+    assert uplink.startswith("refused: not_authorised")
 
 
 async def test_the_right_secret_after_refusals_connects_and_clears_the_state(
@@ -84,7 +85,8 @@ async def test_the_right_secret_after_refusals_connects_and_clears_the_state(
         assert await asyncio.to_thread(hub.wait_for, lambda h: h.delivered_count() > 0, 20)
         assert daemon.session.refused == ""
         await daemon.health.tick()
-    assert read_stats(settings.queue.path).state["uplink"] == "connected"
+        assert read_stats(settings.queue.path).state["uplink"] == "connected"
+    assert read_stats(settings.queue.path).state["uplink"] == "stopped"
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,11 @@ class Uplink:
         self.stalls = 0
         self.refused = ""
         self.refusals = 0
+        self.status_since_ms = 1_800_000_000_000
+
+    @property
+    def status(self) -> str:
+        return "connected" if self.connected.is_set() else "disconnected"
 
 
 class Sender:
@@ -78,6 +83,7 @@ async def test_a_tick_publishes_a_snapshot_and_writes_the_state_table(
     assert health.status_line() == "pending=3 uplink=connected sent_per_s=0"
     state = read_stats(queue.path).state
     assert state["uplink"] == "connected" and state["inflight_requests"] == 0
+    assert state["uplink_since_ms"] == uplink.status_since_ms  # the session's, not the tick's
 
 
 async def test_a_stuck_writer_thread_stops_its_pulse_but_not_the_tick(

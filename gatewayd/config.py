@@ -6,7 +6,9 @@ its key path, e.g. `devices[2].points[5].type`, so the operator can fix the file
 
 This module reads the file, lays the environment over it and gathers every problem into one
 report; the sections' models are in config_sections.py and config_devices.py (and importable from
-here, as the rest of gatewayd does), the rules across keys in config_rules.py.
+here, as the rest of gatewayd does), the rules within one table in config_table_rules.py and
+across tables in config_rules.py, which also run on what config_salvage.py keeps of a device
+that did not validate.
 """
 
 from __future__ import annotations
@@ -35,12 +37,12 @@ from gatewayd.config_devices import (
     ModbusConfig,
     PointConfig,
     Table,
-    valid_parts,
 )
 from gatewayd.config_env import environment, shadowed
 from gatewayd.config_fields import Section
 from gatewayd.config_report import pydantic_problems, render
 from gatewayd.config_rules import Problem, device_problems, fleet_problems, size_problems
+from gatewayd.config_salvage import valid_parts, whole_parts
 from gatewayd.config_sections import (
     MAX_PAYLOAD_BYTES,
     ClockConfig,
@@ -120,7 +122,7 @@ class Settings(BaseSettings):
         except ValidationError as exc:
             problems += pydantic_problems(exc)
         if settings is not None:
-            devices = [device.parts(n) for n, device in enumerate(settings.devices)]
+            devices = [whole_parts(n, device) for n, device in enumerate(settings.devices)]
         else:
             raw = data.get("devices") if isinstance(data, dict) else None
             devices = [

@@ -1,21 +1,17 @@
 """The sub-devices' sections: each device's identity, its Modbus endpoint and its points.
 
 One model per `[[devices]]` table, `[devices.modbus]` and `[[devices.points]]`, each key with its
-bounds and the rules within one point or endpoint (type against table, register count, byte order).
-The rules across points and devices (overlaps, repeated ids, shared lines) are in config_rules.py
-and read a device as `DeviceParts`: all of it when it validated (`DeviceConfig.parts`), what can
-be salvaged when it did not (`valid_parts`), so that one mistake never hides another.
+bounds. The rules within one endpoint or point (type against table, register count, byte order)
+are in config_table_rules.py, those across points and devices (overlaps, repeated ids, shared
+lines) in config_rules.py; both also run on what config_salvage.py keeps of a table that did not
+validate, so that one mistake never hides another.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import os
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import Field, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from gatewayd.config_fields import (
     HubKey,
@@ -25,28 +21,30 @@ from gatewayd.config_fields import (
     Section,
     settle_device_secret,
 )
+from gatewayd.config_table_rules import (
+    REGISTER_WIDTH,
+    SERIAL_PAUSE_MS,
+    endpoint_rules,
+    line_key,
+    point_rules,
+)
+
+__all__ = [
+    "REGISTER_WIDTH",
+    "SERIAL_PAUSE_MS",
+    "ByteOrder",
+    "DataType",
+    "DeviceConfig",
+    "ModbusConfig",
+    "PointConfig",
+    "Table",
+]
 
 DataType = Literal[
     "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"
 ]
 ByteOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 Table = Literal["holding", "input", "coil", "discrete"]
-
-#: Registers each numeric type occupies (string: `length`; bool in a register table: one).
-REGISTER_WIDTH: dict[str, int] = {
-    "bool": 1,
-    "int16": 1,
-    "uint16": 1,
-    "int32": 2,
-    "uint32": 2,
-    "float32": 2,
-    "int64": 4,
-    "uint64": 4,
-    "float64": 4,
-}
-
-#: Default pause between requests on a serial line (see ModbusConfig.inter_request_ms).
-SERIAL_PAUSE_MS = 20
 
 
 class ModbusConfig(Section):
@@ -76,16 +74,9 @@ class ModbusConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> ModbusConfig:
-        if self.transport in ("tcp", "rtu_over_tcp") and not self.host:
-            raise ValueError(f"host is required with transport = {self.transport!r}")
-        if self.transport == "rtu" and not self.serial_port:
-            raise ValueError("serial_port is required with transport = 'rtu'")
-        if self.unit_id == 0 and self.transport != "tcp":
-            raise ValueError(
-                "unit_id 0 is the broadcast address on a serial line: no slave answers it"
-            )
-        if self.local_echo and self.transport != "rtu":
-            raise ValueError("local_echo is a serial adapter's: it needs transport = 'rtu'")
+        found = endpoint_rules(self.__dict__)
+        if found:  # the first: Settings tells every one (config_salvage.py)
+            raise ValueError(found[0])
         return self
 
     @property
@@ -97,22 +88,9 @@ class ModbusConfig(Section):
 
     def line_key(self) -> tuple[str, ...]:
         """Devices with equal keys share one connection (a serial port, or a host and port)."""
-        if self.transport == "rtu":  # one port under two names (a udev symlink) is one line
-            return ("rtu", os.path.realpath(str(self.serial_port)))
-        return (self.transport, str(self.host), str(self.port))
-
-    def line_settings(self) -> tuple[object, ...]:
-        """What devices sharing one connection must agree on."""
-        if self.transport == "rtu":
-            return (
-                self.baudrate,
-                self.parity,
-                self.stopbits,
-                self.bytesize,
-                self.pause_s,
-                self.local_echo,
-            )
-        return (self.pause_s,)
+        key = line_key(self.__dict__)
+        assert key is not None, "a valid endpoint names its line"
+        return key
 
 
 class PointConfig(Section):
@@ -142,46 +120,9 @@ class PointConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> PointConfig:
-        banded = self.deadband is not None or self.deadband_percent is not None
-        if self.heartbeat_s is not None and not banded:
-            raise ValueError("heartbeat_s is only for points with deadband or deadband_percent")
-        numeric = self.type not in ("bool", "string")
-        if not numeric and (self.deadband or self.deadband_percent is not None):
-            raise ValueError(
-                f"a {self.type} point has no size of change: use deadband = 0 (send on change)"
-            )
-        if self.unreadable == "null" and not self.quality:
-            raise ValueError(
-                "unreadable = 'null' needs quality = true (the null carries a quality)"
-            )
-        if self.table in ("coil", "discrete") and self.type != "bool":
-            raise ValueError(f"table {self.table!r} holds bits: type must be 'bool'")
-        if self.type == "string" and self.length < 1:
-            raise ValueError("type 'string' needs length (registers) of at least 1")
-        if self.type != "string" and self.length:
-            raise ValueError("length is only for type 'string'")
-        if self.bit is not None and not (
-            self.type == "bool" and self.table in ("holding", "input")
-        ):
-            raise ValueError("bit is only for type 'bool' in a register table")
-        registers = self.table in ("holding", "input")
-        if self.bit is not None and "order" in self.model_fields_set:
-            raise ValueError("order is meaningless on a bit of a register: remove it")
-        if registers and self.order in ("CDAB", "DCBA"):
-            if self.type == "string":
-                raise ValueError(
-                    f"order {self.order!r} swaps words, but a string is read register by "
-                    "register: use 'ABCD' or 'BADC'"
-                )
-            if self.register_count == 1:
-                raise ValueError(
-                    f"order {self.order!r} swaps words, but a {self.type} is one register: "
-                    "use 'ABCD' or 'BADC'"
-                )
-        last = self.address + self.register_count - 1
-        if last > 65535:
-            what = "registers" if registers else "bits"
-            raise ValueError(f"{what} {self.address}-{last} run past 65535, the last address")
+        found = point_rules(self.__dict__, self.model_fields_set)
+        if found:  # the first: Settings tells every one (config_salvage.py)
+            raise ValueError(found[0])
         return self
 
     @property
@@ -213,81 +154,3 @@ class DeviceConfig(Section):
     def _resolve_secret(self) -> DeviceConfig:
         settle_device_secret(self, required=False)
         return self
-
-    def parts(self, index: int) -> DeviceParts:
-        return DeviceParts(
-            index=index,
-            name=self.name,
-            key=(self.product_key, self.device_key),
-            interval_s=self.interval_s,
-            modbus=self.modbus,
-            timing=(self.modbus.timeout_s, self.modbus.retries),
-            points=list(self.points),
-            point_ids=[p.id for p in self.points],
-        )
-
-
-@dataclass
-class DeviceParts:
-    """The valid parts of one `[[devices]]` table (None or missing where they are not)."""
-
-    index: int
-    name: str | None = None
-    key: tuple[str, str] | None = None
-    interval_s: float | None = None
-    modbus: ModbusConfig | None = None
-    #: modbus.timeout_s and retries, which the interval is measured against: valid even where
-    #: another key of the endpoint (a port, a transport) is not.
-    timing: tuple[float, int] | None = None
-    points: list[PointConfig] = field(default_factory=list)
-    point_ids: list[str] = field(default_factory=list)
-
-
-def valid_parts(index: int, raw: Any) -> DeviceParts:
-    """What can be salvaged from a device table that did not validate as a whole."""
-    parts = DeviceParts(index=index)
-    if not isinstance(raw, dict):
-        return parts
-    name, pk, dk = raw.get("name"), raw.get("product_key"), raw.get("device_key")
-    parts.name = name if isinstance(name, str) else None
-    parts.key = (pk, dk) if isinstance(pk, str) and isinstance(dk, str) else None
-    interval = raw.get("interval_s", DeviceConfig.model_fields["interval_s"].default)
-    if isinstance(interval, int | float) and not isinstance(interval, bool):
-        parts.interval_s = float(interval)
-    with contextlib.suppress(ValidationError):
-        parts.modbus = ModbusConfig.model_validate(raw.get("modbus"))
-    if parts.modbus is not None:
-        parts.timing = (parts.modbus.timeout_s, parts.modbus.retries)
-    else:
-        parts.timing = _timing(raw.get("modbus"))
-    points = raw.get("points")
-    for point in points if isinstance(points, list) else []:
-        if isinstance(point, dict) and isinstance(point.get("id"), str):
-            parts.point_ids.append(point["id"])
-        with contextlib.suppress(ValidationError):
-            parts.points.append(PointConfig.model_validate(point))
-    return parts
-
-
-def _timing(raw: Any) -> tuple[float, int] | None:
-    """timeout_s and retries of an endpoint that did not validate, where both are valid alone."""
-    if not isinstance(raw, dict):
-        return None
-    try:
-        timeout_s = _field_adapter("timeout_s").validate_python(
-            raw.get("timeout_s", ModbusConfig.model_fields["timeout_s"].default)
-        )
-        retries = _field_adapter("retries").validate_python(
-            raw.get("retries", ModbusConfig.model_fields["retries"].default)
-        )
-    except ValidationError:
-        return None
-    return float(timeout_s), int(retries)
-
-
-@functools.cache
-def _field_adapter(name: str) -> TypeAdapter[Any]:
-    """One ModbusConfig field's type and bounds (built once, and only for a bad endpoint)."""
-    info = ModbusConfig.model_fields[name]
-    typed: Any = Annotated[info.annotation, info]  # a type built at run time
-    return TypeAdapter(typed)

@@ -46,12 +46,15 @@ def pydantic_problems(exc: ValidationError) -> list[Problem]:
 
 
 def render(problems: list[Problem], data: dict[str, Any]) -> list[str]:
-    """One line per problem, device by device; a key the strict check named is named once."""
+    """One line per problem, device by device; a key the strict check named is named once, and
+    a rule both pydantic and config_salvage told (the first a model raises) once."""
     strict_locs: set[Loc] = set()
+    seen: set[Problem] = set()
     unique: list[Problem] = []
     for loc, message in problems:
-        if loc in strict_locs:
+        if loc in strict_locs or (loc, message) in seen:
             continue
+        seen.add((loc, message))
         if message.startswith("must be "):
             strict_locs.add(loc)
         unique.append((loc, message))

@@ -1,8 +1,9 @@
-"""Rules that span several keys (a device's points, the fleet's names and lines).
+"""Rules that span several tables (a device's points, the fleet's names and lines).
 
-They run on whatever parts of the file are valid, even when other parts are not, so one mistake
-never hides another: a misspelt point type does not hide two overlapping points of the same
-device, and a missing secret file does not hide an interval that is too short.
+They run on whatever parts of the file are valid, even when other parts are not (a device read
+as `DeviceParts`, config_salvage.py), so one mistake never hides another: a misspelt point type
+does not hide two overlapping points of the same device, an unknown key in an endpoint does not
+hide its line's settings, and a missing secret file does not hide an interval that is too short.
 """
 
 from __future__ import annotations
@@ -10,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from gatewayd.config_table_rules import line_key, line_settings
+
 if TYPE_CHECKING:
-    from gatewayd.config_devices import DeviceParts, PointConfig
+    from gatewayd.config_devices import PointConfig
+    from gatewayd.config_salvage import DeviceParts
 
 Loc = tuple[int | str, ...]
 Problem = tuple[Loc, str]
@@ -19,7 +23,7 @@ Problem = tuple[Loc, str]
 
 def device_problems(device: DeviceParts) -> list[Problem]:
     loc: Loc = ("devices", device.index)
-    problems: list[Problem] = []
+    problems: list[Problem] = list(device.table_problems)
     seen: set[str] = set()
     for point_id in device.point_ids:
         if point_id in seen:
@@ -66,7 +70,6 @@ def fleet_problems(devices: Sequence[DeviceParts]) -> list[Problem]:
     problems: list[Problem] = []
     names: set[str] = set()
     keys: set[tuple[str, str]] = set()
-    lines: dict[tuple[str, ...], DeviceParts] = {}
     for device in devices:
         loc: Loc = ("devices", device.index)
         if device.name is not None:
@@ -77,21 +80,30 @@ def fleet_problems(devices: Sequence[DeviceParts]) -> list[Problem]:
             if device.key in keys:
                 problems.append((loc, f"device {device.key[0]}/{device.key[1]} appears twice"))
             keys.add(device.key)
-        m = device.modbus
-        if m is None:
+    return problems + line_problems(devices)
+
+
+def line_problems(devices: Sequence[DeviceParts]) -> list[Problem]:
+    """Each setting a device on a shared line gives otherwise than the first device that gives
+    it validly, named by its key with both values (a bad key is a problem of its own)."""
+    problems: list[Problem] = []
+    #: per line, per setting: the first device giving it, and its value in force and as shown
+    lines: dict[tuple[str, ...], dict[str, tuple[DeviceParts, object, str]]] = {}
+    for device in devices:
+        line = line_key(device.endpoint)
+        if line is None:
             continue
-        line = m.line_key()
-        other = lines.setdefault(line, device)
-        assert other.modbus is not None
-        if other is not device and other.modbus.line_settings() != m.line_settings():
-            problems.append(
-                (
-                    loc,
-                    f"devices {other.name!r} and {device.name!r} share {':'.join(line)} but their "
-                    "line settings differ (baudrate, parity, stopbits, bytesize, inter_request_ms,"
-                    " local_echo)",
+        first = lines.setdefault(line, {})
+        for name, (value, shown) in line_settings(device.endpoint).items():
+            other, other_value, other_shown = first.setdefault(name, (device, value, shown))
+            if value != other_value:
+                who = repr(other.name) if other.name else f"devices[{other.index}]"
+                problems.append(
+                    (
+                        ("devices", device.index, "modbus", name),
+                        f"{shown}, but {who} on the same line ({':'.join(line)}) has {other_shown}",
+                    )
                 )
-            )
     return problems
 
 

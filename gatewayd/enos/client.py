@@ -71,6 +71,10 @@ class MqttSession:
         #: The complement of `connected`, so that a waiter can await an outage too.
         self.disconnected = asyncio.Event()
         self.disconnected.set()
+        #: Sessions made so far (counted when ready): one more than a request saw before means
+        #: the broker went away in between, even with no request out to fail (an outage ends a
+        #: run of refusals: forward/refusal_evidence.py).
+        self.connections = 0
         self._client: mqtt.Client | None = None
         self._pending: dict[tuple[str, str], asyncio.Future[Reply]] = {}
         # Ids must not repeat across restarts either: a late reply to a previous process's request
@@ -225,6 +229,7 @@ class MqttSession:
             self.refused = ""
         self._was_connected = True
         self._silent_since = None
+        self.connections += 1
         self.disconnected.clear()
         self.connected.set()
 

@@ -75,6 +75,10 @@ class MqttSession:
         #: `queue stats` shows; the health tick that writes it down comes up to 2 s later.
         self._status = self.status
         self.status_since_ms = now_ms()
+        #: Sessions made so far (counted when ready): one more than a request saw before means
+        #: the broker went away in between, even with no request out to fail (an outage ends a
+        #: run of refusals: forward/refusal_evidence.py).
+        self.connections = 0
         self._client: mqtt.Client | None = None
         self._pending: dict[tuple[str, str], asyncio.Future[Reply]] = {}
         # Ids must not repeat across restarts either: a late reply to a previous process's request
@@ -243,6 +247,7 @@ class MqttSession:
             self.refused = ""
         self._was_connected = True
         self._silent_since = None
+        self.connections += 1
         self.disconnected.clear()
         self.connected.set()
         self._note_status()

@@ -6,9 +6,14 @@ a few seconds, and good data must not be dead-lettered for that. Wrong data, tho
 hold the queue for ever either: a device whose model does not fit is refused on every attempt,
 and everything queued behind it waits. The evidence, in order:
 
-1. The hub took other samples (a 200) since the batch was first refused: the refusal is the
-   sample's. One refused before that 200 is asked once more, alone (the storm may have ended
-   just after it).
+1. The hub took other samples since the batch was first refused: it answered 200 to a request
+   SENT after the refused batch (each request has a send serial) and before the lone sample's
+   own. Only the order of sending counts, never the order in which replies or their deletes
+   land: a 200 to a request sent earlier says the hub took samples before the refusal, not
+   after it, whether its delete was still being written when the refusal came or the hub
+   answered it late (both dead-lettered good samples from a burst that began while several
+   requests were in flight). A lone sample refused before any such 200 is asked once more,
+   alone (the storm may have ended just after it).
 2. The refusal persists: with no 200 and no outage in between, lone samples have been refused
    with this same code in at least PERSIST_TIMES batches over at least PERSIST_S, at least
    PERSIST_LONE_MIN of them in all. Counted over the run, whatever the batch size
@@ -16,20 +21,25 @@ and everything queued behind it waits. The evidence, in order:
    however many devices take part (two devices with the same wrong model meet in every
    bisection). What an operator expects: data the hub has refused for a minute straight, while
    taking nothing else, is not going to be taken by waiting, and holding it stops every later
-   sample; it goes to `rejected` with the hub's code and reason, said once in the log
-   (`refusals_persist`), and `gatewayd queue requeue-rejected` sends it again once the model
-   is fixed. A hub that refuses everything for longer than that is indistinguishable from
-   wrong data; its samples are dead-lettered too, and are requeued the same way.
+   sample; it goes to `rejected` with the hub's code and reason, said once a run in the log
+   (`refusals_persist`, whichever path dead-letters first), and `gatewayd queue
+   requeue-rejected` sends it again once the model is fixed. A hub that refuses everything for
+   longer than that is indistinguishable from wrong data; its samples are dead-lettered too,
+   and are requeued the same way.
 3. Otherwise it is a storm (HubStorm): the samples stay queued and the loop backs off.
 
-A run ends at any 200 (rule 1 decides from then on) and at any request that got no reply at
-all (an outage: time without replies is no refusal; a burst before an outage and one after it
-are two short bursts, not one long one). The runs live in memory: a restart starts them again.
+A run ends at any 200 (when it arrives, not when its rows are deleted; rule 1 decides from
+then on) and at any outage: a request that got no reply at all, or a new MQTT session (the
+broker went away while the forwarder was backing off, with no request out to fail). Time
+without replies is no refusal: a burst before an outage and one after it are two short bursts,
+not one long one. The runs live in memory: a restart starts them again.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from gatewayd.enos.protocol import Reply
@@ -41,8 +51,8 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 Suspect = tuple[QueuedSample, Reply]
 
-#: Probe.ok_serial before the batch was refused; CONFIRMING: a refusal is believed at once.
-UNSET, CONFIRMING = -1, -2
+#: Probe.refused_serial before the batch was refused.
+UNSET = -1
 #: A refusal persists (rule 2) after this many batches, over this long, with this many lone
 #: samples refused in all, with the same code and no 200 and no outage in between. The storms
 #: seen (the chaos round's 1220 bursts) lasted seconds.
@@ -55,21 +65,34 @@ class HubStorm(Exception):
     """Lone samples refused with no 200 in between, not yet for long: the hub, not the data."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Probe:
     """The bisection of one batch: the refused lone samples held until the evidence is in."""
 
-    #: The handler's count of 200 replies when the batch was first refused (-1: not yet). A 200
-    #: to a request sent earlier and answered before the storm began is no evidence.
-    ok_serial: int = UNSET
+    #: The send serial of its first request refused for its content (UNSET: not yet). A 200 to
+    #: a request sent before it is no evidence, however late it is answered.
+    refused_serial: int = UNSET
     #: When the batch was first refused (the handler's monotonic clock).
     refused_at: float = 0.0
+    #: A suspect asked once more after the hub took others: a refusal is believed at once.
+    confirming: bool = False
+    #: The send serials of the requests answered 200 while the probe was open, in any order.
+    oks: list[int] = field(default_factory=list)
     suspects: list[Suspect] = field(default_factory=list)
     #: Its lone refusals were added to the runs (once per batch, however often it is asked).
     counted: bool = False
 
     def devices(self) -> set[Key]:
         return {(row.product_key, row.device_key) for row, _ in self.suspects}
+
+    def took_before(self, serial: int) -> bool:
+        """The hub answered 200 to a request sent after the batch was refused and before the
+        request with this send serial (rule 1)."""
+        return any(self.refused_serial < ok < serial for ok in self.oks)
+
+    def took_since(self) -> bool:
+        """The hub answered 200 to a request sent after the batch was refused."""
+        return self.refused_serial != UNSET and any(ok > self.refused_serial for ok in self.oks)
 
 
 @dataclass
@@ -106,20 +129,51 @@ class RefusalRuns:
         #: When the runs last ended: a batch refused before that (still being split when the
         #: outage came) counts from then on, not from its own first refusal.
         self._ended_at = float("-inf")
+        #: The probes of the batches being sent, which hear of every 200 (rule 1).
+        self._open: list[Probe] = []
+        #: The MQTT sessions made so far, as last seen (MqttSession.connections).
+        self._sessions = 0
 
     def end(self, now: float) -> None:
-        """A 200, or a request with no reply: every run ends here."""
+        """A 200, or an outage: every run ends here."""
         self._runs.clear()
         self._ended_at = now
 
-    def evidence(self, probe: Probe, reply: Reply, ok_serial: int, now: float) -> str | None:
+    @contextmanager
+    def watching(self, probe: Probe) -> Iterator[Probe]:
+        """Tell the probe of every 200 while its batch is being sent."""
+        self._open.append(probe)
+        try:
+            yield probe
+        finally:
+            self._open.remove(probe)
+
+    def accepted(self, serial: int, now: float) -> None:
+        """A 200 to the request with this send serial, as it arrives (before its rows are
+        deleted: the evidence never waits on the disk)."""
+        for probe in self._open:
+            probe.oks.append(serial)
+        self.end(now)
+
+    def sending(self, sessions: int, now: float) -> None:
+        """A request goes out on the `sessions`-th MQTT session: if the session was made again
+        since the last one, the broker went away meanwhile, and the runs end (an outage)."""
+        if sessions != self._sessions:
+            self._sessions = sessions
+            self.end(now)
+
+    def evidence(self, probe: Probe, reply: Reply, serial: int, now: float) -> str | None:
         """Why a lone sample refused in this probe is the data's fault (rules 1 and 2, the
-        word the log gives), or None: hold it. `ok_serial`: the handler's 200s so far."""
-        if ok_serial != probe.ok_serial:
-            return "refused_again" if probe.ok_serial == CONFIRMING else "hub_took_others"
-        if self.persisting(reply.code, now):
-            return "refusal_persists"
-        return None
+        word the log gives), or None: hold it. `serial`: the send serial of its request."""
+        if probe.confirming:
+            return "refused_again"
+        if probe.took_before(serial):
+            return "hub_took_others"
+        run = self.persisting(reply.code, now)
+        if run is None:
+            return None
+        announce_persisting(run, reply, now)
+        return "refusal_persists"
 
     def storm(self, probe: Probe, now: float, note: str) -> HubStorm:
         """The storm its held suspects make: the refusal, and how far its run is from rule 2."""

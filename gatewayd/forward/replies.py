@@ -34,7 +34,6 @@ from gatewayd.enos.protocol import (
 from gatewayd.enos.topology import Topology
 from gatewayd.errors import QueueError, ReplyTimeout, UplinkDown
 from gatewayd.forward.refusal_evidence import (
-    CONFIRMING,
     UNSET,
     HubStorm,
     Probe,
@@ -88,7 +87,8 @@ class ReplyHandler:
         self.replies: dict[str, int] = {}
         #: Set whenever samples leave the queue (delivered or dead-lettered).
         self.progress = asyncio.Event()
-        self.ok_serial = 0  # 200 replies so far: evidence that the hub takes samples
+        #: Requests sent so far: a 200 is evidence about a refusal by the order of sending.
+        self.sent_serial = 0
         #: Batches whose refusals were put down to the hub (see HubStorm), logged once a series.
         self.storm_log = StormLog()
         #: The monotonic clock (tests step it), and the runs of refusals of lone samples with
@@ -106,9 +106,9 @@ class ReplyHandler:
             if len(rows) == 1 and request_bytes(elements) > self.cfg.batch_max_bytes:
                 await self._too_large(rows[0], request_bytes(elements))
                 return
-            probe = Probe()
-            await self._send_and_settle(rows, method, elements, False, probe)
-            await self._conclude(probe, method)
+            with self.runs.watching(Probe()) as probe:
+                await self._send_and_settle(rows, method, elements, False, probe)
+                await self._conclude(probe, method)
         except HubStorm as exc:
             self.storm_log.storm(exc)
             await self._failed([row.id for row in rows], None)
@@ -145,7 +145,8 @@ class ReplyHandler:
 
     async def _request(
         self, rows: list[QueuedSample], method: str, elements: list[str] | None
-    ) -> Reply:
+    ) -> tuple[Reply, int]:
+        """Send one request; its reply, and its send serial."""
         if elements is None:
             elements = [batch_element(row) for row in rows]
         request_id = self.session.next_id()
@@ -157,6 +158,9 @@ class ReplyHandler:
             skip_invalid_measurepoints=self.cfg.skip_invalid_measurepoints,
         )
         ticket = self.window.sent(len(payload))
+        self.runs.sending(self.session.connections, self.clock())
+        self.sent_serial += 1
+        serial = self.sent_serial
         deadline_s = self.window.deadline_s(ticket, self.cfg.reply_timeout_s)
         answered = False
         try:
@@ -180,7 +184,7 @@ class ReplyHandler:
                 clip(reply.message),
                 len(rows),
             )
-        return reply
+        return reply, serial
 
     def _count(self, outcome: str) -> None:
         self.replies[outcome] = self.replies.get(outcome, 0) + 1
@@ -195,25 +199,23 @@ class ReplyHandler:
     ) -> None:
         failures_before = self.failure_serial
         logins_seen = self.topology.login_rounds
-        reply = await self._request(rows, method, elements)
+        reply, serial = await self._request(rows, method, elements)
         ids = [row.id for row in rows]
         if reply.ok:
+            self.runs.accepted(serial, self.clock())
             await self.queue.ack(ids)
             if self.topology.has_park_history:
                 self.topology.confirmed({(r.product_key, r.device_key) for r in rows})
             self.delivered += len(ids)
-            self.ok_serial += 1
-            self.runs.end(self.clock())
             if self.failure_serial == failures_before:
                 self.failures = 0
             self.storm_log.accepted()
             self.progress.set()
         elif reply.code in CONTENT_CODES:
-            if probe.ok_serial == UNSET:
-                probe.ok_serial = self.ok_serial
-                probe.refused_at = self.clock()
+            if probe.refused_serial == UNSET:
+                probe.refused_serial, probe.refused_at = serial, self.clock()
             if len(rows) == 1:
-                await self._refused_alone(rows[0], reply, probe)
+                await self._refused_alone(rows[0], reply, probe, serial)
             else:
                 await self._split(rows, method, repaired, probe)
         elif reply.code == CODE_NO_SUB_DEVICE_PERMISSION:
@@ -221,10 +223,13 @@ class ReplyHandler:
         else:
             await self._failed(ids, reply.code)
 
-    async def _refused_alone(self, row: QueuedSample, reply: Reply, probe: Probe) -> None:
-        """A lone sample refused for its content: dead-letter it on the evidence that it is the
-        data's fault; else hold it, and stop the bisection once it meets a second device."""
-        evidence = self.runs.evidence(probe, reply, self.ok_serial, self.clock())
+    async def _refused_alone(
+        self, row: QueuedSample, reply: Reply, probe: Probe, serial: int
+    ) -> None:
+        """A lone sample refused for its content (its request's send serial): dead-letter it on
+        the evidence that it is the data's fault; else hold it, and stop the bisection once it
+        meets a second device."""
+        evidence = self.runs.evidence(probe, reply, serial, self.clock())
         if evidence:
             await self._reject(row, reply, evidence)
             return
@@ -238,9 +243,9 @@ class ReplyHandler:
         if not, they are dead-lettered if the refusal persists, else it is a storm."""
         if not probe.suspects:
             return
-        if self.ok_serial != probe.ok_serial:
+        if probe.took_since():
             suspects, probe.suspects = probe.suspects, []
-            confirm = Probe(ok_serial=CONFIRMING)
+            confirm = Probe(confirming=True)
             for row, _ in suspects:
                 await self._send_and_settle([row], method, None, False, confirm)
             return

@@ -82,6 +82,15 @@ class FrontedBroker:
         self._front.stop()
         self.backend.stop()
 
+    def stop_front(self) -> None:
+        """The broker goes away as gateways see it (every session through the front dropped,
+        new ones refused), while the hub simulator, connected to the broker directly, stays:
+        the hub answers the first request after the gateway is back, not a reconnect later."""
+        self._front.stop()
+
+    def start_front(self) -> None:
+        self.port = self._front.start()
+
     def close(self) -> None:
         self.stop()
         self._front.close()

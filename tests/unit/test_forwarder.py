@@ -81,6 +81,8 @@ class ScriptedSession:
         self.hub = hub
         self.requests: list[tuple[str, int, int]] = []  # (method, samples, code)
         self._ids = iter(range(1, 10**9))
+        #: Sessions made so far (MqttSession.connections); a test adds one for a reconnect.
+        self.connections = 1
 
     def next_id(self) -> str:
         return str(next(self._ids))

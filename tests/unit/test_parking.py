@@ -45,6 +45,7 @@ class LoginHub:
         self.gates: dict[str, asyncio.Event] = {}
         self.held = asyncio.Event()  # set once a data reply waits at a gate
         self.command_handler: Any = None
+        self.connections = 1  # one session all along (the forwarder notes reconnections)
         self._ids = iter(range(1, 10**9))
 
     def next_id(self) -> str:

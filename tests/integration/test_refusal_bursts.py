@@ -141,3 +141,26 @@ async def test_bursts_either_side_of_a_broker_outage_dead_letter_nothing(
         await drained(daemon, hub, len(samples))
     assert rejected_rows(settings.queue.path) == []
     assert hub.delivered_count() == len(samples)
+
+
+@pytest.mark.parametrize("inflight", [1, 4])
+async def test_one_devices_refused_samples_are_no_storm_for_the_others(
+    tmp_path: Path, broker: FrontedBroker, hub: HubSimulator, inflight: int
+) -> None:
+    """Every sample of dev1 carries a point the model lacks (1204), dev2's are good, taken in
+    turn: dev1's are dead-lettered on the evidence of dev2's 200s, with no storm, no backoff.
+    Found by an operator test: each lone refusal was first put down to 'the hub refuses
+    everything' and sending backed off, slowing dev2's live data (median 0.13 -> 0.54 s)."""
+    bad = old_samples("dev1", 30, {i: {"Bogus": i} for i in range(30)})
+    samples = [s for pair in zip(bad, old_samples("dev2", 30), strict=True) for s in pair]
+    settings = config(
+        tmp_path, broker, silent_devices("dev1", "dev2"), batch_max_samples=10, inflight=inflight
+    )
+    await prefill(settings.queue.path, samples)
+    hub.set_model("subPK", {"P"})
+    async with running(settings, hub) as daemon:
+        await drained(daemon, hub, len(samples), timeout_s=60)
+        storms = daemon.forwarder.storms
+    assert storms == 0
+    assert [r[0] for r in rejected_rows(settings.queue.path)] == sorted(s.ts_ms for s in bad)
+    assert {d.device_key for d in hub.deliveries} == {"dev2"} and len(hub.deliveries) == 30

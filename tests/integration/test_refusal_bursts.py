@@ -32,7 +32,8 @@ from tests.integration.test_uplink import (
     until,
 )
 from tests.support.brokers import FrontedBroker
-from tests.support.daemon import running
+from tests.support.daemon import modbus_device, running
+from tests.support.modbus import KNOWN_POINTS, KnownModbusServer
 
 
 class BurstAfter:
@@ -164,3 +165,39 @@ async def test_one_devices_refused_samples_are_no_storm_for_the_others(
     assert storms == 0
     assert [r[0] for r in rejected_rows(settings.queue.path)] == sorted(s.ts_ms for s in bad)
     assert {d.device_key for d in hub.deliveries} == {"dev2"} and len(hub.deliveries) == 30
+
+
+async def test_one_live_devices_refused_point_is_no_storm_for_the_others(
+    tmp_path: Path,
+    broker: FrontedBroker,
+    hub: HubSimulator,
+    known_modbus: KnownModbusServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Live: dev1 reads a point the model lacks (T), dev2 only good ones. A live request may hold
+    one sample of dev1 alone; its refusal is no storm while dev2's samples are taken. Found by
+    an operator test: every such refusal was first put down to 'the hub refuses everything',
+    sending backed off, and dev2's readings waited (median 0.13 -> 0.54 s, max 2.3 s): 9 or 10
+    storms for 10 dead letters. Now the lone refusal is held aside (forward/held_refusal.py)
+    and asked again once the hub takes one of dev2's later requests."""
+    devices = [
+        modbus_device("dev1", known_modbus.port, 1, KNOWN_POINTS, 0.2),
+        modbus_device("dev2", known_modbus.port, 2, KNOWN_POINTS[:1], 0.2),
+    ]
+    settings = config(tmp_path, broker, devices)
+    async with running(settings, hub) as daemon:
+        hub.set_model("subPK", {"P", "U", "E", "Q"})  # registering the devices set theirs
+        modelled = time.time()
+        await until(hub, lambda h: len(rejected_rows(settings.queue.path)) >= 10, 30)
+        storms = daemon.forwarder.storms
+        held = daemon.forwarder.handler.holding.count
+    assert storms == 0
+    assert not [r for r in caplog.records if "hub_refuses_everything" in r.getMessage()]
+    assert {code for _, code, _ in rejected_rows(settings.queue.path)} == {1204}
+    assert held > 0  # the live case was met: dev1's samples alone in a request
+    assert {d.device_key for d in hub.deliveries} == {"dev2"}
+    # dev2's readings kept flowing while dev1's were dead-lettered, and none waited a backoff
+    # (forward.retry_min_s = 1 s; before the fix the slowest waited 2.3 s).
+    taken = [d for d in hub.deliveries if d.ts_ms / 1000 > modelled]
+    assert len(taken) >= 10
+    assert max(d.received_s - d.ts_ms / 1000 for d in taken) < 1.0

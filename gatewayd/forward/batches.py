@@ -12,7 +12,8 @@ nothing waits). The backlog drains oldest first behind a cursor (row ids only gr
 window (forward/window.py: bytes in flight near twice what the link moves in a round trip,
 measured from the replies) has room, in requests sized by the link, never more than
 `forward.inflight` of them at once. Rows of parked or disabled devices are stepped over, and a
-long run of them jumped by the queue's device index.
+long run of them jumped by the queue's device index; so is a lone refused sample held aside
+while it waits for evidence (forward/held_refusal.py).
 
 Apart from loop.py, which sends the requests, keeps the counts of those in flight (read here)
 and starts again after a failure: this module only chooses. A mixin of loop.Forwarder.
@@ -35,6 +36,7 @@ from gatewayd.model import QueuedSample
 if TYPE_CHECKING:
     from gatewayd.config import ForwardConfig
     from gatewayd.enos.topology import Topology
+    from gatewayd.forward.held_refusal import HeldRefusal
     from gatewayd.forward.window import LinkWindow
     from gatewayd.queue.writer import SampleQueue
 
@@ -81,6 +83,7 @@ class BatchChooser:
     _live_inflight: int
     _live_bytes: int  # request bytes of the live requests in flight
     _backlog_inflight: int
+    _holding: HeldRefusal  # the reply handler's held refused sample, skipped
 
     def _init_cursors(self) -> None:
         self._cursor = 0  # the backlog: every row at or below it was looked at
@@ -97,8 +100,10 @@ class BatchChooser:
         self._cursor = self._live_cursor = 0
 
     def _eligible(self, row: QueuedSample) -> bool:
-        return row.id not in self._inflight_ids and self.topology.sendable(
-            (row.product_key, row.device_key)
+        return (
+            row.id not in self._inflight_ids
+            and not self._holding.skips(row.id)
+            and self.topology.sendable((row.product_key, row.device_key))
         )
 
     async def _next_batch(self) -> _Batch | str:

@@ -69,6 +69,7 @@ class Forwarder(BatchChooser):
         self._tasks: set[asyncio.Task[None]] = set()
         self._generation = topology.generation
         self.handler = ReplyHandler(queue, session, topology, forward, self.topics)
+        self._holding = self.handler.holding
         #: Backlog bytes in flight and request sizes follow the link (forward/window.py).
         self.window = self.handler.window
         #: Set whenever samples leave the queue (delivered or dead-lettered).
@@ -104,6 +105,8 @@ class Forwarder(BatchChooser):
             self.pulse.beat()
             with self.pulse.idle():
                 await self.topology.ready.wait()
+            if self._holding.release_stale(self.handler.clock()):
+                self._rewind()  # held with no evidence for long: back to the flow
             if self.handler.rewind:
                 with self.pulse.idle():
                     await self._restart_from_oldest()

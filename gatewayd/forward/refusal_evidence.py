@@ -26,7 +26,13 @@ and everything queued behind it waits. The evidence, in order:
    requeue-rejected` sends it again once the model is fixed. A hub that refuses everything for
    longer than that is indistinguishable from wrong data; its samples are dead-lettered too,
    and are requeued the same way.
-3. Otherwise it is a storm (HubStorm): the samples stay queued and the loop backs off.
+3. Otherwise, if the bisection left one lone refused sample and no other is held, it is held
+   aside (held_refusal.py): skipped while the others flow, no backoff, and asked once more
+   alone after a 200 to a request sent after its refusal (as rule 1). A live request often
+   holds one sample of one device alone, refused before any 200 could be evidence; putting
+   that down to a storm backed off every device's live data.
+4. Otherwise it is a storm (HubStorm): the samples (the held one too) stay queued and the loop
+   backs off.
 
 A run ends at any 200 (when it arrives, not when its rows are deleted; rule 1 decides from
 then on) and at any outage: a request that got no reply at all, or a new MQTT session (the
@@ -72,6 +78,8 @@ class Probe:
     #: The send serial of its first request refused for its content (UNSET: not yet). A 200 to
     #: a request sent before it is no evidence, however late it is answered.
     refused_serial: int = UNSET
+    #: The send serial of its latest lone sample refused (the one a hold waits on).
+    lone_serial: int = UNSET
     #: When the batch was first refused (the handler's monotonic clock).
     refused_at: float = 0.0
     #: A suspect asked once more after the hub took others: a refusal is believed at once.

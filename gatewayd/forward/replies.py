@@ -5,7 +5,9 @@
   that cause it are alone; the rest is delivered. Those go to the `rejected` table with the code
   and message on evidence that the refusal is the data's and not a hub refusing everything for
   a while (refusal_evidence.py): one bad sample never holds the queue hostage. Short of that
-  evidence it is a storm: the samples stay queued and the loop backs off as after any failure.
+  evidence, one lone refused sample is held aside while the others flow, and asked again once
+  the hub takes a later request (held_refusal.py); more is a storm: the samples stay queued and
+  the loop backs off as after any failure.
 - 1212 (a sub-device is not online through this gateway): the topology is repaired (get, add,
   login) and the batch re-sent; if that still fails, splitting finds the devices that cause it,
   which are parked: their samples stay queued while every other device's flow. A device back
@@ -33,6 +35,7 @@ from gatewayd.enos.protocol import (
 )
 from gatewayd.enos.topology import Topology
 from gatewayd.errors import QueueError, ReplyTimeout, UplinkDown
+from gatewayd.forward.held_refusal import Held, HeldRefusal
 from gatewayd.forward.refusal_evidence import (
     UNSET,
     HubStorm,
@@ -95,21 +98,34 @@ class ReplyHandler:
         #: no 200 and no outage in between (refusal_evidence.py, rule 2).
         self.clock: Callable[[], float] = time.monotonic
         self.runs = RefusalRuns()
+        #: The one lone refused sample held aside with no evidence yet (held_refusal.py), and
+        #: those a 200 made due to be asked again (by the request that got the 200).
+        self.holding = HeldRefusal(forward.retry_max_s)
+        self._due: list[Held] = []
 
     @property
     def storms(self) -> int:
         return self.storm_log.count
 
     async def send(self, rows: list[QueuedSample], elements: list[str], method: str) -> None:
-        """Deliver one batch; failures are counted and logged, never raised."""
+        """Deliver one batch, then the held sample its 200 made due; failures are counted and
+        logged, never raised."""
+        await self._deliver(rows, elements, method, False)
+        await self._ask_due_again()  # not on cancellation (shutdown): the hold is in memory
+
+    async def _deliver(
+        self, rows: list[QueuedSample], elements: list[str], method: str, confirming: bool
+    ) -> None:
+        """`confirming`: a held sample asked again, alone (a refusal is believed at once)."""
         try:
             if len(rows) == 1 and request_bytes(elements) > self.cfg.batch_max_bytes:
                 await self._too_large(rows[0], request_bytes(elements))
                 return
-            with self.runs.watching(Probe()) as probe:
+            with self.runs.watching(Probe(confirming=confirming)) as probe:
                 await self._send_and_settle(rows, method, elements, False, probe)
                 await self._conclude(probe, method)
         except HubStorm as exc:
+            self.holding.release()  # back to the flow with the others, after the backoff
             self.storm_log.storm(exc)
             await self._failed([row.id for row in rows], None)
         except (UplinkDown, ReplyTimeout) as exc:
@@ -203,6 +219,9 @@ class ReplyHandler:
         ids = [row.id for row in rows]
         if reply.ok:
             self.runs.accepted(serial, self.clock())
+            due = self.holding.due(serial)
+            if due is not None:
+                self._due.append(due)
             await self.queue.ack(ids)
             if self.topology.has_park_history:
                 self.topology.confirmed({(r.product_key, r.device_key) for r in rows})
@@ -215,6 +234,7 @@ class ReplyHandler:
             if probe.refused_serial == UNSET:
                 probe.refused_serial, probe.refused_at = serial, self.clock()
             if len(rows) == 1:
+                probe.lone_serial = serial
                 await self._refused_alone(rows[0], reply, probe, serial)
             else:
                 await self._split(rows, method, repaired, probe)
@@ -249,8 +269,39 @@ class ReplyHandler:
             for row, _ in suspects:
                 await self._send_and_settle([row], method, None, False, confirm)
             return
-        if not await self._settle_persisting(probe):
-            raise self.runs.storm(probe, self.clock(), "no 200 in between")
+        if await self._settle_persisting(probe) or self._hold(probe, method):
+            return
+        note = "no 200 in between" if len(probe.suspects) > 1 else "another held, no 200 between"
+        raise self.runs.storm(probe, self.clock(), note)
+
+    def _hold(self, probe: Probe, method: str) -> bool:
+        """Hold aside the bisection's one suspect, if it is the only lone refusal with no
+        evidence (held_refusal.py): the others flow on, no backoff. False: a storm."""
+        if len(probe.suspects) != 1:
+            return False
+        row, reply = probe.suspects[0]
+        if not self.holding.hold(row, method, probe.lone_serial, self.clock()):
+            return False
+        probe.suspects = []
+        log.debug(
+            "refused_sample_held id=%d device=%s/%s code=%d action='asked again alone once the"
+            " hub takes a request sent after it; other samples flow'",
+            row.id,
+            row.product_key,
+            row.device_key,
+            reply.code,
+        )
+        return True
+
+    async def _ask_due_again(self) -> None:
+        """Ask the held samples a 200 made due once more, each alone (refused again: the data's
+        fault; taken: delivered)."""
+        while self._due:
+            held = self._due.pop()
+            try:
+                await self._deliver([held.row], [batch_element(held.row)], held.method, True)
+            finally:
+                self.holding.asked(held.row.id)
 
     async def _settle_persisting(self, probe: Probe) -> bool:
         """Count the batch's lone refusals in the runs and dead-letter the suspects whose

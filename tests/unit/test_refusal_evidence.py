@@ -83,13 +83,15 @@ async def test_a_short_storm_dead_letters_nothing(devices: int) -> None:
 
 
 async def test_a_lone_sample_refused_with_no_200_in_between_stays_queued() -> None:
-    """One live sample refused while nothing else is sent: no evidence either way, so the hub
-    is not believed yet; the sample waits for a retry in a bigger batch."""
+    """One live sample refused while nothing else is sent: no evidence either way, so neither
+    the data nor the hub is believed yet; the sample stays queued, held aside for the evidence
+    (tests/unit/test_held_refusal.py), and nothing backs off."""
     batch = rows("a", 1)
     queue = MemoryQueue(batch)
     handler, _, _ = handler_for(queue, lambda m, e: (1220, "busy"))
     await send(handler, batch)
-    assert not queue.rejected and len(queue.rows) == 1 and handler.storms == 1
+    assert not queue.rejected and len(queue.rows) == 1 and handler.storms == 0
+    assert handler.holding.skips(batch[0].id) and not handler.rewind
 
 
 async def test_a_refusal_just_before_a_storm_ends_is_asked_again_not_believed() -> None:

@@ -1,0 +1,93 @@
+"""A lone refused sample with no evidence either way: held aside, not a storm
+(gatewayd/forward/held_refusal.py). The stand-ins are tests/unit/test_forwarder.py's.
+
+Found by an operator test: a live request holding one sample of a device whose model lacks a
+point was refused before any 200 could be evidence, was put down to a storm, and sending backed
+off for every device.
+"""
+
+from __future__ import annotations
+
+from gatewayd.enos.protocol import METHOD_RESUME_BATCH
+from gatewayd.forward.held_refusal import HeldRefusal
+from tests.unit.test_forwarder import (
+    MemoryQueue,
+    SetTopology,
+    clocked_handler,
+    forwarder_for,
+    hub_refusing,
+    rows,
+    send,
+)
+
+
+async def test_a_held_sample_is_asked_again_after_a_later_200_and_dead_lettered() -> None:
+    """dev a's sample refused alone: held, no storm, no backoff. dev b's next request is taken:
+    that 200 is evidence, a's sample is asked once more alone, refused again: dead-lettered."""
+    a, b = rows("a", 1), rows("b", 1, start_id=10)
+    queue = MemoryQueue(a + b)
+    handler, session, _ = clocked_handler(
+        queue, hub_refusing(1204, lambda e: e["deviceKey"] == "a")
+    )
+    await send(handler, a)
+    assert handler.storms == 0 and not handler.rewind and not queue.rejected
+    assert handler.holding.skips(a[0].id)
+    await send(handler, b)
+    assert queue.acked == [10] and list(queue.rejected) == [1]
+    assert session.requests[-1] == (METHOD_RESUME_BATCH, 1, 1204)  # a, asked again alone
+    assert handler.storms == 0 and not handler.holding.skips(a[0].id)
+
+
+async def test_a_held_sample_taken_when_asked_again_is_delivered() -> None:
+    """The refusal was the tail of a storm: asked again after the hub took b's, a is taken."""
+    a, b = rows("a", 1), rows("b", 1, start_id=10)
+    queue = MemoryQueue(a + b)
+    refusing = [True]
+    handler, _, _ = clocked_handler(
+        queue, lambda m, e: (1220, "busy") if refusing[0] else (200, "")
+    )
+    await send(handler, a)
+    refusing[0] = False
+    await send(handler, b)
+    assert sorted(queue.acked) == [1, 10] and not queue.rejected and handler.storms == 0
+
+
+async def test_a_second_lone_refusal_with_no_200_between_is_a_storm() -> None:
+    """The hub refusing everything: a's sample held, then b's refused alone too: a storm, the
+    loop backs off, and the held sample goes back to the flow; nothing is dead-lettered."""
+    a, b = rows("a", 1), rows("b", 1, start_id=10)
+    queue = MemoryQueue(a + b)
+    handler, _, _ = clocked_handler(queue, lambda m, e: (1220, "busy"))
+    await send(handler, a)
+    await send(handler, b)
+    assert handler.storms == 1 and handler.rewind and not queue.rejected
+    assert len(queue.rows) == 2 and not handler.holding.skips(a[0].id)
+
+
+async def test_a_200_to_a_request_sent_before_the_refusal_is_no_evidence() -> None:
+    """b's request went before a's refusal (its reply came later): a stays held."""
+    a, b = rows("a", 1), rows("b", 1, start_id=10)
+    queue = MemoryQueue(a + b)
+    handler, _, _ = clocked_handler(queue, hub_refusing(1204, lambda e: e["deviceKey"] == "a"))
+    handler.holding.hold(a[0], METHOD_RESUME_BATCH, refused_serial=5, now=0.0)
+    handler.sent_serial = 3  # b's request is the 4th sent: before a's refusal
+    await send(handler, b)
+    assert queue.acked == [10] and not queue.rejected and handler.holding.skips(a[0].id)
+
+
+async def test_the_loop_skips_a_held_row_as_it_does_a_parked_devices() -> None:
+    queue = MemoryQueue(rows("a", 3))
+    forwarder = forwarder_for(queue, SetTopology(), live_max_age_s=0)
+    forwarder._holding.hold(queue.rows[2], METHOD_RESUME_BATCH, refused_serial=1, now=0.0)
+    batch = await forwarder._next_batch()
+    assert isinstance(batch, tuple) and [r.id for r in batch[0]] == [1, 3]
+
+
+def test_a_held_sample_with_no_evidence_goes_back_after_hold_max() -> None:
+    """Nothing else sent, or nothing answered: back to the flow, like a storm's longest backoff."""
+    holding = HeldRefusal(hold_max_s=60.0)
+    row = rows("a", 1)[0]
+    assert holding.hold(row, METHOD_RESUME_BATCH, refused_serial=1, now=0.0)
+    assert not holding.hold(rows("b", 1, start_id=9)[0], METHOD_RESUME_BATCH, 2, now=1.0)
+    assert not holding.release_stale(59.0) and holding.skips(row.id)
+    assert holding.release_stale(60.0) and not holding.skips(row.id)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -9,6 +10,18 @@ from gatewayd.sim.hub import HubSimulator
 from tests.support.brokers import FrontedBroker, make_broker
 from tests.support.modbus import KnownModbusServer
 from tests.support.raw_gateway import GATEWAY
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored() -> Iterator[None]:
+    """A command run in-process (CliRunner) installs gatewayd's handler on the root logger, with
+    its repeat limiter: left there, it held back later tests' lines and added its `log_limited`
+    lines to their caplog (CI saw a test's 'polls_discarded' lines include one)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -188,7 +188,6 @@ class Endpoint:
         failure = ""
         doubtful = False  # the last try got an answer that could not be trusted
         checked_copy = False
-        echoed = False  # a try's window began with the request's own bytes (no local_echo)
         attempt = 0
         while attempt < tries:
             attempt += 1
@@ -226,7 +225,6 @@ class Endpoint:
             finally:
                 if self.serial_framing:
                     self.ledger.end(accepted)
-                    echoed |= self.echo.seen and not self.echo.strip
                 # After an answer on a serial line the pause was already kept (see _doubt).
                 self._quiet_until = time.monotonic() + (0.0 if waited_tail else self.cfg.pause_s)
             if not problem:
@@ -241,7 +239,9 @@ class Endpoint:
                 checked_copy = True
                 tries += 1  # asked once more, after the unit was quiet, whatever `retries` says
                 await self.turns.copy_or_answer(unit_id, limit_s)
-        if echoed:  # whatever went wrong after it, the echo is what the operator must fix
+        if self.echo.echoes and not self.echo.strip:
+            # The line has handed back requests (an adapter does so always): whatever went
+            # wrong after that, in this try or an earlier one, the echo is what must be fixed.
             failure = ECHO_UNEXPECTED
         if doubtful:  # the line is out of step, not necessarily this device at fault
             raise LineOutOfStep(device, f"no trustworthy answer to {what}: {failure}")

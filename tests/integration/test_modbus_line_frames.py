@@ -339,8 +339,10 @@ async def test_a_local_echo_is_never_an_answer(
     with caplog.at_level(logging.WARNING, logger="gatewayd.acquire.poller"):
         samples, pollers = await poll_rounds([coil_device(connection)], rounds=2)
     assert samples == [] and pollers[0].discarded >= 1
-    reasons = [r.getMessage() for r in caplog.records if "polls_discarded" in r.getMessage()]
+    reasons = [r.getMessage() for r in caplog.records if r.getMessage().startswith("polls_")]
     assert reasons and all("set modbus.local_echo = true" in r for r in reasons), reasons
+    down = [r.getMessage() for r in caplog.records if r.getMessage().startswith("device_down")]
+    assert all("set modbus.local_echo = true" in r for r in down), down
 
 
 @pytest.mark.parametrize("transport", SERIAL)

@@ -35,6 +35,7 @@ from gatewayd.enos.protocol import (
 )
 from gatewayd.enos.topology import Topology
 from gatewayd.errors import QueueError, ReplyTimeout, UplinkDown
+from gatewayd.forward.content_verdicts import ContentVerdicts
 from gatewayd.forward.held_refusal import Held, HeldRefusal
 from gatewayd.forward.refusal_evidence import (
     UNSET,
@@ -52,8 +53,6 @@ log = logging.getLogger(__name__)
 
 #: The code of a sample dead-lettered by gatewayd itself, never sent (the hub's codes are > 0).
 REJECTED_LOCALLY = 0
-#: Hub text kept with a dead-lettered sample is cut to this many characters.
-HUB_TEXT_STORED_MAX = 2000
 
 
 def request_bytes(elements: list[str]) -> int:
@@ -61,7 +60,7 @@ def request_bytes(elements: list[str]) -> int:
     return BATCH_ENVELOPE_BYTES + sum(len(e.encode("utf-8")) + 1 for e in elements)
 
 
-class ReplyHandler:
+class ReplyHandler(ContentVerdicts):
     """Sends one request and acts on its reply: delete, bisect, dead-letter, park or retry."""
 
     def __init__(
@@ -242,89 +241,6 @@ class ReplyHandler:
             await self._no_permission(rows, method, repaired, probe, logins_seen)
         else:
             await self._failed(ids, reply.code)
-
-    async def _refused_alone(
-        self, row: QueuedSample, reply: Reply, probe: Probe, serial: int
-    ) -> None:
-        """A lone sample refused for its content (its request's send serial): dead-letter it on
-        the evidence that it is the data's fault; else hold it, and stop the bisection once it
-        meets a second device."""
-        evidence = self.runs.evidence(probe, reply, serial, self.clock())
-        if evidence:
-            await self._reject(row, reply, evidence)
-            return
-        probe.suspects.append((row, reply))
-        if len(probe.devices()) > 1 and not await self._settle_persisting(probe):
-            raise self.runs.storm(probe, self.clock(), "several devices, no 200 in between")
-
-    async def _conclude(self, probe: Probe, method: str) -> None:
-        """The bisection is over: decide on the suspects it left. If the hub took samples since,
-        each is asked once more, alone (the refusal may have come just before a storm ended);
-        if not, they are dead-lettered if the refusal persists, else it is a storm."""
-        if not probe.suspects:
-            return
-        if probe.took_since():
-            suspects, probe.suspects = probe.suspects, []
-            confirm = Probe(confirming=True)
-            for row, _ in suspects:
-                await self._send_and_settle([row], method, None, False, confirm)
-            return
-        if await self._settle_persisting(probe) or self._hold(probe, method):
-            return
-        note = "no 200 in between" if len(probe.suspects) > 1 else "another held, no 200 between"
-        raise self.runs.storm(probe, self.clock(), note)
-
-    def _hold(self, probe: Probe, method: str) -> bool:
-        """Hold aside the bisection's one suspect, if it is the only lone refusal with no
-        evidence (held_refusal.py): the others flow on, no backoff. False: a storm."""
-        if len(probe.suspects) != 1:
-            return False
-        row, reply = probe.suspects[0]
-        if not self.holding.hold(row, method, probe.lone_serial, self.clock()):
-            return False
-        probe.suspects = []
-        log.debug(
-            "refused_sample_held id=%d device=%s/%s code=%d action='asked again alone once the"
-            " hub takes a request sent after it; other samples flow'",
-            row.id,
-            row.product_key,
-            row.device_key,
-            reply.code,
-        )
-        return True
-
-    async def _ask_due_again(self) -> None:
-        """Ask the held samples a 200 made due once more, each alone (refused again: the data's
-        fault; taken: delivered)."""
-        while self._due:
-            held = self._due.pop()
-            try:
-                await self._deliver([held.row], [batch_element(held.row)], held.method, True)
-            finally:
-                self.holding.asked(held.row.id)
-
-    async def _settle_persisting(self, probe: Probe) -> bool:
-        """Count the batch's lone refusals in the runs and dead-letter the suspects whose
-        refusal now persists; True if none is left (the bisection may go on)."""
-        for row, reply in self.runs.take_persisting(probe, self.clock()):
-            await self._reject(row, reply, "refusal_persists")
-        return not probe.suspects
-
-    async def _reject(self, row: QueuedSample, reply: Reply, evidence: str) -> None:
-        text = clip(reply.message, HUB_TEXT_STORED_MAX)
-        await self.queue.reject([row.id], reply.code, text, {(row.product_key, row.device_key)})
-        self.rejected += 1
-        self.progress.set()
-        log.warning(
-            "sample_rejected id=%d device=%s/%s ts_ms=%d code=%d message=%r evidence=%s",
-            row.id,
-            row.product_key,
-            row.device_key,
-            row.ts_ms,
-            reply.code,
-            clip(reply.message),
-            evidence,
-        )
 
     async def _split(
         self, rows: list[QueuedSample], method: str, repaired: bool, probe: Probe

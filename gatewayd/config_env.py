@@ -117,6 +117,13 @@ def environment(settings: type[BaseSettings]) -> Environment:
     return Environment(data, variables, source.refused)
 
 
+def overruled(settings: type[BaseSettings], data: Mapping[str, Any]) -> list[str]:
+    """The variables whose keys `data` sets itself, given as arguments (which outrank the
+    environment): the demo's own ports and paths. Named so that none is ignored silently."""
+    variables = environment(settings).variables
+    return sorted(v.name for path, v in variables.items() if _given(data, path))
+
+
 def shadowed(data: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     """The file's values that `over` does not replace: tables merge, anything else is replaced."""
     kept = dict(data)

@@ -49,7 +49,10 @@ def read_stats(path: Path) -> QueueStats:
     """Open the file read-only and summarise it; a damaged file is read around its damage."""
     import sqlite_utils  # not at import: the daemon imports this module before READY
 
-    conn = connect(path, readonly=True)
+    try:
+        conn = connect(path, readonly=True)
+    except sqlite3.Error as exc:  # a directory, a file it may not read: as the other commands
+        raise QueueError(f"cannot open {path}: {exc}") from None
     try:
         db = sqlite_utils.Database(conn)
         try:
@@ -75,6 +78,8 @@ def read_stats(path: Path) -> QueueStats:
             if not is_corruption(exc):
                 raise
             pending, points, oldest, newest, samples = _read_around_damage(conn)
+            if not pending:
+                _samples_readable_at_all(conn, path)
             lost = samples.unreadable_ids
             unreadable = [f"samples ids {describe(samples.unreadable, 20)}"] if lost else []
             rejected = _count_around_damage(conn, unreadable)
@@ -101,6 +106,15 @@ def read_stats(path: Path) -> QueueStats:
         unreadable=unreadable,
         unreadable_samples=lost,
     )
+
+
+def _samples_readable_at_all(conn: sqlite3.Connection, path: Path) -> None:
+    """A file cut short (or whose samples table's root is gone) has no row to read around:
+    saying "pending 0" would pass for an empty queue, so it fails as the other commands do."""
+    try:
+        conn.execute("SELECT max(id) FROM samples").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise QueueError(f"cannot read {path}: {exc} (no sample can be read)") from None
 
 
 def _read_around_damage(

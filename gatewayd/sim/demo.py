@@ -18,7 +18,8 @@ from typing import Any
 
 from rich.console import Console
 
-from gatewayd.config import build_config
+from gatewayd.config import Settings, build_config
+from gatewayd.config_env import overruled
 from gatewayd.queue.store import read_stats
 from gatewayd.runtime.daemon import Daemon
 from gatewayd.sim.broker import EmbeddedBroker
@@ -94,7 +95,10 @@ async def run_demo(console: Console, outage_s: float = 10.0) -> int:
             stack.push_async_callback(relay.stop)
 
             queue_path = Path(tmp) / "queue.db"
-            settings = build_config(demo_config(queue_path, relay.port, modbus_port))
+            data = demo_config(queue_path, relay.port, modbus_port)
+            for name in overruled(Settings, data):
+                console.print(f"warning: the demo sets this key itself; {name} is not used")
+            settings = build_config(data)
             gateway = settings.gateway  # created "in the cloud console", with its model
             hub.register_gateway(gateway.product_key, gateway.device_key, gateway.secret())
             hub.set_models(model_from_settings(settings))

@@ -156,3 +156,22 @@ def test_a_file_that_is_not_a_database_fails_every_command_alike(
     assert out.strip().splitlines()[-1] == f"error: {junk}: file is not a database"
     assert "pending" not in out and "Traceback" not in out
     assert junk.read_text() == "hello\n"
+
+
+@pytest.mark.parametrize("command", ["stats", "peek", "rejected"])
+@pytest.mark.parametrize("what", ["directory", "cut in half", "header only"])
+def test_a_directory_or_a_cut_file_fails_every_command_alike(
+    tmp_path: Path, db: Path, command: str, what: str
+) -> None:
+    """Found by an adversary: `queue stats` on a directory printed a traceback, and on a queue
+    cut short (nothing readable, not even the samples table) said "pending 0" and exited 0."""
+    target = tmp_path / "target.db"
+    if what == "directory":
+        target.mkdir()
+    else:
+        data = db.read_bytes()
+        target.write_bytes(data[: len(data) // 2] if what == "cut in half" else data[:100])
+    code, out = cli("queue", command, "--db", str(target))
+    assert code == 1, out
+    assert out.strip().splitlines()[-1].startswith("error: "), out
+    assert "pending" not in out and "Traceback" not in out

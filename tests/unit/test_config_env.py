@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from gatewayd.config import load_config
+from gatewayd.config import Settings, load_config
+from gatewayd.config_env import overruled
 from gatewayd.config_variables import NOT_CONFIGURATION
 from gatewayd.errors import ConfigError
 
@@ -278,3 +279,13 @@ def test_a_table_given_as_json_is_blamed_only_for_the_keys_it_gave(
     found = problems(tmp_path, HEAD + "[mqtt]\nreconnect_min_s = 100\nreconnect_max_s = 60\n")
     rule = "mqtt: reconnect_min_s must not exceed reconnect_max_s"
     assert found == [f"{rule} (from the environment: GATEWAYD_MQTT)" if blamed else rule]
+
+
+def test_the_variables_a_given_dict_overrules_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo passes its own ports and paths as arguments, which outrank the environment: an
+    adversary saw GATEWAYD_MQTT__PORT=18883x ignored without a word (exit 0)."""
+    monkeypatch.setenv("GATEWAYD_MQTT__PORT", "18883x")
+    monkeypatch.setenv("GATEWAYD_QUEUE__MAX_BYTES", "1000000")
+    monkeypatch.setenv("GATEWAYD_FORWARD", '{"retry_min_s": 1}')
+    data = {"mqtt": {"port": 1883}, "forward": {"retry_min_s": 0.5}}
+    assert overruled(Settings, data) == ["GATEWAYD_FORWARD", "GATEWAYD_MQTT__PORT"]

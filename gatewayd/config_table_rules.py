@@ -96,7 +96,7 @@ def point_rules(v: Values, given: Set[str]) -> list[str]:
             )
         elif count == 1:
             found.append(
-                f"order {order!r} swaps words, but {'an' if kind.startswith('i') else 'a'} {kind}"
+                f"order {order!r} swaps words, but {'an' if str(kind).startswith('i') else 'a'} {kind}"
                 " is one register: use 'ABCD' or 'BADC'"
             )
     address = v.get("address")

@@ -25,6 +25,11 @@ log = logging.getLogger("gatewayd.forward.replies")  # the lines operators know 
 HUB_TEXT_STORED_MAX = 2000
 
 
+class SetAside(Exception):
+    """The bisection's lone refusals were held aside: stop it; the batch's other rows are
+    looked at again at once (no backoff: nothing says the hub refuses them)."""
+
+
 class ContentVerdicts:
     """Mixed into ReplyHandler, which sets these and sends the requests."""
 
@@ -52,7 +57,7 @@ class ContentVerdicts:
         raise NotImplementedError  # ReplyHandler's
 
     async def _refused_alone(
-        self, row: QueuedSample, reply: Reply, probe: Probe, serial: int
+        self, row: QueuedSample, reply: Reply, probe: Probe, serial: int, method: str
     ) -> None:
         """A lone sample refused for its content (its request's send serial): dead-letter it on
         the evidence that it is the data's fault; else hold it, and stop the bisection once it
@@ -63,6 +68,8 @@ class ContentVerdicts:
             return
         probe.suspects.append((row, reply))
         if len(probe.devices()) > 1 and not await self._settle_persisting(probe):
+            if self._hold(probe, method):
+                raise SetAside  # the rest of the batch is looked at again at once, without them
             raise self.runs.storm(probe, self.clock(), "several devices, no 200 in between")
 
     async def _conclude(self, probe: Probe, method: str) -> None:
@@ -77,28 +84,29 @@ class ContentVerdicts:
             for row, _ in suspects:
                 await self._send_and_settle([row], method, None, False, confirm)
             return
-        if await self._settle_persisting(probe) or self._hold(probe, method):
+        if await self._settle_persisting(probe):
+            return
+        if len(probe.suspects) == 1 and self._hold(probe, method):
             return
         note = "no 200 in between" if len(probe.suspects) > 1 else "another held, no 200 between"
         raise self.runs.storm(probe, self.clock(), note)
 
     def _hold(self, probe: Probe, method: str) -> bool:
-        """Hold aside the bisection's one suspect, if it is the only lone refusal with no
-        evidence (held_refusal.py): the others flow on, no backoff. False: a storm."""
-        if len(probe.suspects) != 1:
+        """Hold aside the bisection's lone refusals with no evidence (held_refusal.py): the
+        others flow on, no backoff. False: a storm."""
+        rows = [row for row, _ in probe.suspects]
+        if not self.holding.hold(rows, method, probe.lone_serial, self.clock()):
             return False
-        row, reply = probe.suspects[0]
-        if not self.holding.hold(row, method, probe.lone_serial, self.clock()):
-            return False
+        for row, reply in probe.suspects:
+            log.debug(
+                "refused_sample_held id=%d device=%s/%s code=%d action='asked again alone once"
+                " the hub takes a request sent after it; other samples flow'",
+                row.id,
+                row.product_key,
+                row.device_key,
+                reply.code,
+            )
         probe.suspects = []
-        log.debug(
-            "refused_sample_held id=%d device=%s/%s code=%d action='asked again alone once the"
-            " hub takes a request sent after it; other samples flow'",
-            row.id,
-            row.product_key,
-            row.device_key,
-            reply.code,
-        )
         return True
 
     async def _ask_due_again(self) -> None:

@@ -10,14 +10,19 @@ flow goes on. Then:
 
 - a 200 to a request SENT after its refusal (by send serial, as in rule 1): it is asked once
   more, alone; refused again, it is dead-lettered (evidence=refused_again), taken, delivered;
-- a second lone refusal with no such 200 in between: a storm as before (HubStorm), and the held
-  sample goes back to the queue's flow with the others, after the backoff;
+- a lone refusal of another device with no such 200 in between: a storm as before (HubStorm),
+  and the held samples go back to the queue's flow with the others, after the backoff;
 - no evidence within HOLD_MAX_S (nothing else is sent, or nothing answered): it goes back to
   the flow, as after a storm's backoff (`forward.retry_max_s` is the longest of those).
 
-One held at a time: that is what makes a second refusal with no 200 between a storm. The hold
-is in memory: a restart sends the sample again like any other. It never dead-letters anything
-by itself; only the evidence does.
+The lone refusals of one bisection are held together, whatever their devices (an adversary:
+two devices with a wrong model and one good device, taken in turn; every bisection ended on two
+lone refusals of two devices, called a storm, and the retry began with the same oldest rows: the
+good device delivered nothing for ~60 s, again and again); the rest of the batch is looked at
+again at once, without them. Later lone refusals join the hold only if their devices are held
+already (a bad device polled faster than the good ones), up to HOLD_MAX_SAMPLES; another device
+refused with no 200 in between is a storm. The hold is in memory: a restart sends the samples
+again like any other. It never dead-letters anything by itself; only the evidence does.
 """
 
 from __future__ import annotations
@@ -37,12 +42,16 @@ class Held:
     since: float
 
 
+#: Lone refused samples held at once, at most: a refusal past that with no 200 is a storm.
+HOLD_MAX_SAMPLES = 8
+
+
 class HeldRefusal:
-    """The one lone refused sample waiting for evidence, if any. No I/O; the caller's clock."""
+    """The lone refused samples waiting for evidence. No I/O; the caller's clock."""
 
     def __init__(self, hold_max_s: float) -> None:
         self.hold_max_s = hold_max_s
-        self.held: Held | None = None
+        self.held: list[Held] = []
         #: Rows taken from the hold to be asked again, until that request ends (not to be
         #: chosen by the loop meanwhile).
         self.asking: set[int] = set()
@@ -51,39 +60,53 @@ class HeldRefusal:
 
     def skips(self, row_id: int) -> bool:
         """Is this row held, or being asked again (the loop must not choose it)?"""
-        return row_id in self.asking or (self.held is not None and self.held.row.id == row_id)
+        return row_id in self.asking or any(h.row.id == row_id for h in self.held)
 
-    def hold(self, row: QueuedSample, method: str, refused_serial: int, now: float) -> bool:
-        """Hold this sample aside; False if one is held already (a second refusal with no 200
-        in between: a storm)."""
-        if self.held is not None:
+    def devices(self) -> set[tuple[str, str]]:
+        return {(h.row.product_key, h.row.device_key) for h in self.held}
+
+    def hold(
+        self,
+        rows: QueuedSample | list[QueuedSample],
+        method: str,
+        refused_serial: int,
+        now: float,
+    ) -> bool:
+        """Hold these lone refused samples aside: the first ones (of one bisection, whatever
+        their devices), or one more of a device already held (a bad device polled faster than
+        the good ones is refused again before any 200), up to HOLD_MAX_SAMPLES. False (a
+        storm): another device refused with no 200 in between, several more, or too many."""
+        rows = [rows] if isinstance(rows, QueuedSample) else rows
+        devices = {(r.product_key, r.device_key) for r in rows}
+        if self.held and (len(rows) > 1 or not devices <= self.devices()):
             return False
-        self.held = Held(row, method, refused_serial, now)
-        self.count += 1
+        if len(self.held) + len(rows) > HOLD_MAX_SAMPLES:
+            return False
+        self.held += [Held(row, method, refused_serial, now) for row in rows]
+        self.count += len(rows)
         return True
 
-    def due(self, ok_serial: int) -> Held | None:
-        """A 200 to the request with this send serial: the held sample, if the request went
-        after its refusal (it is to be asked again, and is no longer held)."""
-        held = self.held
-        if held is None or ok_serial <= held.refused_serial:
-            return None
-        self.held = None
-        self.asking.add(held.row.id)
-        return held
+    def due(self, ok_serial: int) -> list[Held]:
+        """A 200 to the request with this send serial: the held samples whose refusal came
+        before that request went (to be asked again; no longer held)."""
+        due = [h for h in self.held if ok_serial > h.refused_serial]
+        if due:
+            self.held = [h for h in self.held if ok_serial <= h.refused_serial]
+            self.asking.update(h.row.id for h in due)
+        return due
 
     def asked(self, row_id: int) -> None:
         """The request asking it again has ended, whatever its reply."""
         self.asking.discard(row_id)
 
     def release(self) -> bool:
-        """Back to the flow (a storm); True if one was held."""
-        released, self.held = self.held is not None, None
+        """Back to the flow (a storm); True if any was held."""
+        released, self.held = bool(self.held), []
         return released
 
     def release_stale(self, now: float) -> bool:
         """Back to the flow if held longer than hold_max_s with no evidence; True if so."""
-        if self.held is None or now - self.held.since < self.hold_max_s:
+        if not self.held or now - min(h.since for h in self.held) < self.hold_max_s:
             return False
-        self.held = None
+        self.held = []
         return True

@@ -111,6 +111,9 @@ class Forwarder(BatchChooser):
                 with self.pulse.idle():
                     await self._restart_from_oldest()
                 continue
+            if self.handler.resend:  # refusals were set aside: the rest goes again at once
+                self.handler.resend = False
+                self._rewind()
             if self.topology.generation != self._generation:
                 self._generation = self.topology.generation
                 self._rewind()  # parked rows may be sendable now

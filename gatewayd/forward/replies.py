@@ -35,7 +35,7 @@ from gatewayd.enos.protocol import (
 )
 from gatewayd.enos.topology import Topology
 from gatewayd.errors import QueueError, ReplyTimeout, UplinkDown
-from gatewayd.forward.content_verdicts import ContentVerdicts
+from gatewayd.forward.content_verdicts import ContentVerdicts, SetAside
 from gatewayd.forward.held_refusal import Held, HeldRefusal
 from gatewayd.forward.refusal_evidence import (
     UNSET,
@@ -83,6 +83,8 @@ class ReplyHandler(ContentVerdicts):
         #: Bytes in flight, the link's rate and round trip; sets each request's deadline.
         self.window = LinkWindow(forward.batch_max_bytes)
         self.rewind = False  # the loop must start again from the oldest row
+        #: The loop must look at every row again at once, no backoff (refusals set aside).
+        self.resend = False
         self.delivered = 0
         self.rejected = 0
         #: Replies by code ("timeout" and "no_connection" for the requests that got none).
@@ -123,6 +125,8 @@ class ReplyHandler(ContentVerdicts):
             with self.runs.watching(Probe(confirming=confirming)) as probe:
                 await self._send_and_settle(rows, method, elements, False, probe)
                 await self._conclude(probe, method)
+        except SetAside:
+            self.resend = True
         except HubStorm as exc:
             self.holding.release()  # back to the flow with the others, after the backoff
             self.storm_log.storm(exc)
@@ -218,9 +222,7 @@ class ReplyHandler(ContentVerdicts):
         ids = [row.id for row in rows]
         if reply.ok:
             self.runs.accepted(serial, self.clock())
-            due = self.holding.due(serial)
-            if due is not None:
-                self._due.append(due)
+            self._due += self.holding.due(serial)
             await self.queue.ack(ids)
             if self.topology.has_park_history:
                 self.topology.confirmed({(r.product_key, r.device_key) for r in rows})
@@ -234,7 +236,7 @@ class ReplyHandler(ContentVerdicts):
                 probe.refused_serial, probe.refused_at = serial, self.clock()
             if len(rows) == 1:
                 probe.lone_serial = serial
-                await self._refused_alone(rows[0], reply, probe, serial)
+                await self._refused_alone(rows[0], reply, probe, serial, method)
             else:
                 await self._split(rows, method, repaired, probe)
         elif reply.code == CODE_NO_SUB_DEVICE_PERMISSION:

@@ -201,3 +201,30 @@ async def test_one_live_devices_refused_point_is_no_storm_for_the_others(
     taken = [d for d in hub.deliveries if d.ts_ms / 1000 > modelled]
     assert len(taken) >= 10
     assert max(d.received_s - d.ts_ms / 1000 for d in taken) < 1.0
+
+
+async def test_two_live_devices_with_a_wrong_model_do_not_hold_up_a_good_one(
+    tmp_path: Path, broker: FrontedBroker, hub: HubSimulator, known_modbus: KnownModbusServer
+) -> None:
+    """Found by an adversary: bad1 and bad2 read a point the model lacks, good does not. Each
+    bisection ended on lone refusals of bad1 and bad2, 'a storm', backoff, and the retry began
+    with the same oldest rows: good delivered nothing for ~60 s (until the refusal persisted),
+    and again after every 200. Now the two lone refusals are set aside together, the rest goes
+    at once, and good's 200s are the evidence that dead-letters them."""
+    devices = [
+        modbus_device("bad1", known_modbus.port, 1, KNOWN_POINTS, 0.2),
+        modbus_device("bad2", known_modbus.port, 2, KNOWN_POINTS, 0.2),
+        modbus_device("good", known_modbus.port, 1, KNOWN_POINTS[:1], 0.2),
+    ]
+    settings = config(tmp_path, broker, devices)
+    async with running(settings, hub):
+        hub.set_model("subPK", {"P", "U", "E", "Q"})  # registering the devices set theirs
+        modelled = time.time()
+        await until(hub, lambda h: len(rejected_rows(settings.queue.path)) >= 20, 30)
+        await asyncio.sleep(2.0)  # what good read meanwhile: at most one second to the hub
+        stopped = time.time()
+    taken = [d for d in hub.deliveries if modelled + 1 < d.ts_ms / 1000 < stopped - 2]
+    assert {d.device_key for d in hub.deliveries} == {"good"}
+    assert len(taken) >= 5
+    assert max(d.received_s - d.ts_ms / 1000 for d in taken) < 3.0
+    assert {code for _, code, _ in rejected_rows(settings.queue.path)} == {1204}

@@ -91,3 +91,49 @@ def test_a_held_sample_with_no_evidence_goes_back_after_hold_max() -> None:
     assert not holding.hold(rows("b", 1, start_id=9)[0], METHOD_RESUME_BATCH, 2, now=1.0)
     assert not holding.release_stale(59.0) and holding.skips(row.id)
     assert holding.release_stale(60.0) and not holding.skips(row.id)
+
+
+def pending(queue: MemoryQueue, handler: object, order: list) -> list:  # type: ignore[type-arg]
+    """The rows the loop would choose, oldest first (`order`: as they were taken): queued,
+    not held, not being asked again."""
+    holding = handler.holding  # type: ignore[attr-defined]
+    return [r for r in order if r.id in queue.rows and not holding.skips(r.id)]
+
+
+async def test_two_bad_devices_refused_alone_are_held_and_the_good_device_flows() -> None:
+    """Found by an adversary: two devices whose every sample is refused, one good device, taken
+    in turn. Each bisection ended on two lone refusals of two devices, 'a storm', backoff, and
+    the next try began with the same oldest rows: the good device delivered nothing for ~60 s,
+    again and again. Now the lone refusals are held aside together, the rest is looked at again
+    at once (no backoff), and the good device's 200 is the evidence that dead-letters them."""
+    b1, b2, g = rows("b1", 3), rows("b2", 3, start_id=10), rows("g", 3, start_id=20)
+    batch = [r for trio in zip(b1, b2, g, strict=True) for r in trio]
+    queue = MemoryQueue(batch)
+    handler, _, _ = clocked_handler(
+        queue, hub_refusing(1206, lambda e: e["deviceKey"] in ("b1", "b2"))
+    )
+    await send(handler, batch)
+    assert handler.storms == 0 and handler.failures == 0 and not queue.rejected
+    for _ in range(6):
+        if not queue.rows:
+            break
+        handler.rewind = False
+        await send(handler, pending(queue, handler, batch) or list(queue.rows.values()))
+    assert handler.storms == 0
+    assert sorted(queue.rejected) == sorted(r.id for r in b1 + b2)
+    assert sorted(queue.acked) == [r.id for r in g]
+
+
+async def test_a_bad_device_refused_twice_between_good_200s_is_no_storm() -> None:
+    """Found by an adversary: a bad device polled every 1 s, a good one every 3 s: two lone
+    refusals of the bad device came between two 200s, 'a storm', backoff every ~3 s (the good
+    device's p95 reading-to-200 4.1 s instead of 0.2 s). More lone refusals of a device already
+    held join the hold (up to a bound) instead."""
+    bad, good = rows("bad", 2), rows("good", 1, start_id=20)
+    queue = MemoryQueue(bad + good)
+    handler, _, _ = clocked_handler(queue, hub_refusing(1206, lambda e: e["deviceKey"] == "bad"))
+    await send(handler, bad[:1])
+    await send(handler, bad[1:])
+    assert handler.storms == 0 and handler.failures == 0
+    await send(handler, good)
+    assert sorted(queue.rejected) == [1, 2] and queue.acked == [20] and handler.storms == 0

@@ -39,9 +39,16 @@ async def test_a_hub_refusing_everything_across_devices_dead_letters_nothing() -
     queue = MemoryQueue(batch)
     handler, session, _ = handler_for(queue, lambda m, e: (1220, "busy"))
     await send(handler, batch)
+    # The first bisection's lone refusals of two devices are set aside (held_refusal.py): no
+    # storm yet, the rest is looked at again at once; refused too, that is a storm.
     assert not queue.rejected and len(queue.rows) == 64
-    assert handler.storms == 1 and handler.rewind
+    assert handler.storms == 0 and handler.resend and not handler.rewind
     assert len(session.requests) < 20  # the bisection stopped at the second device's refusal
+    rest = [r for r in batch if not handler.holding.skips(r.id)]
+    await send(handler, rest)
+    assert not queue.rejected and len(queue.rows) == 64
+    assert handler.storms == 1 and handler.rewind and not handler.holding.held
+    assert len(session.requests) < 40
 
 
 async def test_refusals_of_one_device_that_last_are_that_devices_content() -> None:
@@ -75,7 +82,9 @@ async def test_a_short_storm_dead_letters_nothing(devices: int) -> None:
     for _ in range(6):
         await send(handler, batch)
         clock[0] += (PERSIST_S - 1) / 5
-    assert not queue.rejected and handler.storms == 6
+    # Two devices: every other bisection sets its lone refusals aside instead of a storm (a
+    # storm gives them back to the flow).
+    assert not queue.rejected and handler.storms == (6 if devices == 1 else 3)
     storm[0] = False
     clock[0] += PERSIST_S
     await send(handler, batch)
@@ -176,7 +185,7 @@ async def test_devices_refused_for_good_are_dead_lettered_and_said_once(
     await send(handler, batch)  # the third batch, 60 s after the first
     assert sorted(queue.rejected) == sorted(r.id for r in batch) and not queue.rows
     assert {code for code, _ in queue.rejected.values()} == {1204}
-    assert handler.storms == PERSIST_TIMES - 1
+    assert handler.storms == PERSIST_TIMES - 2  # the first bisection set its refusals aside
     said = [r.getMessage() for r in caplog.records if "refusals_persist" in r.getMessage()]
     assert len(said) == 1 and "devices=2" in said[0]  # each bisection stopped at the second
     assert "gatewayd queue requeue-rejected --code 1204" in said[0]

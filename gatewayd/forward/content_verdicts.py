@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 
 from gatewayd.enos.protocol import Reply, batch_element
+from gatewayd.enos.topology import Topology
 from gatewayd.forward.held_refusal import Held, HeldRefusal
 from gatewayd.forward.refusal_evidence import Probe, RefusalRuns
 from gatewayd.logs import clip
@@ -34,6 +35,7 @@ class ContentVerdicts:
     """Mixed into ReplyHandler, which sets these and sends the requests."""
 
     queue: SampleQueue
+    topology: Topology
     clock: Callable[[], float]
     runs: RefusalRuns
     holding: HeldRefusal
@@ -115,6 +117,8 @@ class ContentVerdicts:
         while self._due:
             held = self._due.pop()
             try:
+                if not self.topology.sendable((held.row.product_key, held.row.device_key)):
+                    continue  # parked meanwhile (1212): it goes with its device's other rows
                 await self._deliver([held.row], [batch_element(held.row)], held.method, True)
             finally:
                 self.holding.asked(held.row.id)

@@ -14,6 +14,7 @@ from tests.unit.test_forwarder import (
     MemoryQueue,
     SetTopology,
     clocked_handler,
+    handler_for,
     forwarder_for,
     hub_refusing,
     rows,
@@ -137,3 +138,19 @@ async def test_a_bad_device_refused_twice_between_good_200s_is_no_storm() -> Non
     assert handler.storms == 0 and handler.failures == 0
     await send(handler, good)
     assert sorted(queue.rejected) == [1, 2] and queue.acked == [20] and handler.storms == 0
+
+
+async def test_a_held_sample_whose_device_was_parked_is_not_asked_again() -> None:
+    """Read in the code by an adversary: a held sample made due by a 200 was asked again even
+    if its device had been parked (1212) meanwhile; parked rows are not to be sent."""
+    a, b = rows("a", 1), rows("b", 1, start_id=10)
+    queue = MemoryQueue(a + b)
+    handler, session, topology = handler_for(
+        queue, hub_refusing(1204, lambda e: e["deviceKey"] == "a")
+    )
+    await send(handler, a)
+    assert handler.holding.skips(a[0].id)
+    topology.parked.add(("pk", "a"))
+    await send(handler, b)
+    assert queue.acked == [10] and not queue.rejected and 1 in queue.rows
+    assert len(session.requests) == 2 and not handler.holding.skips(a[0].id)

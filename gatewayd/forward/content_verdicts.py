@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from gatewayd.enos.protocol import Reply, batch_element
 from gatewayd.enos.topology import Topology
@@ -43,20 +43,11 @@ class ContentVerdicts:
     rejected: int
     progress: asyncio.Event
 
-    async def _send_and_settle(
-        self,
-        rows: list[QueuedSample],
-        method: str,
-        elements: list[str] | None,
-        repaired: bool,
-        probe: Probe,
-    ) -> None:
-        raise NotImplementedError  # ReplyHandler's
-
-    async def _deliver(
-        self, rows: list[QueuedSample], elements: list[str], method: str, confirming: bool
-    ) -> None:
-        raise NotImplementedError  # ReplyHandler's
+    #: ReplyHandler's: one request and what its reply does; a batch sent and concluded.
+    _send_and_settle: Callable[
+        [list[QueuedSample], str, list[str] | None, bool, Probe], Awaitable[None]
+    ]
+    _deliver: Callable[[list[QueuedSample], list[str], str, bool], Awaitable[None]]
 
     async def _refused_alone(
         self, row: QueuedSample, reply: Reply, probe: Probe, serial: int, method: str

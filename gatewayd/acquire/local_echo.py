@@ -18,13 +18,12 @@ class EchoWatch:
         self.strip = strip
         self._due = b""  # the request's bytes not yet seen back
         self._held = b""  # bytes held back as the echo's beginning
-        #: The current window began with the request's own bytes.
-        self.seen = False
+        #: Requests handed back so far (once, the line echoes: an adapter does so always).
         self.echoes = 0
 
     def begin(self, request: bytes) -> None:
         """A request goes out: its bytes are what an echo would be."""
-        self._due, self._held, self.seen = request, b"", False
+        self._due, self._held = request, b""
 
     def feed(self, data: bytes) -> bytes:
         """The bytes the line's books should see."""
@@ -32,7 +31,7 @@ class EchoWatch:
             return data
         if data.startswith(self._due):
             rest = data[len(self._due) :]
-            self._due, self._held, self.seen = b"", b"", True
+            self._due, self._held = b"", b""
             self.echoes += 1
             return rest if self.strip else data
         if self._due.startswith(data):

@@ -4,7 +4,8 @@ Why: a 2-wire adapter whose receiver stays on hands every request straight back.
 traffic the echo is noise that makes every answer doubtful, and some requests (coils 768+17)
 even parse as a whole answer. With `modbus.local_echo = true` the request's bytes, when they come
 first in the request's window, are removed; anything else is left for the ledger to judge (bytes
-held as a possible echo are handed on the moment they stop matching: nothing is ever dropped).
+held as a possible echo are handed on the moment they stop matching; only an echo cut short
+is never handed on).
 Without the key the echo is only noticed, so a refused read can say which key to set.
 """
 

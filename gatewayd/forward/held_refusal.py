@@ -51,7 +51,8 @@ class HeldRefusal:
 
     def __init__(self, hold_max_s: float) -> None:
         self.hold_max_s = hold_max_s
-        self.held: list[Held] = []
+        #: By row id: the loop asks `skips` of every row it reads.
+        self.held: dict[int, Held] = {}
         #: Rows taken from the hold to be asked again, until that request ends (not to be
         #: chosen by the loop meanwhile).
         self.asking: set[int] = set()
@@ -60,10 +61,10 @@ class HeldRefusal:
 
     def skips(self, row_id: int) -> bool:
         """Is this row held, or being asked again (the loop must not choose it)?"""
-        return row_id in self.asking or any(h.row.id == row_id for h in self.held)
+        return row_id in self.asking or row_id in self.held
 
     def devices(self) -> set[tuple[str, str]]:
-        return {(h.row.product_key, h.row.device_key) for h in self.held}
+        return {(h.row.product_key, h.row.device_key) for h in self.held.values()}
 
     def hold(
         self,
@@ -82,17 +83,17 @@ class HeldRefusal:
             return False
         if len(self.held) + len(rows) > HOLD_MAX_SAMPLES:
             return False
-        self.held += [Held(row, method, refused_serial, now) for row in rows]
+        self.held.update({row.id: Held(row, method, refused_serial, now) for row in rows})
         self.count += len(rows)
         return True
 
     def due(self, ok_serial: int) -> list[Held]:
         """A 200 to the request with this send serial: the held samples whose refusal came
         before that request went (to be asked again; no longer held)."""
-        due = [h for h in self.held if ok_serial > h.refused_serial]
-        if due:
-            self.held = [h for h in self.held if ok_serial <= h.refused_serial]
-            self.asking.update(h.row.id for h in due)
+        due = [h for h in self.held.values() if ok_serial > h.refused_serial]
+        for h in due:
+            del self.held[h.row.id]
+            self.asking.add(h.row.id)
         return due
 
     def asked(self, row_id: int) -> None:
@@ -101,12 +102,12 @@ class HeldRefusal:
 
     def release(self) -> bool:
         """Back to the flow (a storm); True if any was held."""
-        released, self.held = bool(self.held), []
+        released, self.held = bool(self.held), {}
         return released
 
     def release_stale(self, now: float) -> bool:
         """Back to the flow if held longer than hold_max_s with no evidence; True if so."""
-        if not self.held or now - min(h.since for h in self.held) < self.hold_max_s:
+        if not self.held or now - min(h.since for h in self.held.values()) < self.hold_max_s:
             return False
-        self.held = []
+        self.held = {}
         return True

@@ -13,33 +13,11 @@ import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
 
 from gatewayd.errors import QueueError
-from gatewayd.queue.migrations import migrate, migrations
-from gatewayd.queue.sql import atomic, upsert
-
-# Imports written before the split into modules keep working.
-__all__ = [
-    "CORRUPTION",
-    "atomic",
-    "connect",
-    "migrate",
-    "move_aside",
-    "open_connection",
-    "probe",
-    "quarantine",
-    "upsert",
-    "whole_file_problem",
-]
+from gatewayd.queue.migrations import migrate
 
 log = logging.getLogger(__name__)
-
-
-def __getattr__(name: str) -> Any:
-    if name == "MIGRATIONS":  # the set, as it was importable before it was built lazily
-        return migrations()
-    raise AttributeError(name)
 
 
 def _create_private(path: Path) -> None:

@@ -107,6 +107,7 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows, QueueReads):
 
     def __init__(self, conn: sqlite3.Connection, cfg: QueueConfig | None = None) -> None:
         self.conn = conn
+        self._page_bytes: int | None = None
         self.bounds = (
             Bounds(
                 cfg.max_bytes,
@@ -175,7 +176,10 @@ class Store(SalvageTarget, BoundsKeeper, SpaceKeeper, HeldRows, QueueReads):
         return int(row[0]) + 1 if row else 1
 
     def _page_size(self) -> int:
-        return int(self.conn.execute("PRAGMA page_size").fetchone()[0])
+        """Fixed once the file exists: read at the first group, not at every commit."""
+        if self._page_bytes is None:
+            self._page_bytes = int(self.conn.execute("PRAGMA page_size").fetchone()[0])
+        return self._page_bytes
 
     @staticmethod
     def _rows(samples: list[Sample], enqueued: int) -> list[tuple[Any, ...]]:

@@ -79,7 +79,7 @@ class ContentVerdicts:
             return
         if await self._settle_persisting(probe):
             return
-        if len(probe.suspects) == 1 and self._hold(probe, method):
+        if self._hold(probe, method):
             return
         note = "no 200 in between" if len(probe.suspects) > 1 else "another held, no 200 between"
         raise self.runs.storm(probe, self.clock(), note)

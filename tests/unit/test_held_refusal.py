@@ -154,3 +154,16 @@ async def test_a_held_sample_whose_device_was_parked_is_not_asked_again() -> Non
     await send(handler, b)
     assert queue.acked == [10] and not queue.rejected and 1 in queue.rows
     assert len(session.requests) == 2 and not handler.holding.skips(a[0].id)
+
+
+async def test_two_lone_refusals_of_one_device_in_one_request_are_held_not_a_storm() -> None:
+    """Found in review: a live request may carry two readings of a bad device (the live hold
+    batches them); both refused alone with no 200 between was a storm, backing every device off,
+    although the README says a bisection's lone refusals are held together."""
+    bad, good = rows("bad", 2), rows("good", 1, start_id=20)
+    queue = MemoryQueue(bad + good)
+    handler, _, _ = clocked_handler(queue, hub_refusing(1206, lambda e: e["deviceKey"] == "bad"))
+    await send(handler, bad)
+    assert handler.storms == 0 and handler.failures == 0 and not handler.rewind
+    await send(handler, good)
+    assert sorted(queue.rejected) == [1, 2] and queue.acked == [20] and handler.storms == 0

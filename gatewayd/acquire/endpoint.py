@@ -54,6 +54,13 @@ ECHO_UNEXPECTED = (
     " set modbus.local_echo = true on this line"
 )
 _FUNCTION_CODES = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+#: pymodbus's read of each table.
+_READERS = {
+    "coil": "read_coils",
+    "discrete": "read_discrete_inputs",
+    "holding": "read_holding_registers",
+    "input": "read_input_registers",
+}
 
 
 def endpoint_key(cfg: ModbusConfig) -> EndpointKey:
@@ -258,12 +265,7 @@ class Endpoint:
                 connected = False
             if not connected:
                 raise DeviceError(device, f"cannot connect to {self}")
-        readers = {
-            "holding": self.client.read_holding_registers,
-            "input": self.client.read_input_registers,
-            "coil": self.client.read_coils,
-            "discrete": self.client.read_discrete_inputs,
-        }
+        read = getattr(self.client, _READERS[request.table])
         if self.serial_framing:  # owed until a whole frame from the unit arrives
             now = time.monotonic()
             asked = Asked(_FUNCTION_CODES[request.table], request.address, request.count)
@@ -271,9 +273,10 @@ class Endpoint:
             self.echo.begin(asked.request_frame(unit_id))
             self.turns.last_send[unit_id] = now
         async with asyncio.timeout(limit_s):
-            return await readers[request.table](
+            response: ModbusPDU = await read(
                 request.address, count=request.count, device_id=unit_id
             )
+            return response
 
     async def _doubt(self, request: ReadRequest, response: ModbusPDU) -> str:
         """Why this answer cannot be trusted, or "" if it can."""

@@ -37,7 +37,6 @@ class PollSchedule:
         self, jobs: Sequence[Job], on_overrun: Callable[[str], None] | None = None
     ) -> None:
         self.jobs = list(jobs)
-        self.overruns: dict[str, int] = {name: 0 for name, _, _ in self.jobs}
         #: Told the job's name whenever a run is skipped (its owner counts it where it is seen).
         self.on_overrun = on_overrun
         self._tasks: list[asyncio.Task[None]] = []
@@ -83,8 +82,7 @@ class PollSchedule:
             for name, _, poll in members[tick % slots]:
                 last = running.get(name)
                 if last is not None and not last.done():
-                    self.overruns[name] += 1  # the last poll is still at it: skip this run
-                    if self.on_overrun is not None:
+                    if self.on_overrun is not None:  # the last poll is still at it: skipped
                         self.on_overrun(name)
                 else:
                     running[name] = asyncio.create_task(_quiet(poll()), name=f"poll-{name}-run")

@@ -68,7 +68,7 @@ class HeldRefusal:
 
     def hold(
         self,
-        rows: QueuedSample | list[QueuedSample],
+        rows: list[QueuedSample],
         method: str,
         refused_serial: int,
         now: float,
@@ -77,7 +77,6 @@ class HeldRefusal:
         their devices), or one more of a device already held (a bad device polled faster than
         the good ones is refused again before any 200), up to HOLD_MAX_SAMPLES. False (a
         storm): another device refused with no 200 in between, several more, or too many."""
-        rows = [rows] if isinstance(rows, QueuedSample) else rows
         devices = {(r.product_key, r.device_key) for r in rows}
         if self.held and (len(rows) > 1 or not devices <= self.devices()):
             return False
@@ -100,10 +99,9 @@ class HeldRefusal:
         """The request asking it again has ended, whatever its reply."""
         self.asking.discard(row_id)
 
-    def release(self) -> bool:
-        """Back to the flow (a storm); True if any was held."""
-        released, self.held = bool(self.held), {}
-        return released
+    def release(self) -> None:
+        """Back to the flow (a storm)."""
+        self.held = {}
 
     def release_stale(self, now: float) -> bool:
         """Back to the flow if held longer than hold_max_s with no evidence; True if so."""

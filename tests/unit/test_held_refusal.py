@@ -70,7 +70,7 @@ async def test_a_200_to_a_request_sent_before_the_refusal_is_no_evidence() -> No
     a, b = rows("a", 1), rows("b", 1, start_id=10)
     queue = MemoryQueue(a + b)
     handler, _, _ = clocked_handler(queue, hub_refusing(1204, lambda e: e["deviceKey"] == "a"))
-    handler.holding.hold(a[0], METHOD_RESUME_BATCH, refused_serial=5, now=0.0)
+    handler.holding.hold([a[0]], METHOD_RESUME_BATCH, refused_serial=5, now=0.0)
     handler.sent_serial = 3  # b's request is the 4th sent: before a's refusal
     await send(handler, b)
     assert queue.acked == [10] and not queue.rejected and handler.holding.skips(a[0].id)
@@ -79,7 +79,7 @@ async def test_a_200_to_a_request_sent_before_the_refusal_is_no_evidence() -> No
 async def test_the_loop_skips_a_held_row_as_it_does_a_parked_devices() -> None:
     queue = MemoryQueue(rows("a", 3))
     forwarder = forwarder_for(queue, SetTopology(), live_max_age_s=0)
-    forwarder._holding.hold(queue.rows[2], METHOD_RESUME_BATCH, refused_serial=1, now=0.0)
+    forwarder._holding.hold([queue.rows[2]], METHOD_RESUME_BATCH, refused_serial=1, now=0.0)
     batch = await forwarder._next_batch()
     assert isinstance(batch, tuple) and [r.id for r in batch[0]] == [1, 3]
 
@@ -88,8 +88,8 @@ def test_a_held_sample_with_no_evidence_goes_back_after_hold_max() -> None:
     """Nothing else sent, or nothing answered: back to the flow, like a storm's longest backoff."""
     holding = HeldRefusal(hold_max_s=60.0)
     row = rows("a", 1)[0]
-    assert holding.hold(row, METHOD_RESUME_BATCH, refused_serial=1, now=0.0)
-    assert not holding.hold(rows("b", 1, start_id=9)[0], METHOD_RESUME_BATCH, 2, now=1.0)
+    assert holding.hold([row], METHOD_RESUME_BATCH, refused_serial=1, now=0.0)
+    assert not holding.hold(rows("b", 1, start_id=9), METHOD_RESUME_BATCH, 2, now=1.0)
     assert not holding.release_stale(59.0) and holding.skips(row.id)
     assert holding.release_stale(60.0) and not holding.skips(row.id)
 

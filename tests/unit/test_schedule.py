@@ -44,11 +44,14 @@ async def test_devices_sharing_an_interval_share_one_timer_and_keep_their_rate()
 
 async def test_a_poll_still_running_skips_its_next_runs_and_they_are_counted() -> None:
     stamps: dict[str, list[float]] = {}
-    schedule = PollSchedule([("slow", 0.05, recorder(stamps, "slow", busy_s=0.12))])
+    skipped: list[str] = []
+    schedule = PollSchedule(
+        [("slow", 0.05, recorder(stamps, "slow", busy_s=0.12))], on_overrun=skipped.append
+    )
     schedule.start()
     await asyncio.sleep(0.5)
     schedule.shutdown()
-    assert schedule.overruns["slow"] >= 4
+    assert skipped.count("slow") >= 4
     gaps = [b - a for a, b in zip(stamps["slow"], stamps["slow"][1:], strict=False)]
     assert all(g >= 0.12 for g in gaps)  # never two at once
 
@@ -80,5 +83,4 @@ async def test_a_skipped_run_is_reported_to_its_owner() -> None:
     schedule.start()
     await asyncio.sleep(0.55)
     schedule.shutdown()
-    assert told and set(told) == {"slow"}
-    assert len(told) == schedule.overruns["slow"]
+    assert len(told) >= 2 and set(told) == {"slow"}  # due every 0.1 s, each poll takes 0.35 s
